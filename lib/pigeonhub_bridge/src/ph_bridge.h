@@ -1,0 +1,111 @@
+/*
+ * ph_bridge.h — the bridge core: runs hub.wasm in WASM3 for one transport.
+ *
+ * Portable C11, no ESP-IDF or OS includes. The same code runs in the ESP32 firmware (src/) and in
+ * the PC hub (Python extension pigeonhub/_bridge.c). Only the transport differs, and it plugs in
+ * through ph_transport_ops.
+ *
+ * Threading: one owner thread (the firmware's hub task, the PC hub's asyncio loop) makes every
+ * ph_bridge_* call, except ph_bridge_on_sent(), which any thread may call. Transport callbacks are
+ * invoked on the owner thread, from inside ph_bridge_* calls.
+ */
+#ifndef PH_BRIDGE_H
+#define PH_BRIDGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ph_bridge ph_bridge;
+
+/* What the bridge needs from a socket layer. All callbacks run on the owner thread. */
+typedef struct ph_transport_ops {
+    void *ctx;
+    /* Queue one text frame. The transport must copy `frame` before returning (it points into the
+     * module's memory) and call ph_bridge_on_sent(conn, len) once the bytes are written or dropped.
+     * Returns 0, or <0 when the connection is already gone. */
+    int (*send)(void *ctx, int32_t conn, const uint8_t *frame, size_t len);
+    /* Start a WebSocket close handshake; the transport later reports ph_bridge_on_close(conn). */
+    void (*close)(void *ctx, int32_t conn, uint16_t code, const char *reason, size_t reason_len);
+    /* Send a WebSocket ping; report the pong with ph_bridge_on_pong(). Returns 0 or <0. */
+    int (*ping)(void *ctx, int32_t conn);
+    /* One log line. level is 'E', 'W', 'I', 'D' or 'V'; msg is not NUL-terminated. */
+    void (*log)(void *ctx, char level, const char *msg, size_t len);
+    uint32_t (*millis)(void *ctx);           /* monotonic milliseconds                         */
+    int64_t (*wall_clock_ms)(void *ctx);     /* Unix epoch ms, or uptime ms when unknown        */
+    /* Write a NUL-terminated device id (e.g. a MAC address) into buf; it seeds the hub id. */
+    void (*device_id)(void *ctx, char *buf, size_t cap);
+    int (*server_start)(void *ctx, int port); /* may be NULL: transport already listening      */
+    void (*server_stop)(void *ctx);           /* may be NULL                                   */
+} ph_transport_ops;
+
+typedef struct ph_bridge_config {
+    uint32_t max_connections;     /* bridge slots; beyond them: close 1008 before the module sees it */
+    uint32_t outbox_limit_bytes;  /* unsent bytes per connection before it is closed 1013            */
+    uint32_t memory_limit_bytes;  /* WASM3 runtime->memoryLimit (0: the module's own maximum)        */
+    uint32_t wasm_stack_bytes;    /* WASM3 interpreter stack                                         */
+} ph_bridge_config;
+
+/* Defaults sized for an ESP32: MAX_PEERS + room for the module to refuse a few more itself. */
+#define PH_BRIDGE_CONFIG_DEFAULT { .max_connections = 24, .outbox_limit_bytes = 64 * 1024, \
+                                   .memory_limit_bytes = 65536, .wasm_stack_bytes = 16 * 1024 }
+
+/* Results (negative) of the functions below. */
+typedef enum {
+    PH_OK = 0,
+    PH_ERR_NOT_WASM = -1,       /* bytes do not start with the WebAssembly magic/version          */
+    PH_ERR_ABI_VERSION = -2,    /* abi_version() differs from PH_ABI_VERSION                      */
+    PH_ERR_MISSING_EXPORT = -3, /* a required export is missing or has the wrong signature        */
+    PH_ERR_MEMORY = -4,         /* the module asks for more linear memory than allowed            */
+    PH_ERR_LOAD = -5,           /* WASM3 refused to parse/load/link it (message says why)         */
+    PH_ERR_INIT = -6,           /* init() failed or trapped                                       */
+    PH_ERR_NO_MEMORY = -7,      /* host allocation failed                                         */
+    PH_ERR_FULL = -8,           /* no free connection slot                                        */
+    PH_ERR_UNKNOWN_CONN = -9,
+} ph_result;
+
+/* Create a bridge and load `wasm` (which must stay valid as long as the bridge: WASM3 reads it in
+ * place). Validates the module, links PH_ABI_IMPORTS, calls init(). On failure returns NULL and
+ * writes a specific, human-readable reason into err (e.g. "module has no export 'on_message'"). */
+ph_bridge *ph_bridge_create(const uint8_t *wasm, size_t wasm_len, const ph_transport_ops *ops,
+                            const ph_bridge_config *config, ph_result *result, char *err,
+                            size_t err_cap);
+void ph_bridge_destroy(ph_bridge *bridge);
+
+/* Validate module bytes without keeping them: the checks of ph_bridge_create (a scratch runtime,
+ * init() included), used before a module is accepted over the air. */
+ph_result ph_bridge_check_module(const uint8_t *wasm, size_t wasm_len, char *err, size_t err_cap);
+
+int ph_bridge_start(ph_bridge *bridge, int port);  /* start_server(port) */
+void ph_bridge_stop(ph_bridge *bridge);            /* stop_server()      */
+
+/* A WebSocket was accepted with this request URL (path + query). Returns the connection id (>=0),
+ * or PH_ERR_FULL, in which case the transport closes it with 1008 PH_REASON_FULL itself. */
+int32_t ph_bridge_on_open(ph_bridge *bridge, const char *url, size_t url_len);
+/* Before reading a frame's payload: false when it is larger than the module accepts. The bridge
+ * has then asked the transport to close the connection with 1009. */
+bool ph_bridge_accepts_frame(ph_bridge *bridge, int32_t conn, size_t len);
+/* A complete text or binary frame. Oversized frames are refused as ph_bridge_accepts_frame does. */
+void ph_bridge_on_frame(ph_bridge *bridge, int32_t conn, const uint8_t *data, size_t len);
+void ph_bridge_on_pong(ph_bridge *bridge, int32_t conn);
+/* The socket is closed (by either side). The slot is freed. */
+void ph_bridge_on_close(ph_bridge *bridge, int32_t conn);
+/* Call at least once a second: runs the module's loop() (heartbeat and timeouts). */
+void ph_bridge_tick(ph_bridge *bridge);
+/* Any thread: `len` bytes handed to ops->send for conn were written or dropped. */
+void ph_bridge_on_sent(ph_bridge *bridge, int32_t conn, size_t len);
+
+/* Combined JSON: {"module":<get_stats()>,"bridge":{...}} NUL-terminated; returns its length or <0. */
+int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap);
+const char *ph_bridge_hub_id(const ph_bridge *bridge);   /* 40 hex chars */
+int ph_bridge_peer_count(ph_bridge *bridge);
+uint32_t ph_bridge_connection_count(const ph_bridge *bridge);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PH_BRIDGE_H */

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine, used by `make hub` and `make test`.
+#   scripts/setup.sh hub    compilers + .venv with the pigeonhub package
+#   scripts/setup.sh test   the above + test tools (valgrind, 32-bit libc) + npm packages for interop
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-hub}"
+
+log() { printf 'I (setup) %s\n' "$*"; }
+
+# --- Debian packages: clang/lld build hub.wasm, gcc builds WASM3 and the bridge extension ----------
+apt_packages=()
+command -v clang-14 >/dev/null || apt_packages+=(clang-14)
+command -v wasm-ld-14 >/dev/null || apt_packages+=(lld-14)
+command -v gcc >/dev/null || apt_packages+=(gcc libc6-dev)
+if [ "$mode" = test ]; then
+    command -v valgrind >/dev/null || apt_packages+=(valgrind)
+    command -v node >/dev/null || apt_packages+=(nodejs npm)
+    [ -e /usr/lib/gcc/x86_64-linux-gnu/12/32/libgcc.a ] || [ "$(uname -m)" != x86_64 ] \
+        || apt_packages+=(gcc-multilib)
+fi
+if [ ${#apt_packages[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing ${apt_packages[*]} (apt-get)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}" >/dev/null
+    else
+        echo "E (setup) missing: ${apt_packages[*]}. Install them (Debian/Ubuntu: sudo apt-get install" \
+             "${apt_packages[*]}); without clang-14/lld-14, 'pip install ziglang' also builds hub.wasm." >&2
+        exit 1
+    fi
+fi
+
+# --- Python: a private venv with the package (the bridge extension compiles here) ------------------
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    python3 -m venv .venv
+fi
+extras=""
+[ "$mode" = test ] && extras="[test]"
+stamp=".venv/.installed-$mode-$(cat pyproject.toml setup.py lib/pigeonhub_bridge/src/*.[ch] pigeonhub/_bridge.c 2>/dev/null | sha256sum | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+    log "installing pigeonhub$extras into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".$extras"
+    touch "$stamp"
+fi
+
+# --- npm: the real peerpigeon client/server for interop tests and benchmarks ---------------------
+if [ "$mode" = test ] && [ ! -d test/interop/node_modules/peerpigeon ]; then
+    log "installing npm packages in test/interop"
+    (cd test/interop && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi
+log "ready ($mode)"
