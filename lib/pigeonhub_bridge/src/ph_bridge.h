@@ -29,7 +29,8 @@ typedef struct ph_transport_ops {
      * module's memory) and call ph_bridge_on_sent(conn, len) once the bytes are written or dropped.
      * Returns 0, or <0 when the connection is already gone. */
     int (*send)(void *ctx, int32_t conn, const uint8_t *frame, size_t len);
-    /* Start a WebSocket close handshake; the transport later reports ph_bridge_on_close(conn). */
+    /* Start a WebSocket close handshake; the transport later reports ph_bridge_on_close(conn).
+     * `reason` may point into the module's memory: copy it before returning. */
     void (*close)(void *ctx, int32_t conn, uint16_t code, const char *reason, size_t reason_len);
     /* Send a WebSocket ping; report the pong with ph_bridge_on_pong(). Returns 0 or <0. */
     int (*ping)(void *ctx, int32_t conn);
@@ -45,7 +46,7 @@ typedef struct ph_transport_ops {
 
 typedef struct ph_bridge_config {
     uint32_t max_connections;     /* bridge slots; beyond them: close 1008 before the module sees it */
-    uint32_t outbox_limit_bytes;  /* unsent bytes per connection before it is closed 1013            */
+    uint32_t outbox_limit_bytes;  /* unsent bytes per connection before it is closed 1013 (0: none)  */
     uint32_t memory_limit_bytes;  /* WASM3 runtime->memoryLimit (0: the module's own maximum)        */
     uint32_t wasm_stack_bytes;    /* WASM3 interpreter stack                                         */
 } ph_bridge_config;
@@ -84,7 +85,9 @@ int ph_bridge_start(ph_bridge *bridge, int port);  /* start_server(port) */
 void ph_bridge_stop(ph_bridge *bridge);            /* stop_server()      */
 
 /* A WebSocket was accepted with this request URL (path + query). Returns the connection id (>=0),
- * or PH_ERR_FULL, in which case the transport closes it with 1008 PH_REASON_FULL itself. */
+ * or PH_ERR_FULL (any result < 0), in which case the transport closes it with 1008 PH_REASON_FULL.
+ * The module greets the connection from inside this call (on_peer_connected), so ops->send and
+ * ops->close may be called for the new id before ph_bridge_on_open returns it. */
 int32_t ph_bridge_on_open(ph_bridge *bridge, const char *url, size_t url_len);
 /* Before reading a frame's payload: false when it is larger than the module accepts. The bridge
  * has then asked the transport to close the connection with 1009. */
@@ -104,6 +107,8 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap);
 const char *ph_bridge_hub_id(const ph_bridge *bridge);   /* 40 hex chars */
 int ph_bridge_peer_count(ph_bridge *bridge);
 uint32_t ph_bridge_connection_count(const ph_bridge *bridge);
+/* Largest frame the module accepts (its get_input_buffer_size(), read once after init()). */
+uint32_t ph_bridge_input_buffer_size(const ph_bridge *bridge);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,546 @@
+/*
+ * ph_bridge.c — bridge lifecycle and transport events: runs hub.wasm in WASM3 for one transport.
+ *
+ * Every call into the module goes through ph_call(), which is where traps are caught: the trap is
+ * logged and counted, the module's __stack_pointer is put back where it was before the call, and the
+ * connection being served is closed 1011. The hub keeps serving everyone else.
+ *
+ * Connection ids carry a slot index and a generation (ph_bridge_internal.h). Each slot has a
+ * bounded outbox counter: bytes handed to ops->send minus bytes the transport reported written.
+ * A connection whose counter would pass outbox_limit_bytes is closed 1013, so one slow reader can
+ * never make the hub hold an unbounded amount of data for it, nor slow the others down.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ph_bridge_internal.h"
+#include "m3_env.h"   /* WASM3 0.5.0 internals: memory header, module globals */
+
+#define PH_EXPORT_NAME(name, sig, origin) #name,
+static const char *const ph_export_names[PH_EXPORT_COUNT] = { PH_ABI_EXPORTS(PH_EXPORT_NAME) };
+#undef PH_EXPORT_NAME
+
+static void ph_finish_pending_closes(ph_bridge *b);
+
+void ph_log(ph_bridge *b, char level, const char *fmt, ...)
+{
+    if (!b->ops.log) return;
+    char line[PH_LOG_LINE_BYTES];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n >= sizeof line) n = (int)sizeof line - 1;
+    b->ops.log(b->ops.ctx, level, line, (size_t)n);
+}
+
+uint32_t ph_memory_size(const ph_bridge *b)
+{
+    uint32_t size = 0;
+    if (b->runtime && b->runtime->memory.mallocated) m3_GetMemory(b->runtime, &size, 0);
+    return size;
+}
+
+static uint8_t *ph_memory(const ph_bridge *b)
+{
+    return b->runtime && b->runtime->memory.mallocated ? m3_GetMemory(b->runtime, NULL, 0) : NULL;
+}
+
+ph_slot *ph_slot_of(ph_bridge *b, int32_t conn)
+{
+    if (!b || conn < 0) return NULL;
+    uint32_t index = (uint32_t)conn & PH_SLOT_MASK, generation = (uint32_t)conn >> PH_SLOT_BITS;
+    if (index >= b->slot_count) return NULL;
+    ph_slot *s = &b->slots[index];
+    return s->state != PH_SLOT_FREE && s->generation == generation ? s : NULL;
+}
+
+/* Subtract up to len written bytes from the outbox of (slot, generation); any thread. */
+static void ph_outbox_release(ph_slot *s, uint32_t generation, size_t len)
+{
+    uint64_t cur = atomic_load(&s->outbox), next;
+    do {
+        if ((uint32_t)(cur >> 32) != generation) return;   /* slot reused: not ours any more */
+        uint32_t queued = (uint32_t)cur;
+        next = cur - (len < queued ? (uint32_t)len : queued);
+    } while (!atomic_compare_exchange_weak(&s->outbox, &cur, next));
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Calls into the module                                                                            */
+
+/* Call export `id`; `conn` names the connection being served (or -1), which is closed 1011 when the
+ * call traps and close_on_trap is set. ret receives an i32 result when the export has one. */
+static M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap,
+                        uint32_t argc, const int32_t *args, int32_t *ret)
+{
+    const void *argp[4];
+    for (uint32_t i = 0; i < argc && i < 4; i++) argp[i] = &args[i];
+    IM3Function f = b->fn[id];
+    int64_t saved_sp = b->stack_pointer ? b->stack_pointer->intValue : 0;
+
+    b->depth++;
+    M3Result r = m3_Call(f, argc, argp);
+    if (!r && ret) r = m3_GetResultsV(f, ret);
+    b->depth--;
+
+    if (r) {
+        /* A trap unwinds the interpreter but not the module's shadow stack: without this, every
+         * trap would leak the trapping functions' frames until the stack runs into the data. */
+        if (b->stack_pointer) b->stack_pointer->intValue = saved_sp;
+        b->traps++;
+        if (conn >= 0)
+            ph_log(b, 'E', "hub.wasm %s() trapped: %s (conn %d)", ph_export_names[id], r, (int)conn);
+        else
+            ph_log(b, 'E', "hub.wasm %s() trapped: %s", ph_export_names[id], r);
+        if (close_on_trap && conn >= 0)
+            ph_request_close(b, conn, PH_CLOSE_INTERNAL, PH_REASON_TRAP, sizeof PH_REASON_TRAP - 1);
+    }
+    if (b->depth == 0 && b->closes_pending) ph_finish_pending_closes(b);
+    return r;
+}
+
+static M3Result ph_call0(ph_bridge *b, ph_export_id id, int32_t *ret)
+{
+    return ph_call(b, id, -1, false, 0, NULL, ret);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Connections                                                                                      */
+
+void ph_request_close(ph_bridge *b, int32_t conn, uint16_t code, const char *reason, size_t len)
+{
+    ph_slot *s = ph_slot_of(b, conn);
+    if (!s || s->state != PH_SLOT_OPEN) return;   /* already closing or gone: one close is enough */
+    s->state = PH_SLOT_CLOSING;
+    if (len > PH_MAX_CLOSE_REASON) {
+        len = PH_MAX_CLOSE_REASON;
+        while (len > 0 && ((uint8_t)reason[len] & 0xC0) == 0x80) len--;   /* whole UTF-8 chars */
+    }
+    if (b->ops.close) b->ops.close(b->ops.ctx, conn, code, reason, len);
+}
+
+int32_t ph_queue_frame(ph_bridge *b, int32_t conn, const uint8_t *frame, uint32_t len)
+{
+    ph_slot *s = ph_slot_of(b, conn);
+    if (!s || s->state != PH_SLOT_OPEN || !b->ops.send) return PH_SEND_NO_CONN;
+
+    uint32_t queued = (uint32_t)atomic_load(&s->outbox);
+    uint32_t limit = b->config.outbox_limit_bytes;
+    if (limit && (uint64_t)queued + len > limit) {
+        b->outbox_overflows++;
+        ph_log(b, 'W', "conn %d is not reading: %u bytes unsent, limit %u; dropping a %u-byte frame "
+               "and closing it %d", (int)conn, (unsigned)queued, (unsigned)limit, (unsigned)len,
+               PH_CLOSE_TRY_LATER);
+        ph_request_close(b, conn, PH_CLOSE_TRY_LATER, PH_REASON_OUTBOX_FULL,
+                         sizeof PH_REASON_OUTBOX_FULL - 1);
+        return PH_SEND_OUTBOX_FULL;
+    }
+    /* Counted before the hand-over: a transport may report the bytes sent from inside send(). */
+    atomic_fetch_add(&s->outbox, len);
+    if (b->ops.send(b->ops.ctx, conn, frame, len) < 0) {
+        ph_outbox_release(s, s->generation, len);
+        return PH_SEND_NO_CONN;
+    }
+    return PH_SEND_OK;
+}
+
+/* The transport has closed the slot's socket: tell the module (once), then free the slot. */
+static void ph_finish_close(ph_bridge *b, uint32_t index)
+{
+    ph_slot *s = &b->slots[index];
+    int32_t conn = ph_conn_id(s, index);
+    s->state = PH_SLOT_GONE;   /* nothing is sent to it, a repeated on_close is ignored */
+    s->closed_pending = false;
+    if (s->seen) {
+        s->seen = false;
+        int32_t arg = conn;
+        ph_call(b, PH_EXPORT_on_peer_disconnected, conn, false, 1, &arg, NULL);
+    }
+    free(s->url);
+    s->url = NULL;
+    s->url_len = 0;
+    s->generation = (s->generation + 1) & PH_GENERATION_MASK;
+    atomic_store(&s->outbox, (uint64_t)s->generation << 32);
+    s->state = PH_SLOT_FREE;
+    b->open_count--;
+}
+
+static void ph_finish_pending_closes(ph_bridge *b)
+{
+    b->closes_pending = false;
+    for (uint32_t i = 0; i < b->slot_count; i++)
+        if (b->slots[i].closed_pending) ph_finish_close(b, i);
+}
+
+int32_t ph_bridge_on_open(ph_bridge *bridge, const char *url, size_t url_len)
+{
+    ph_bridge *b = bridge;
+    if (!b) return PH_ERR_UNKNOWN_CONN;
+    if (b->depth) {
+        ph_log(b, 'E', "connection opened from inside a module call; refused (transport bug)");
+        return PH_ERR_FULL;
+    }
+    uint32_t index = 0;
+    while (index < b->slot_count && b->slots[index].state != PH_SLOT_FREE) index++;
+    if (index == b->slot_count) {
+        b->refused_full++;
+        return PH_ERR_FULL;
+    }
+    ph_slot *s = &b->slots[index];
+    if (url_len > PH_MAX_URL_BYTES) url_len = PH_MAX_URL_BYTES;
+    s->url = malloc(url_len + 1);
+    if (!s->url) {
+        ph_log(b, 'E', "out of memory for a connection's URL");
+        return PH_ERR_NO_MEMORY;
+    }
+    if (url_len) memcpy(s->url, url, url_len);
+    s->url[url_len] = '\0';
+    s->url_len = (uint16_t)url_len;
+    s->state = PH_SLOT_OPEN;
+    s->seen = true;        /* from here on the module is owed exactly one on_peer_disconnected */
+    s->closed_pending = false;
+    b->open_count++;
+
+    int32_t conn = ph_conn_id(s, index);
+    ph_call(b, PH_EXPORT_on_peer_connected, conn, true, 1, &conn, NULL);
+    return conn;
+}
+
+bool ph_bridge_accepts_frame(ph_bridge *bridge, int32_t conn, size_t len)
+{
+    ph_slot *s = ph_slot_of(bridge, conn);
+    if (!s || s->state != PH_SLOT_OPEN) return false;
+    if (len > bridge->input_size) {
+        bridge->frames_too_big++;
+        ph_log(bridge, 'W', "conn %d sent a %zu-byte frame, the module accepts at most %u: closing it %d",
+               (int)conn, len, (unsigned)bridge->input_size, PH_CLOSE_TOO_BIG);
+        ph_request_close(bridge, conn, PH_CLOSE_TOO_BIG, PH_REASON_TOO_BIG,
+                         sizeof PH_REASON_TOO_BIG - 1);
+        return false;
+    }
+    return true;
+}
+
+void ph_bridge_on_frame(ph_bridge *bridge, int32_t conn, const uint8_t *data, size_t len)
+{
+    ph_bridge *b = bridge;
+    if (!b) return;
+    if (b->depth) {
+        ph_log(b, 'E', "frame for conn %d delivered from inside a module call; dropped (transport bug)",
+               (int)conn);
+        return;
+    }
+    if (!ph_bridge_accepts_frame(b, conn, len)) return;
+    /* Copied, never pointed at: the module can only read its own linear memory. */
+    if (len) memcpy(ph_memory(b) + b->input_ptr, data, len);
+    b->frames_in++;
+    int32_t args[3] = { conn, (int32_t)b->input_ptr, (int32_t)len };
+    ph_call(b, PH_EXPORT_on_message, conn, true, 3, args, NULL);
+}
+
+void ph_bridge_on_pong(ph_bridge *bridge, int32_t conn)
+{
+    ph_slot *s = ph_slot_of(bridge, conn);
+    if (!s || s->state != PH_SLOT_OPEN || bridge->depth) return;
+    ph_call(bridge, PH_EXPORT_on_pong, conn, true, 1, &conn, NULL);
+}
+
+void ph_bridge_on_close(ph_bridge *bridge, int32_t conn)
+{
+    ph_slot *s = ph_slot_of(bridge, conn);
+    if (!s || s->state == PH_SLOT_GONE) return;
+    s->state = PH_SLOT_GONE;
+    if (bridge->depth) {
+        /* Reported from inside a transport callback: the module hears of it once its current
+         * call has returned, never re-entrantly. Until then nothing more is sent to it. */
+        s->closed_pending = true;
+        bridge->closes_pending = true;
+        return;
+    }
+    ph_finish_close(bridge, (uint32_t)conn & PH_SLOT_MASK);
+}
+
+void ph_bridge_on_sent(ph_bridge *bridge, int32_t conn, size_t len)
+{
+    if (!bridge || conn < 0) return;
+    uint32_t index = (uint32_t)conn & PH_SLOT_MASK;
+    if (index >= bridge->slot_count) return;
+    ph_outbox_release(&bridge->slots[index], (uint32_t)conn >> PH_SLOT_BITS, len);
+}
+
+void ph_bridge_tick(ph_bridge *bridge)
+{
+    if (!bridge || bridge->depth) return;
+    ph_call0(bridge, PH_EXPORT_loop, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Lifecycle                                                                                        */
+
+static ph_result ph_read_hub_id(ph_bridge *b, char *err, size_t err_cap)
+{
+    int32_t ptr = 0;
+    M3Result r = ph_call0(b, PH_EXPORT_get_hub_id, &ptr);
+    if (r) return ph_fail(err, err_cap, PH_ERR_INIT, "get_hub_id() trapped: %s", r);
+    uint32_t size = ph_memory_size(b);
+    if (ptr <= 0 || (uint64_t)(uint32_t)ptr + 41 > size)
+        return ph_fail(err, err_cap, PH_ERR_INIT,
+                       "get_hub_id() returned %d, outside the module's %u bytes of memory", (int)ptr,
+                       (unsigned)size);
+    const char *id = (const char *)ph_memory(b) + ptr;
+    for (int i = 0; i < 40; i++) {
+        char c = id[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return ph_fail(err, err_cap, PH_ERR_INIT,
+                           "get_hub_id() must point at 40 hex characters; character %d is 0x%02x", i,
+                           (unsigned)(uint8_t)c);
+    }
+    if (id[40] != '\0')
+        return ph_fail(err, err_cap, PH_ERR_INIT, "get_hub_id()'s 40 hex characters are not NUL-terminated");
+    memcpy(b->hub_id, id, 40);
+    b->hub_id[40] = '\0';
+    return PH_OK;
+}
+
+static ph_result ph_read_input_buffer(ph_bridge *b, char *err, size_t err_cap)
+{
+    int32_t ptr = 0, size = 0;
+    M3Result r = ph_call0(b, PH_EXPORT_get_input_buffer, &ptr);
+    if (!r) r = ph_call0(b, PH_EXPORT_get_input_buffer_size, &size);
+    if (r) return ph_fail(err, err_cap, PH_ERR_INIT, "get_input_buffer*() trapped: %s", r);
+    uint32_t usable = ph_memory_size(b);
+    if (ptr <= 0 || size <= 0 || (uint64_t)(uint32_t)ptr + (uint32_t)size > usable)
+        return ph_fail(err, err_cap, PH_ERR_MEMORY,
+                       "module's input buffer (address %d, %d bytes) does not lie inside its %u bytes "
+                       "of usable linear memory", (int)ptr, (int)size, (unsigned)usable);
+    b->input_ptr = (uint32_t)ptr;
+    b->input_size = (uint32_t)size;
+    return PH_OK;
+}
+
+ph_bridge *ph_bridge_create(const uint8_t *wasm, size_t wasm_len, const ph_transport_ops *ops,
+                            const ph_bridge_config *config, ph_result *result, char *err,
+                            size_t err_cap)
+{
+    static const ph_bridge_config defaults = PH_BRIDGE_CONFIG_DEFAULT;
+    ph_result rc;
+    ph_module_info info;
+    IM3Module module = NULL;
+    M3Result r;
+    int32_t value = 0;
+    ph_bridge *b = NULL;
+    if (err && err_cap) err[0] = '\0';
+
+    if ((rc = ph_check_bytes(wasm, wasm_len, &info, err, err_cap)) != PH_OK) goto fail;
+    if ((rc = ph_check_memory(&info, config ? config->memory_limit_bytes : 0, err, err_cap)) != PH_OK)
+        goto fail;
+
+    b = calloc(1, sizeof *b);
+    if (!b) {
+        rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for the bridge");
+        goto fail;
+    }
+    if (ops) b->ops = *ops;
+    b->config = config ? *config : defaults;
+    if (b->config.max_connections == 0) b->config.max_connections = defaults.max_connections;
+    if (b->config.max_connections > PH_MAX_SLOTS) b->config.max_connections = PH_MAX_SLOTS;
+    if (b->config.wasm_stack_bytes == 0) b->config.wasm_stack_bytes = defaults.wasm_stack_bytes;
+    b->wasm = wasm;
+    b->wasm_len = wasm_len;
+
+    b->slot_count = b->config.max_connections;
+    b->slots = calloc(b->slot_count, sizeof *b->slots);
+    if (!b->slots) {
+        rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for %u connection slots",
+                     (unsigned)b->slot_count);
+        goto fail_bridge;
+    }
+    for (uint32_t i = 0; i < b->slot_count; i++) atomic_init(&b->slots[i].outbox, 0);
+
+    b->env = m3_NewEnvironment();
+    if (!b->env) {
+        rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for the WASM3 environment");
+        goto fail_slots;
+    }
+    b->runtime = m3_NewRuntime(b->env, b->config.wasm_stack_bytes, b);
+    if (!b->runtime) {
+        rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for a WASM3 runtime with a %u-byte stack",
+                     (unsigned)b->config.wasm_stack_bytes);
+        goto fail_env;
+    }
+    /* Linear memory actually allocated; accesses beyond it trap even inside a declared page. */
+    b->runtime->memoryLimit = b->config.memory_limit_bytes;
+
+    r = m3_ParseModule(b->env, &module, wasm, (uint32_t)wasm_len);
+    if (r) {
+        rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot parse the module: %s", r);
+        goto fail_runtime;   /* m3_ParseModule freed what it had built */
+    }
+    if (module->memoryImported) {
+        rc = ph_fail(err, err_cap, PH_ERR_MEMORY, "module imports its linear memory; it must define its own");
+        goto fail_module;
+    }
+    r = m3_LoadModule(b->runtime, module);
+    if (r && b->config.memory_limit_bytes &&
+        (uint64_t)info.initial_pages * PH_WASM_PAGE_BYTES > b->config.memory_limit_bytes) {
+        /* Most likely its data lies past the limit: say so rather than WASM3's generic words. */
+        rc = ph_fail(err, err_cap, PH_ERR_MEMORY,
+                     "module does not fit in the %u-byte memory limit (WASM3: %s)",
+                     (unsigned)b->config.memory_limit_bytes, r);
+        goto fail_module;
+    }
+    if (r) {
+        rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot load the module: %s", r);
+        goto fail_module;
+    }
+    b->module = module;   /* the runtime owns it from here */
+
+    if ((rc = ph_link_imports(b, err, err_cap)) != PH_OK) goto fail_runtime;
+    r = m3_CompileModule(module);
+    if (r) {
+        rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot compile the module: %s", r);
+        goto fail_runtime;
+    }
+    if ((rc = ph_check_exports(b, err, err_cap)) != PH_OK) goto fail_runtime;
+    if ((rc = ph_check_globals(b, err, err_cap)) != PH_OK) goto fail_runtime;
+
+    if ((r = ph_call0(b, PH_EXPORT_abi_version, &value)) != m3Err_none) {
+        rc = ph_fail(err, err_cap, PH_ERR_ABI_VERSION, "abi_version() trapped: %s", r);
+        goto fail_runtime;
+    }
+    if (value != PH_ABI_VERSION) {
+        rc = ph_fail(err, err_cap, PH_ERR_ABI_VERSION,
+                     "module implements hub ABI version %d, this bridge implements version %d",
+                     (int)value, PH_ABI_VERSION);
+        goto fail_runtime;
+    }
+    if ((r = ph_call0(b, PH_EXPORT_init, &value)) != m3Err_none) {
+        rc = ph_fail(err, err_cap, PH_ERR_INIT, "init() trapped: %s", r);
+        goto fail_runtime;
+    }
+    if (value != 0) {
+        rc = ph_fail(err, err_cap, PH_ERR_INIT, "init() returned %d (0 means success)", (int)value);
+        goto fail_runtime;
+    }
+    if ((rc = ph_read_input_buffer(b, err, err_cap)) != PH_OK) goto fail_runtime;
+    if ((rc = ph_read_hub_id(b, err, err_cap)) != PH_OK) goto fail_runtime;
+
+    if (result) *result = PH_OK;
+    return b;
+
+fail_module:
+    m3_FreeModule(module);
+fail_runtime:
+    m3_FreeRuntime(b->runtime);
+fail_env:
+    m3_FreeEnvironment(b->env);
+fail_slots:
+    free(b->slots);
+fail_bridge:
+    free(b);
+fail:
+    if (result) *result = rc;
+    return NULL;
+}
+
+void ph_bridge_destroy(ph_bridge *bridge)
+{
+    if (!bridge) return;
+    for (uint32_t i = 0; i < bridge->slot_count; i++) free(bridge->slots[i].url);
+    m3_FreeRuntime(bridge->runtime);
+    m3_FreeEnvironment(bridge->env);
+    free(bridge->slots);
+    free(bridge);
+}
+
+ph_result ph_bridge_check_module(const uint8_t *wasm, size_t wasm_len, char *err, size_t err_cap)
+{
+    /* A scratch bridge without a transport: init() runs, its imports see an empty device id. */
+    static const ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    ph_result rc = PH_OK;
+    ph_bridge *b = ph_bridge_create(wasm, wasm_len, NULL, &config, &rc, err, err_cap);
+    ph_bridge_destroy(b);
+    return rc;
+}
+
+int ph_bridge_start(ph_bridge *bridge, int port)
+{
+    if (!bridge || bridge->depth) return -1;
+    int32_t arg = port, rc = -1;
+    if (ph_call(bridge, PH_EXPORT_start_server, -1, false, 1, &arg, &rc)) return -1;
+    return rc;
+}
+
+void ph_bridge_stop(ph_bridge *bridge)
+{
+    if (!bridge || bridge->depth) return;
+    ph_call0(bridge, PH_EXPORT_stop_server, NULL);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Queries                                                                                          */
+
+int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
+{
+    ph_bridge *b = bridge;
+    if (!b || !buf || cap == 0) return -1;
+
+    const char *module_json = "null";
+    size_t module_len = 4;
+    int32_t args[2] = { (int32_t)b->input_ptr, (int32_t)b->input_size };
+    if (!b->depth && !ph_call(b, PH_EXPORT_get_stats, -1, false, 2, args, NULL)) {
+        const char *js = (const char *)ph_memory(b) + b->input_ptr;
+        const char *nul = memchr(js, '\0', b->input_size);
+        size_t n = nul ? (size_t)(nul - js) : 0;
+        if (n >= 2 && js[0] == '{' && js[n - 1] == '}') {
+            module_json = js;
+            module_len = n;
+        } else {
+            ph_log(b, 'W', "get_stats() did not write a NUL-terminated JSON object");
+        }
+    }
+
+    uint64_t outbox_bytes = 0;
+    for (uint32_t i = 0; i < b->slot_count; i++)
+        if (b->slots[i].state != PH_SLOT_FREE) outbox_bytes += (uint32_t)atomic_load(&b->slots[i].outbox);
+
+    int n = snprintf(buf, cap,
+                     "{\"module\":%.*s,\"bridge\":{\"connections\":%u,\"maxConnections\":%u,"
+                     "\"framesIn\":%llu,\"framesTooBig\":%u,\"outboxOverflows\":%u,\"traps\":%u,"
+                     "\"refusedFull\":%u,\"outboxBytes\":%llu,\"outboxLimit\":%u,\"moduleBytes\":%zu,"
+                     "\"linearMemoryBytes\":%u,\"wasmStackBytes\":%u,\"inputBufferBytes\":%u,"
+                     "\"abiVersion\":%d}}",
+                     (int)module_len, module_json, (unsigned)b->open_count,
+                     (unsigned)b->slot_count, (unsigned long long)b->frames_in,
+                     (unsigned)b->frames_too_big, (unsigned)b->outbox_overflows, (unsigned)b->traps,
+                     (unsigned)b->refused_full, (unsigned long long)outbox_bytes,
+                     (unsigned)b->config.outbox_limit_bytes, b->wasm_len,
+                     (unsigned)ph_memory_size(b), (unsigned)b->config.wasm_stack_bytes,
+                     (unsigned)b->input_size, PH_ABI_VERSION);
+    return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+const char *ph_bridge_hub_id(const ph_bridge *bridge)
+{
+    return bridge ? bridge->hub_id : "";
+}
+
+int ph_bridge_peer_count(ph_bridge *bridge)
+{
+    int32_t count = -1;
+    if (!bridge || bridge->depth || ph_call0(bridge, PH_EXPORT_get_peer_count, &count)) return -1;
+    return count;
+}
+
+uint32_t ph_bridge_connection_count(const ph_bridge *bridge)
+{
+    return bridge ? bridge->open_count : 0;
+}
+
+uint32_t ph_bridge_input_buffer_size(const ph_bridge *bridge)
+{
+    return bridge ? bridge->input_size : 0;
+}

@@ -1,0 +1,482 @@
+/*
+ * _bridge.c — CPython extension: the bridge core (lib/pigeonhub_bridge) for the PC hub.
+ *
+ * The same C code the firmware runs; only the transport differs: here it is any Python object
+ * with send/close/ping/log/millis/wall_clock_ms/device_id methods (pigeonhub/server.py's asyncio
+ * WebSocket server). All calls happen with the GIL held, on the thread that owns the Bridge.
+ *
+ *   from pigeonhub._bridge import Bridge, BridgeError, check_module, ABI_VERSION
+ *
+ * A transport method that raises is reported through sys.unraisablehook (PyErr_WriteUnraisable)
+ * and treated as a failed operation: an exception can never unwind through WASM3's C frames.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <string.h>
+
+#include "ph_bridge.h"
+#include "pigeonhub_abi.h"
+
+#if PY_VERSION_HEX < 0x030A0000   /* Python 3.9 */
+static inline PyObject *Py_NewRef(PyObject *o)
+{
+    Py_INCREF(o);
+    return o;
+}
+#endif
+
+static PyObject *BridgeError;   /* pigeonhub._bridge.BridgeError, .code = ph_result */
+
+typedef struct {
+    PyObject_HEAD
+    ph_bridge *bridge;
+    PyObject *wasm;         /* bytes: WASM3 reads the module in place for the bridge's lifetime */
+    PyObject *transport;
+    /* Bound methods, looked up once: the hot path (send) avoids a getattr per frame. */
+    PyObject *send, *close, *ping, *log, *millis, *wall_clock_ms, *device_id;
+    uint32_t stats_cap;
+} BridgeObject;
+
+static void set_bridge_error(ph_result code, const char *message)
+{
+    PyObject *exc = PyObject_CallFunction(BridgeError, "s", message);
+    if (!exc) return;
+    PyObject *value = PyLong_FromLong(code);
+    if (value && PyObject_SetAttrString(exc, "code", value) == 0)
+        PyErr_SetObject(BridgeError, exc);
+    Py_XDECREF(value);
+    Py_DECREF(exc);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Transport callbacks: C -> Python                                                                 */
+
+/* Call a transport method; on an exception report it and return NULL (no error left set). */
+static PyObject *call_transport(PyObject *method, const char *format, ...)
+{
+    if (!method) return NULL;
+    va_list ap;
+    va_start(ap, format);
+    PyObject *args = Py_VaBuildValue(format, ap);
+    va_end(ap);
+    PyObject *result = NULL;
+    if (args) {
+        result = PyObject_CallObject(method, args);
+        Py_DECREF(args);
+    }
+    if (!result) PyErr_WriteUnraisable(method);
+    return result;
+}
+
+static int cb_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
+{
+    BridgeObject *self = ctx;
+    PyObject *r = call_transport(self->send, "(iy#)", (int)conn, (const char *)frame, (Py_ssize_t)len);
+    if (!r) return -1;
+    /* None (or anything but a negative int) means queued. */
+    int rc = 0;
+    if (PyLong_Check(r)) {
+        long v = PyLong_AsLong(r);
+        if (v == -1 && PyErr_Occurred()) PyErr_Clear();
+        rc = v < 0 ? -1 : 0;
+    }
+    Py_DECREF(r);
+    return rc;
+}
+
+static void cb_close(void *ctx, int32_t conn, uint16_t code, const char *reason, size_t len)
+{
+    BridgeObject *self = ctx;
+    PyObject *text = PyUnicode_DecodeUTF8(reason, (Py_ssize_t)len, "replace");
+    if (!text) {
+        PyErr_WriteUnraisable(self->close);
+        return;
+    }
+    Py_XDECREF(call_transport(self->close, "(iiO)", (int)conn, (int)code, text));
+    Py_DECREF(text);
+}
+
+static int cb_ping(void *ctx, int32_t conn)
+{
+    BridgeObject *self = ctx;
+    PyObject *r = call_transport(self->ping, "(i)", (int)conn);
+    if (!r) return -1;
+    int rc = 0;
+    if (PyLong_Check(r) && PyLong_AsLong(r) < 0) rc = -1;
+    if (PyErr_Occurred()) PyErr_Clear();
+    Py_DECREF(r);
+    return rc;
+}
+
+static void cb_log(void *ctx, char level, const char *msg, size_t len)
+{
+    BridgeObject *self = ctx;
+    PyObject *text = PyUnicode_DecodeUTF8(msg, (Py_ssize_t)len, "replace");
+    if (!text) {
+        PyErr_WriteUnraisable(self->log);
+        return;
+    }
+    Py_XDECREF(call_transport(self->log, "(CO)", (int)(unsigned char)level, text));
+    Py_DECREF(text);
+}
+
+static uint32_t cb_millis(void *ctx)
+{
+    BridgeObject *self = ctx;
+    PyObject *r = call_transport(self->millis, "()");
+    if (!r) return 0;
+    uint32_t ms = (uint32_t)PyLong_AsUnsignedLongLongMask(r);   /* wraps at 2^32, as on a board */
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable(self->millis);
+        ms = 0;
+    }
+    Py_DECREF(r);
+    return ms;
+}
+
+static int64_t cb_wall_clock_ms(void *ctx)
+{
+    BridgeObject *self = ctx;
+    PyObject *r = call_transport(self->wall_clock_ms, "()");
+    if (!r) return 0;
+    long long ms = PyLong_AsLongLong(r);
+    if (PyErr_Occurred()) {
+        PyErr_WriteUnraisable(self->wall_clock_ms);
+        ms = 0;
+    }
+    Py_DECREF(r);
+    return ms;
+}
+
+static void cb_device_id(void *ctx, char *buf, size_t cap)
+{
+    BridgeObject *self = ctx;
+    buf[0] = '\0';
+    PyObject *r = call_transport(self->device_id, "()");
+    if (!r) return;
+    Py_ssize_t n = 0;
+    const char *text = PyUnicode_Check(r) ? PyUnicode_AsUTF8AndSize(r, &n) : NULL;
+    if (text) {
+        if ((size_t)n >= cap) n = (Py_ssize_t)cap - 1;
+        memcpy(buf, text, (size_t)n);
+        buf[n] = '\0';
+    } else {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "device_id() must return a str");
+        PyErr_WriteUnraisable(self->device_id);
+    }
+    Py_DECREF(r);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Bridge type                                                                                      */
+
+static int Bridge_traverse(BridgeObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->transport);
+    Py_VISIT(self->send);
+    Py_VISIT(self->close);
+    Py_VISIT(self->ping);
+    Py_VISIT(self->log);
+    Py_VISIT(self->millis);
+    Py_VISIT(self->wall_clock_ms);
+    Py_VISIT(self->device_id);
+    return 0;
+}
+
+/* Breaks bridge <-> transport cycles. The C bridge stays usable: with no methods left its
+ * callbacks do nothing. The module bytes stay referenced until dealloc (WASM3 reads them). */
+static int Bridge_clear(BridgeObject *self)
+{
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->send);
+    Py_CLEAR(self->close);
+    Py_CLEAR(self->ping);
+    Py_CLEAR(self->log);
+    Py_CLEAR(self->millis);
+    Py_CLEAR(self->wall_clock_ms);
+    Py_CLEAR(self->device_id);
+    return 0;
+}
+
+static void Bridge_dealloc(BridgeObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    ph_bridge_destroy(self->bridge);   /* never calls back into Python */
+    self->bridge = NULL;
+    Bridge_clear(self);
+    Py_CLEAR(self->wasm);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Bridge_init(BridgeObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = { "wasm", "transport", "max_connections", "outbox_limit", "memory_limit", NULL };
+    PyObject *wasm, *transport;
+    unsigned int max_connections = 24, outbox_limit = 65536, memory_limit = 65536;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$III:Bridge", kwlist, &wasm, &transport,
+                                     &max_connections, &outbox_limit, &memory_limit))
+        return -1;
+    if (self->bridge) {
+        PyErr_SetString(PyExc_RuntimeError, "Bridge is already initialised");
+        return -1;
+    }
+    if (max_connections < 1 || max_connections > 1024) {
+        PyErr_Format(PyExc_ValueError, "max_connections must be 1..1024, not %u", max_connections);
+        return -1;
+    }
+    /* bytes are immutable, so the module cannot change under WASM3; other buffers are copied. */
+    PyObject *bytes = PyBytes_Check(wasm) ? Py_NewRef(wasm) : PyBytes_FromObject(wasm);
+    if (!bytes) return -1;
+    Py_XSETREF(self->wasm, bytes);
+    Py_XSETREF(self->transport, Py_NewRef(transport));
+
+    struct { PyObject **slot; const char *name; } methods[] = {
+        { &self->send, "send" }, { &self->close, "close" }, { &self->ping, "ping" },
+        { &self->log, "log" }, { &self->millis, "millis" }, { &self->wall_clock_ms, "wall_clock_ms" },
+        { &self->device_id, "device_id" },
+    };
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++) {
+        PyObject *m = PyObject_GetAttrString(transport, methods[i].name);
+        if (!m) {
+            PyErr_Format(PyExc_TypeError, "transport has no method %s()", methods[i].name);
+            return -1;
+        }
+        Py_XSETREF(*methods[i].slot, m);
+    }
+
+    ph_transport_ops ops = {
+        .ctx = self, .send = cb_send, .close = cb_close, .ping = cb_ping, .log = cb_log,
+        .millis = cb_millis, .wall_clock_ms = cb_wall_clock_ms, .device_id = cb_device_id,
+        .server_start = NULL, .server_stop = NULL,   /* the asyncio server is already listening */
+    };
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    config.max_connections = max_connections;
+    config.outbox_limit_bytes = outbox_limit;
+    config.memory_limit_bytes = memory_limit;
+
+    ph_result rc = PH_OK;
+    char err[256];
+    self->bridge = ph_bridge_create((const uint8_t *)PyBytes_AS_STRING(bytes),
+                                    (size_t)PyBytes_GET_SIZE(bytes), &ops, &config, &rc, err, sizeof err);
+    if (!self->bridge) {
+        set_bridge_error(rc, err);
+        return -1;
+    }
+    self->stats_cap = ph_bridge_input_buffer_size(self->bridge) + 2048;
+    return 0;
+}
+
+static ph_bridge *live(BridgeObject *self)
+{
+    if (!self->bridge) PyErr_SetString(PyExc_RuntimeError, "Bridge is not initialised");
+    return self->bridge;
+}
+
+static PyObject *Bridge_start(BridgeObject *self, PyObject *args)
+{
+    int port;
+    if (!PyArg_ParseTuple(args, "i:start", &port) || !live(self)) return NULL;
+    return PyLong_FromLong(ph_bridge_start(self->bridge, port));
+}
+
+static PyObject *Bridge_stop(BridgeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!live(self)) return NULL;
+    ph_bridge_stop(self->bridge);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Bridge_open(BridgeObject *self, PyObject *args)
+{
+    const char *url;
+    Py_ssize_t len;
+    if (!PyArg_ParseTuple(args, "s#:open", &url, &len) || !live(self)) return NULL;
+    int32_t conn = ph_bridge_on_open(self->bridge, url, (size_t)len);
+    return PyLong_FromLong(conn < 0 ? -1 : conn);
+}
+
+static PyObject *Bridge_accepts(BridgeObject *self, PyObject *args)
+{
+    int conn;
+    Py_ssize_t length;
+    if (!PyArg_ParseTuple(args, "in:accepts", &conn, &length) || !live(self)) return NULL;
+    if (length < 0) {
+        PyErr_SetString(PyExc_ValueError, "length must be >= 0");
+        return NULL;
+    }
+    return PyBool_FromLong(ph_bridge_accepts_frame(self->bridge, conn, (size_t)length));
+}
+
+static PyObject *Bridge_frame(BridgeObject *self, PyObject *args)
+{
+    int conn;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "iy*:frame", &conn, &data)) return NULL;
+    if (!live(self)) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    ph_bridge_on_frame(self->bridge, conn, data.buf, (size_t)data.len);
+    PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+}
+
+#define CONN_METHOD(pyname, call)                                                                   \
+    static PyObject *Bridge_##pyname(BridgeObject *self, PyObject *args)                            \
+    {                                                                                               \
+        int conn;                                                                                   \
+        if (!PyArg_ParseTuple(args, "i:" #pyname, &conn) || !live(self)) return NULL;                \
+        call(self->bridge, conn);                                                                   \
+        Py_RETURN_NONE;                                                                             \
+    }
+CONN_METHOD(pong, ph_bridge_on_pong)
+CONN_METHOD(closed, ph_bridge_on_close)
+#undef CONN_METHOD
+
+static PyObject *Bridge_tick(BridgeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!live(self)) return NULL;
+    ph_bridge_tick(self->bridge);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Bridge_sent(BridgeObject *self, PyObject *args)
+{
+    int conn;
+    Py_ssize_t nbytes;
+    if (!PyArg_ParseTuple(args, "in:sent", &conn, &nbytes) || !live(self)) return NULL;
+    if (nbytes > 0) ph_bridge_on_sent(self->bridge, conn, (size_t)nbytes);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Bridge_stats(BridgeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!live(self)) return NULL;
+    char *buf = PyMem_Malloc(self->stats_cap);
+    if (!buf) return PyErr_NoMemory();
+    int n = ph_bridge_stats_json(self->bridge, buf, self->stats_cap);
+    PyObject *result = n < 0 ? (PyErr_SetString(PyExc_RuntimeError, "stats JSON does not fit"), NULL)
+                             : PyUnicode_DecodeUTF8(buf, n, "replace");
+    PyMem_Free(buf);
+    return result;
+}
+
+static PyObject *Bridge_get_hub_id(BridgeObject *self, void *Py_UNUSED(closure))
+{
+    return live(self) ? PyUnicode_FromString(ph_bridge_hub_id(self->bridge)) : NULL;
+}
+
+static PyObject *Bridge_get_peer_count(BridgeObject *self, void *Py_UNUSED(closure))
+{
+    return live(self) ? PyLong_FromLong(ph_bridge_peer_count(self->bridge)) : NULL;
+}
+
+static PyObject *Bridge_get_connection_count(BridgeObject *self, void *Py_UNUSED(closure))
+{
+    return live(self) ? PyLong_FromUnsignedLong(ph_bridge_connection_count(self->bridge)) : NULL;
+}
+
+static PyObject *Bridge_get_input_buffer_size(BridgeObject *self, void *Py_UNUSED(closure))
+{
+    return live(self) ? PyLong_FromUnsignedLong(ph_bridge_input_buffer_size(self->bridge)) : NULL;
+}
+
+static PyMethodDef Bridge_methods[] = {
+    { "start", (PyCFunction)Bridge_start, METH_VARARGS,
+      "start(port) -> int: the module's start_server(port) (0 ok)" },
+    { "stop", (PyCFunction)Bridge_stop, METH_NOARGS,
+      "stop(): the module's stop_server() (closes every connection 1001)" },
+    { "open", (PyCFunction)Bridge_open, METH_VARARGS,
+      "open(url) -> conn id, or -1 when full (then close it 1008 \"Maximum connections reached\").\n"
+      "The module greets the connection from inside this call: transport.send()/close() may be\n"
+      "called for the new id before open() returns it." },
+    { "accepts", (PyCFunction)Bridge_accepts, METH_VARARGS,
+      "accepts(conn, length) -> bool: False when the frame is too big (the bridge closed it 1009)" },
+    { "frame", (PyCFunction)Bridge_frame, METH_VARARGS, "frame(conn, data): a complete frame" },
+    { "pong", (PyCFunction)Bridge_pong, METH_VARARGS, "pong(conn): a WebSocket pong arrived" },
+    { "closed", (PyCFunction)Bridge_closed, METH_VARARGS, "closed(conn): the socket is closed" },
+    { "tick", (PyCFunction)Bridge_tick, METH_NOARGS, "tick(): run the module's loop() (>= once a second)" },
+    { "sent", (PyCFunction)Bridge_sent, METH_VARARGS,
+      "sent(conn, nbytes): nbytes given to transport.send() were written or dropped" },
+    { "stats", (PyCFunction)Bridge_stats, METH_NOARGS, "stats() -> JSON {\"module\":...,\"bridge\":...}" },
+    { NULL, NULL, 0, NULL },
+};
+
+static PyGetSetDef Bridge_getset[] = {
+    { "hub_id", (getter)Bridge_get_hub_id, NULL, "the module's 40-hex hub id", NULL },
+    { "peer_count", (getter)Bridge_get_peer_count, NULL, "the module's get_peer_count()", NULL },
+    { "connection_count", (getter)Bridge_get_connection_count, NULL, "open bridge connections", NULL },
+    { "input_buffer_size", (getter)Bridge_get_input_buffer_size, NULL, "largest accepted frame", NULL },
+    { NULL, NULL, NULL, NULL, NULL },
+};
+
+static PyTypeObject BridgeType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pigeonhub._bridge.Bridge",
+    .tp_doc = PyDoc_STR("Bridge(wasm, transport, *, max_connections=24, outbox_limit=65536, "
+                        "memory_limit=65536)\n\nRuns hub.wasm in WASM3 for one transport. Raises "
+                        "BridgeError (.code, message) when the module is refused."),
+    .tp_basicsize = sizeof(BridgeObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Bridge_init,
+    .tp_dealloc = (destructor)Bridge_dealloc,
+    .tp_traverse = (traverseproc)Bridge_traverse,
+    .tp_clear = (inquiry)Bridge_clear,
+    .tp_methods = Bridge_methods,
+    .tp_getset = Bridge_getset,
+};
+
+/* ------------------------------------------------------------------------------------------------ */
+
+static PyObject *check_module(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    Py_buffer wasm;
+    if (PyObject_GetBuffer(arg, &wasm, PyBUF_SIMPLE) < 0) return NULL;
+    char err[256];
+    ph_result rc = ph_bridge_check_module(wasm.buf, (size_t)wasm.len, err, sizeof err);
+    PyBuffer_Release(&wasm);
+    if (rc != PH_OK) {
+        set_bridge_error(rc, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    { "check_module", check_module, METH_O,
+      "check_module(wasm) -> None; raises BridgeError with the reason the module is refused" },
+    { NULL, NULL, 0, NULL },
+};
+
+static struct PyModuleDef bridge_module = {
+    PyModuleDef_HEAD_INIT, "pigeonhub._bridge",
+    "hub.wasm on WASM3 through the portable bridge core (the same C code as the ESP32 firmware).",
+    -1, module_methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__bridge(void)
+{
+    if (PyType_Ready(&BridgeType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&bridge_module);
+    if (!m) return NULL;
+    BridgeError = PyErr_NewExceptionWithDoc("pigeonhub._bridge.BridgeError",
+                                            "A module was refused; .code is the bridge's ph_result.",
+                                            NULL, NULL);
+    if (!BridgeError || PyModule_AddObject(m, "BridgeError", Py_NewRef(BridgeError)) < 0) goto fail;
+    if (PyModule_AddObject(m, "Bridge", Py_NewRef((PyObject *)&BridgeType)) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "ABI_VERSION", PH_ABI_VERSION) < 0) goto fail;
+    static const struct { const char *name; int value; } codes[] = {
+        { "ERR_NOT_WASM", PH_ERR_NOT_WASM }, { "ERR_ABI_VERSION", PH_ERR_ABI_VERSION },
+        { "ERR_MISSING_EXPORT", PH_ERR_MISSING_EXPORT }, { "ERR_MEMORY", PH_ERR_MEMORY },
+        { "ERR_LOAD", PH_ERR_LOAD }, { "ERR_INIT", PH_ERR_INIT }, { "ERR_NO_MEMORY", PH_ERR_NO_MEMORY },
+        { "ERR_FULL", PH_ERR_FULL },
+    };
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        if (PyModule_AddIntConstant(m, codes[i].name, codes[i].value) < 0) goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,291 @@
+"""PlatformIO build support: the logic behind the thin shims in extra_scripts/.
+
+The shims only ``Import("env")`` and call :func:`pre_build` or :func:`add_custom_targets`; everything
+that can go wrong lives here, in plain functions that test/firmware/ exercises with pytest.
+
+Failures raise :class:`BuildError`, which carries the problem and the fix; :func:`pre_build` prints
+both and stops the build (``SystemExit``), so a broken hub.wasm never reaches a firmware image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Name of the module file; src/CMakeLists.txt embeds it as _binary_hub_wasm_start/_end.
+HUB_WASM = "hub.wasm"
+#: Application-defined partition type of the module slots (partitions.csv, src/module_store.h).
+MODULE_PARTITION_TYPE = 0x40
+#: WebAssembly binary header: magic "\\0asm" + version 1.
+WASM_HEADER = b"\0asm\x01\x00\x00\x00"
+
+
+class BuildError(Exception):
+    """A build step failed; ``fix`` tells the user what to do about it."""
+
+    def __init__(self, problem: str, fix: str):
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.problem}\n  fix: {self.fix}"
+
+
+# --- partition table ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Partition:
+    name: str
+    type: str
+    subtype: str
+    offset: int
+    size: int
+
+
+def parse_size(text: str) -> int:
+    """ESP-IDF partition sizes/offsets: decimal, 0x hex, or with a K/M suffix."""
+    t = text.strip()
+    multiplier = 1
+    if t[-1:] in ("K", "k"):
+        multiplier, t = 1024, t[:-1]
+    elif t[-1:] in ("M", "m"):
+        multiplier, t = 1024 * 1024, t[:-1]
+    return int(t, 0) * multiplier
+
+
+def parse_partitions(text: str) -> list[Partition]:
+    """Rows of a partitions.csv with explicit offsets (the only form this project uses)."""
+    rows = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) < 5 or not cells[3] or not cells[4]:
+            raise BuildError(f"partitions.csv line {number}: expected name, type, subtype, offset, "
+                             f"size; got {raw.strip()!r}",
+                             "give every partition an explicit offset and size")
+        try:
+            rows.append(Partition(cells[0], cells[1], cells[2], parse_size(cells[3]),
+                                  parse_size(cells[4])))
+        except ValueError as exc:
+            raise BuildError(f"partitions.csv line {number}: bad number ({exc})",
+                             "use decimal, 0x-hex, or K/M suffixes") from exc
+    return rows
+
+
+def is_module_slot(p: Partition) -> bool:
+    try:
+        return int(p.type, 0) == MODULE_PARTITION_TYPE
+    except ValueError:
+        return False
+
+
+def module_slot_size(partitions: list[Partition]) -> int:
+    """Size of the smallest module slot, the limit for any module the board must hold."""
+    sizes = [p.size for p in partitions if is_module_slot(p)]
+    if not sizes:
+        raise BuildError("partitions.csv has no module slot (type 0x40)",
+                         "restore the hubmod0/hubmod1 rows of partitions.csv")
+    return min(sizes)
+
+
+# --- hub.wasm ------------------------------------------------------------------------------------
+
+def embed_target(project_dir: Path, embed_files: str) -> Path | None:
+    """The hub.wasm path listed in ``board_build.embed_files`` (project-relative), if any."""
+    for entry in embed_files.splitlines():
+        entry = entry.strip()
+        if entry and Path(entry).name == HUB_WASM:
+            return (project_dir / entry).resolve()
+    return None
+
+
+def check_module_bytes(data: bytes, slot_size: int) -> str:
+    """Refuse bytes the board could not load; returns their SHA-256."""
+    if data[:8] != WASM_HEADER:
+        raise BuildError(f"{HUB_WASM} is not a WebAssembly 1.0 binary (starts {data[:8]!r})",
+                         "rebuild it with `pigeonhub build` and check its output")
+    if len(data) > slot_size:
+        raise BuildError(f"{HUB_WASM} is {len(data)} bytes, larger than a module slot "
+                         f"({slot_size} bytes in partitions.csv)",
+                         "shrink the module (pigeonhub build prints its budget) or enlarge "
+                         "hubmod0/hubmod1 together with test/firmware/test_config_consistency.py")
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_source_module(name: str, path: Path):
+    """Import a single .py file by path (works without installing the package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise BuildError(f"cannot load {path}", "check that the file exists in the checkout")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def import_package_module(project_dir: Path, dotted: str):
+    """Import pigeonhub.<x> from this checkout, into whatever Python runs PlatformIO."""
+    root = str(project_dir)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    try:
+        return importlib.import_module(dotted)
+    except ImportError as exc:
+        raise BuildError(f"cannot import {dotted} into {sys.executable}: {exc}",
+                         f"install the package into PlatformIO's Python: "
+                         f"`{sys.executable} -m pip install -e {root}`") from exc
+
+
+def build_hub_wasm(project_dir: Path, out_path: Path, slot_size: int, test_hooks: bool = False,
+                   build_module=None) -> tuple[int, str]:
+    """Build hub.wasm into out_path (atomically), check it, return (size, sha256).
+
+    An unchanged module keeps its old file and timestamp, so the firmware does not relink.
+    """
+    if build_module is None:
+        build_module = import_package_module(project_dir, "pigeonhub.build").build_module
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    try:
+        build_module(str(tmp), test_hooks=test_hooks)
+    except BuildError:
+        raise
+    except Exception as exc:  # the build module's own errors carry their message
+        raise BuildError(f"building {HUB_WASM} failed: {exc}",
+                         "run `pigeonhub build` for the full report; scripts/setup.sh installs "
+                         "the compilers") from exc
+    if not tmp.is_file():
+        raise BuildError(f"pigeonhub.build produced no file at {tmp}",
+                         "check pigeonhub/build.py's build_module(out_path, ...)")
+    data = tmp.read_bytes()
+    try:
+        sha = check_module_bytes(data, slot_size)
+    except BuildError:
+        tmp.unlink()
+        raise
+    if out_path.is_file() and out_path.read_bytes() == data:
+        tmp.unlink()
+    else:
+        os.replace(tmp, out_path)
+    return len(data), sha
+
+
+def ensure_wasm3(project_dir: Path, ensure=None) -> Path:
+    """Put the pinned, hash-checked WASM3 sources into lib/wasm3/src (pigeonhub/wasm3_source.py)."""
+    dest = project_dir / "lib" / "wasm3" / "src"
+    if ensure is None:
+        source = project_dir / "pigeonhub" / "wasm3_source.py"
+        ensure = load_source_module("pigeonhub_wasm3_source", source).ensure_wasm3_sources
+    try:
+        ensure(dest)
+    except Exception as exc:
+        raise BuildError(f"WASM3 sources could not be prepared in {dest}: {exc}",
+                         "PyPI must be reachable once (pip download pywasm3==0.5.0); see "
+                         "pigeonhub/wasm3_source.py") from exc
+    if not (dest / "wasm3.h").is_file():
+        raise BuildError(f"{dest} has no wasm3.h after ensure_wasm3_sources()",
+                         "delete lib/wasm3/src and build again")
+    return dest
+
+
+# --- the SCons side ----------------------------------------------------------------------------
+
+def option(env, name: str, default: str = "") -> str:
+    value = env.GetProjectOption(name, default)
+    return "\n".join(value) if isinstance(value, list) else str(value)
+
+
+def hub_wasm_path(env) -> Path:
+    """Where this env's hub.wasm goes: the board_build.embed_files entry, else $BUILD_DIR."""
+    project_dir = Path(env.subst("$PROJECT_DIR"))
+    target = embed_target(project_dir, option(env, "board_build.embed_files"))
+    return target or Path(env.subst("$BUILD_DIR")) / HUB_WASM
+
+
+def pre_build(env, build_module=None, ensure=None, log=print) -> Path | None:
+    """extra_scripts/build_hub_wasm.py: WASM3 sources + hub.wasm before anything compiles."""
+    if env.IsIntegrationDump():
+        return None  # IDE metadata only: no compilers, no network
+    project_dir = Path(env.subst("$PROJECT_DIR"))
+    try:
+        build_dir = Path(env.subst("$BUILD_DIR")).resolve()
+        out_path = hub_wasm_path(env)
+        if option(env, "board_build.embed_files") and out_path.parent != build_dir:
+            raise BuildError(f"board_build.embed_files points to {out_path}, outside this env's "
+                             f"build dir {build_dir}",
+                             "keep `board_build.embed_files = .pio/build/${this.__env__}/hub.wasm` "
+                             "and the default build_dir (src/CMakeLists.txt embeds "
+                             "${BUILD_DIR}/hub.wasm)")
+        slot = module_slot_size(parse_partitions((project_dir / "partitions.csv").read_text()))
+        ensure_wasm3(project_dir, ensure)
+        test_hooks = option(env, "custom_hub_test_hooks", "no").strip().lower() in ("yes", "true",
+                                                                                    "1")
+        size, sha = build_hub_wasm(project_dir, out_path, slot, test_hooks, build_module)
+    except (BuildError, OSError) as exc:
+        fix = getattr(exc, "fix", "check the path and permissions")
+        sys.stderr.write(f"Error: hub.wasm: {getattr(exc, 'problem', exc)}\n  fix: {fix}\n")
+        raise SystemExit(1) from exc
+    log(f"hub.wasm: {size} bytes ({100 * size // slot}% of a {slot // 1024} KiB module slot), "
+        f"sha256 {sha}{' (test hooks)' if test_hooks else ''}")
+    if not option(env, "board_build.embed_files"):
+        # Host tests find the module through this define (file path as a C string).
+        env.Append(CPPDEFINES=[("PH_TEST_HUB_WASM", '\\"%s\\"' % out_path.as_posix())])
+    return out_path
+
+
+def upload_module_action(env, environ=os.environ, upload=None, log=print) -> int:
+    """`pio run -t upload_module`: send this env's hub.wasm to a running hub."""
+    host = environ.get("PIGEONHUB_HOST") or option(env, "custom_hub_host")
+    token = environ.get("PIGEONHUB_TOKEN", "")
+    if not host:
+        log("Error: no hub address.\n  fix: PIGEONHUB_HOST=<board IP> PIGEONHUB_TOKEN=<token> "
+            "pio run -e <env> -t upload_module (the IP is in the boot log: 'IPv4 address: ...')")
+        return 1
+    if not token:
+        log("Error: PIGEONHUB_TOKEN is not set.\n  fix: use the token set on the board "
+            "(console `token <secret>` or CONFIG_PIGEONHUB_UPLOAD_TOKEN)")
+        return 1
+    path = hub_wasm_path(env)
+    if not path.is_file():
+        log(f"Error: {path} does not exist.\n  fix: run `pio run -e {env.subst('$PIOENV')}` first")
+        return 1
+    port = int(option(env, "custom_hub_port", "3000") or 3000)
+    if upload is None:
+        upload = import_package_module(Path(env.subst("$PROJECT_DIR")),
+                                       "pigeonhub.upload").upload_module
+    result = upload(host, token, str(path), port=port)
+    return 0 if result in (None, 0, True) else 1
+
+
+def module_info_action(env, cli_main=None) -> int:
+    """`pio run -t module_info`: `pigeonhub info` on this env's hub.wasm."""
+    path = hub_wasm_path(env)
+    if cli_main is None:
+        cli_main = import_package_module(Path(env.subst("$PROJECT_DIR")), "pigeonhub.cli").main
+    return int(cli_main(["info", str(path)]) or 0)
+
+
+def add_custom_targets(env) -> None:
+    """extra_scripts/custom_targets.py: user actions shown in the IDE's task list."""
+    env.AddCustomTarget(
+        name="upload_module",
+        dependencies=None,
+        actions=[lambda target, source, env: upload_module_action(env)],
+        title="Upload hub module",
+        description="Upload the built hub.wasm to a running hub over Wi-Fi "
+                    "(PIGEONHUB_HOST, PIGEONHUB_TOKEN)",
+    )
+    env.AddCustomTarget(
+        name="module_info",
+        dependencies=None,
+        actions=[lambda target, source, env: module_info_action(env)],
+        title="Module info",
+        description="Size, SHA-256, ABI version, exports and imports of the built hub.wasm",
+    )

@@ -1,0 +1,657 @@
+"""`pigeonhub serve`: run hub.wasm on this PC as a real PeerPigeon hub.
+
+The protocol logic is the module; the bridge core (the C extension pigeonhub._bridge, the same C
+code as the firmware) runs it in WASM3. This file is only the socket layer: an asyncio WebSocket
+server (the `websockets` library) that feeds the bridge accepted connections, frames, pongs and
+closes, and carries out what the bridge asks for (send, close, ping). Everything above that line
+is shared with the board, which is what makes tests of the PC hub count for the board.
+"""
+
+import argparse
+import asyncio
+import datetime
+import hashlib
+import json
+import logging
+import os
+import platform
+import signal
+import socket
+import sys
+import time
+import tty
+from pathlib import Path
+
+from . import __version__
+from .log import Logger
+
+DEFAULT_MODULE = Path(__file__).resolve().parent / "data" / "hub.wasm"
+MODULE_MAX_PEERS = 20         # MAX_PEERS in wasm/pigeonhub_abi.h (what the default module refuses beyond)
+DEFAULT_SLOTS = 24            # PH_BRIDGE_CONFIG_DEFAULT: MAX_PEERS + room for the module's own 1008s
+MAX_WS_MESSAGE = 2 * 1024 * 1024  # library limit; far above the module's 16 KiB so the bridge's 1009 decides
+HTTP_BANNER = "PeerPigeon WebSocket Signaling Server"  # the reference server's plain-HTTP answer
+CLOSE_FULL = (1008, "Maximum connections reached")      # PH_CLOSE_POLICY, PH_REASON_FULL
+FORCE_CLOSE_AFTER = 1.0       # s a requested close may wait behind a blocked send before it jumps the queue
+SHUTDOWN_GRACE = 3.0          # s for clients to answer the 1001 close on Ctrl-C / reset
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "examples:\n"
+        "  pigeonhub serve                      # ws://127.0.0.1:3000, the packaged hub.wasm\n"
+        "  pigeonhub serve --host 0.0.0.0       # reachable from the LAN (browsers, phones)\n"
+        "  pigeonhub serve --module build/hub.wasm --port 0\n"
+        "clients connect to ws://HOST:PORT/?peerId=<40 hex> (any path works).")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to bind (default 127.0.0.1; 0.0.0.0 for the LAN)")
+    parser.add_argument("--port", type=int, default=3000,
+                        help="TCP port (default 3000, as PeerPigeon; 0 = any free port, see the "
+                             "'listening on' log line)")
+    parser.add_argument("--module", type=Path, default=None,
+                        help=f"hub module to run (default: the packaged {DEFAULT_MODULE.name}, "
+                             "built from wasm/ first if missing)")
+    parser.add_argument("--max-peers", type=int, default=None, metavar="N",
+                        help=f"refuse connection N+1 with 1008 'Maximum connections reached'. "
+                             f"The default module allows {MODULE_MAX_PEERS} peers and refuses the "
+                             f"next itself; N > {MODULE_MAX_PEERS} needs a module built with "
+                             f"`pigeonhub build --max-peers N`")
+    parser.add_argument("--device-id", default=None, metavar="S",
+                        help="device id the hub id is derived from (default pc-<hostname>-<port>; "
+                             "a board uses its MAC address)")
+    parser.add_argument("--pty", action="store_true",
+                        help="also open a pseudo-terminal that behaves like a board's serial port: "
+                             "writing a line 'reset' to it restarts the hub and prints the boot log "
+                             "there (for pytest-embedded --embedded-services serial --port PTY)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also print debug lines (connections opened/closed)")
+
+
+def run(args) -> int:
+    log = Logger(level="D" if getattr(args, "verbose", False) else "I")
+    if args.max_peers is not None and args.max_peers < 1:
+        log.error(f"--max-peers must be at least 1, not {args.max_peers}")
+        return 2
+    if not 0 <= args.port <= 65535:
+        log.error(f"--port must be 0..65535, not {args.port}")
+        return 2
+    module_path = args.module if args.module is not None else DEFAULT_MODULE
+    if args.module is None and not module_path.exists():
+        try:
+            from .build import build_module
+            log.info(f"{module_path.name} not found: building it from wasm/")
+            build_module(module_path)
+        except Exception as exc:  # any build failure ends here with its own message
+            log.error(f"cannot build {module_path}: {exc}")
+            return 2
+    if not module_path.is_file():
+        log.error(f"cannot load module {module_path}: no such file")
+        return 2
+    try:
+        from . import _bridge
+    except ImportError as exc:
+        log.error(f"the bridge extension pigeonhub._bridge is not built ({exc}); "
+                  "run `pip install -e .` (or `make hub`)")
+        return 2
+    hub = PcHub(_bridge, module_path, args, log)
+    try:
+        return asyncio.run(hub.main())
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        return 130
+
+
+class BootError(Exception):
+    """Boot failed; the message is already the user-facing reason."""
+
+    def __init__(self, message, code=2):
+        super().__init__(message)
+        self.code = code
+
+
+class _Close:
+    """Sender-queue item: close the WebSocket after the frames queued before it."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code, reason):
+        self.code, self.reason = code, reason
+
+
+class Connection:
+    """One accepted WebSocket and the bridge's id for it."""
+
+    __slots__ = ("ws", "conn", "queue", "sender", "close_requested", "gone", "closer")
+
+    def __init__(self, ws, conn):
+        self.ws = ws
+        self.conn = conn
+        self.queue = asyncio.Queue()   # bytes frames and one _Close; the bridge bounds its size
+        self.sender = None
+        self.close_requested = False
+        self.gone = False              # b.closed() was called: no more b.* calls for this id
+        self.closer = None
+
+
+class _LibraryLog(logging.Handler):
+    """Routes the websockets library's own log records (failed handshakes, port scanners) into
+    one ESP-IDF line each, without tracebacks."""
+
+    def __init__(self, log):
+        super().__init__(logging.INFO)
+        self.out = log
+
+    def emit(self, record):
+        level = "W" if record.levelno >= logging.WARNING else "D"
+        self.out.line(level, f"websocket: {record.getMessage()}")
+
+
+class PcHub:
+    """The PC transport of the bridge core. Its send/close/ping/log/millis/wall_clock_ms/device_id
+    methods are the transport callbacks; the bridge calls them synchronously on the loop thread."""
+
+    def __init__(self, bridge_mod, module_path, args, log):
+        self.bridge_mod = bridge_mod
+        self.module_path = Path(module_path)
+        self.args = args
+        self.log = log
+        self.bridge = None
+        self.server = None
+        self.port = args.port
+        self.conns = {}                # bridge conn id -> Connection
+        self.opening = None            # the Connection whose b.open() is running
+        self.ready = None              # asyncio.Event: bridge started, handlers may call b.open
+        self.started = time.monotonic()
+        self.module_info = {}
+        self.stop_event = None
+        self.reset_requested = None
+        self.pty = None                # (master fd, slave fd, path)
+        self.pty_attached = False
+        self.tasks = set()
+        self.totals = {"connections": 0, "refused": 0, "frames_in": 0, "frames_out": 0,
+                       "bytes_in": 0, "bytes_out": 0}
+
+    # ---- transport callbacks (called by the bridge, on the loop thread, must not block) ---------
+
+    def _lookup(self, conn):
+        c = self.conns.get(conn)
+        if c is None and self.opening is not None and self.opening.conn in (None, conn):
+            c = self.opening
+            c.conn = conn
+            self.conns[conn] = c
+        return c
+
+    def send(self, conn, frame):
+        c = self._lookup(conn)
+        if c is None or c.gone or c.close_requested:
+            return -1  # per ph_transport_ops.send: <0 = connection already gone, frame not taken
+        c.queue.put_nowait(bytes(frame))
+        return 0
+
+    def close(self, conn, code, reason):
+        c = self._lookup(conn)
+        if c is None or c.gone or c.close_requested:
+            return
+        c.close_requested = True
+        c.queue.put_nowait(_Close(code, reason))
+        # A sender stuck behind a client that does not read (the 1013 case) must not hold the
+        # close back: after a short grace the close jumps the queue.
+        c.closer = asyncio.get_running_loop().call_later(FORCE_CLOSE_AFTER, self._force_close, c,
+                                                         code, reason)
+
+    def ping(self, conn):
+        c = self._lookup(conn)
+        if c is None or c.gone or c.close_requested:
+            return -1
+        self._spawn(self._ping(c))
+        return 0
+
+    def millis(self):
+        return int((time.monotonic() - self.started) * 1000) & 0xFFFFFFFF
+
+    def wall_clock_ms(self):
+        return int(time.time() * 1000)
+
+    def device_id(self):
+        return self.args.device_id or f"pc-{socket.gethostname()}-{self.port}"
+
+    # ---- boot / shutdown -------------------------------------------------------------------------
+
+    def _load_module(self):
+        try:
+            wasm = self.module_path.read_bytes()
+        except OSError as exc:
+            raise BootError(f"cannot load module {self.module_path}: {exc.strerror or exc}")
+        self.module_info = {"path": str(self.module_path), "size": len(wasm),
+                            "sha256": hashlib.sha256(wasm).hexdigest()}
+        return wasm
+
+    async def boot(self):
+        """Load the module, listen, start the hub; the boot log is what a board prints."""
+        log = self.log
+        log.info(f"PigeonHub-WASM {__version__} PC hub (Python {platform.python_version()}, "
+                 f"websockets {_websockets_version()})")
+        wasm = self._load_module()
+        self.ready = asyncio.Event()
+        if self.server is None:
+            await self._listen()
+        slots = self.args.max_peers if self.args.max_peers is not None else DEFAULT_SLOTS
+        try:
+            self.bridge = self.bridge_mod.Bridge(wasm, _Transport(self), max_connections=slots)
+        except self.bridge_mod.BridgeError as exc:
+            raise BootError(f"cannot load module {self.module_path}: {exc}")
+        info = self.module_info
+        log.info(f"module {self.module_path.name} loaded: {info['size']} bytes, "
+                 f"sha256 {info['sha256']}")
+        log.info(f"hub id {self.bridge.hub_id}")
+        if self.args.max_peers is not None:
+            log.info(f"max peers {self.args.max_peers} (beyond: 1008 Maximum connections reached)")
+        rc = self._call("start", self.port)
+        if rc is None or rc < 0:
+            raise BootError(f"the module refused to start on port {self.port} (start_server -> {rc})",
+                            code=1)
+        self.ready.set()
+        log.info(f"listening on ws://{_url_host(self.args.host)}:{self.port}")
+
+    async def _listen(self):
+        from websockets.asyncio.server import serve
+        lib_logger = logging.getLogger("pigeonhub.websockets")
+        lib_logger.propagate = False
+        if not lib_logger.handlers:
+            lib_logger.addHandler(_LibraryLog(self.log))
+        lib_logger.setLevel(logging.INFO)
+        try:
+            self.server = await serve(
+                self._handler, self.args.host, self.port,
+                process_request=self._process_request,
+                ping_interval=None,      # liveness is the module's job (ws_ping_peer), as on a board
+                compression=None,        # the reference declines permessage-deflate too
+                max_size=MAX_WS_MESSAGE,  # the bridge enforces the module's limit with 1009
+                max_queue=64,
+                close_timeout=SHUTDOWN_GRACE,
+                server_header=f"PigeonHub-WASM/{__version__}",
+                logger=lib_logger,
+            )
+        except OSError as exc:
+            raise BootError(f"cannot listen on {self.args.host}:{self.port}: {exc.strerror or exc}",
+                            code=1)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def shutdown(self, close_listener=True):
+        """Close every connection 1001 "Server shutting down" (the module's stop_server does it),
+        wait briefly for the handshakes, then stop listening."""
+        if self.bridge is not None:
+            self.ready.clear()
+            self._call("stop")
+            deadline = time.monotonic() + SHUTDOWN_GRACE + FORCE_CLOSE_AFTER
+            while self.conns and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            for c in list(self.conns.values()):  # clients that never answered the close
+                c.ws.transport.abort()
+            while self.conns and time.monotonic() < deadline + 1:
+                await asyncio.sleep(0.02)
+            self.bridge = None
+        if close_listener and self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.stop_event = asyncio.Event()
+        self.reset_requested = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.stop_event.set)
+            except (NotImplementedError, RuntimeError):  # not on this platform: Ctrl-C still works
+                pass
+        if self.args.pty:
+            self._open_pty(loop)
+        try:
+            await self.boot()
+        except BootError as exc:
+            self.log.error(str(exc))
+            await self.shutdown()
+            return exc.code
+        ticker = self._spawn(self._tick_loop())
+        while True:
+            stop = asyncio.ensure_future(self.stop_event.wait())
+            reset = asyncio.ensure_future(self.reset_requested.wait())
+            await asyncio.wait({stop, reset}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            reset.cancel()
+            if self.stop_event.is_set():
+                break
+            self.reset_requested.clear()
+            if not await self._reset():
+                ticker.cancel()
+                await self.shutdown()
+                return 1
+        ticker.cancel()
+        await self.shutdown()
+        t = self.totals
+        self.log.info(f"stopped after {time.monotonic() - self.started:.1f} s: "
+                      f"{t['connections']} connections ({t['refused']} refused), "
+                      f"{t['frames_in']} frames in, {t['frames_out']} frames out")
+        if self.pty:
+            for fd in self.pty[:2]:
+                os.close(fd)
+        return 0
+
+    async def _reset(self) -> bool:
+        """What a board does on reset: drop every connection, boot again from the module file
+        (picking up a replaced module), print the boot log, keep the port and hence the hub id."""
+        self.log.info("reset requested on the console")
+        await self.shutdown(close_listener=False)
+        self.started = time.monotonic()
+        self.log.start = self.started  # millis restart at 0, as on a board
+        self._attach_pty()
+        try:
+            await self.boot()
+        except BootError as exc:
+            self.log.error(str(exc))
+            return False
+        return True
+
+    # ---- pseudo-terminal console (board stand-in for pytest-embedded) ----------------------------
+
+    def _open_pty(self, loop):
+        master, slave = os.openpty()
+        tty.setraw(slave)              # no echo, no line editing: a serial line carries bytes as-is
+        os.set_blocking(master, False)  # nobody reading must never stall the hub: lines are dropped
+        path = os.ttyname(slave)
+        self.pty = (master, slave, path)  # the slave stays open so the pty survives client closes
+        self.log.info(f"pty {path}")
+        buf = bytearray()
+
+        def readable():
+            try:
+                data = os.read(master, 4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                loop.remove_reader(master)
+                return
+            buf.extend(data)
+            while True:
+                cut = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
+                if cut < 0:
+                    break
+                line = bytes(buf[:cut]).strip()
+                del buf[:cut + 1]
+                if line == b"reset":
+                    self.reset_requested.set()
+
+        loop.add_reader(master, readable)
+
+    def _attach_pty(self):
+        # Only from the first reset on: pyserial discards what was pending when it opened the port.
+        if self.pty and not self.pty_attached:
+            self.pty_attached = True
+            self.log.streams.append(_PtyStream(self.pty[0]))
+
+    # ---- connections -----------------------------------------------------------------------------
+
+    async def _handler(self, ws):
+        await self.ready.wait()
+        url = ws.request.path  # path + query, as the client sent it
+        c = Connection(ws, None)
+        # The module answers inside open() (on_peer_connected sends `connected`, or closes a bad
+        # id): callbacks for a not yet known id during open() belong to this connection.
+        self.opening = c
+        try:
+            conn = self._call("open", url)
+        finally:
+            self.opening = None
+        self.totals["connections"] += 1
+        if conn is None or conn < 0:
+            self.totals["refused"] += 1
+            await ws.close(*CLOSE_FULL)
+            return
+        c.conn = conn
+        self.conns[conn] = c
+        c.sender = asyncio.ensure_future(self._sender(c))
+        self.log.debug(f"conn {conn} open {url} from {_peer_addr(ws)}")
+        from websockets.exceptions import ConnectionClosed
+        try:
+            while True:
+                data = await ws.recv()  # text is UTF-8 checked by the library (1007 otherwise)
+                if c.gone or self.bridge is None:
+                    break
+                if isinstance(data, str):
+                    data = data.encode("utf-8")
+                self.totals["frames_in"] += 1
+                self.totals["bytes_in"] += len(data)
+                if c.close_requested:
+                    continue  # the module is done with it; frames racing the close are dropped
+                if self._call("accepts", conn, len(data)):
+                    self._call("frame", conn, data)
+        except ConnectionClosed:
+            pass
+        finally:
+            await self._finish(c)
+
+    async def _finish(self, c):
+        """Every frame handed to send() gets exactly one b.sent(); then exactly one b.closed()."""
+        if c.closer is not None:
+            c.closer.cancel()
+        if c.sender is not None and not c.sender.done():
+            c.sender.cancel()
+            try:
+                await c.sender
+            except asyncio.CancelledError:
+                pass
+        while not c.queue.empty():
+            item = c.queue.get_nowait()
+            if isinstance(item, bytes):
+                self._call("sent", c.conn, len(item))
+        c.gone = True
+        self.conns.pop(c.conn, None)
+        self._call("closed", c.conn)
+        ws = c.ws
+        self.log.debug(f"conn {c.conn} closed {ws.close_code} {ws.close_reason or ''}".rstrip())
+
+    async def _sender(self, c):
+        from websockets.exceptions import ConnectionClosed
+        while True:
+            item = await c.queue.get()
+            if isinstance(item, _Close):
+                if c.closer is not None:
+                    c.closer.cancel()
+                await c.ws.close(item.code, item.reason)
+                return
+            try:
+                # Module frames are JSON text; the server sends text frames only (as the reference).
+                await c.ws.send(item.decode("utf-8", "replace"))
+                self.totals["frames_out"] += 1
+                self.totals["bytes_out"] += len(item)
+            except ConnectionClosed:
+                pass
+            finally:
+                self._call("sent", c.conn, len(item))
+
+    def _force_close(self, c, code, reason):
+        if c.gone or c.sender is None or c.sender.done():
+            return
+        c.sender.cancel()  # its finally reports the frame in flight; the rest are dropped below
+        while not c.queue.empty():
+            item = c.queue.get_nowait()
+            if isinstance(item, bytes):
+                self._call("sent", c.conn, len(item))
+        self._spawn(c.ws.close(code, reason))
+
+    async def _ping(self, c):
+        from websockets.exceptions import ConnectionClosed
+        try:
+            waiter = await c.ws.ping()
+            await waiter
+        except (ConnectionClosed, RuntimeError):
+            return
+        if not c.gone:
+            self._call("pong", c.conn)
+
+    async def _tick_loop(self):
+        while True:
+            await asyncio.sleep(1.0)
+            if self.bridge is not None and self.ready.is_set():
+                self._call("tick")
+
+    # ---- HTTP (same port, as the reference) ------------------------------------------------------
+
+    def _process_request(self, connection, request):
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return None  # any path upgrades; the module judges the URL
+        if request.path == "/health":
+            response = _json_response(connection, self.health())
+        elif request.path == "/stats":
+            response = _json_response(connection, self.stats())
+        else:
+            response = connection.respond(200, HTTP_BANNER)
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        return response
+
+    def module_stats(self):
+        if self.bridge is None:
+            return {}
+        try:
+            return json.loads(self.bridge.stats())
+        except (ValueError, self.bridge_mod.BridgeError) as exc:
+            self.log.warning(f"bridge stats unreadable: {exc}")
+            return {}
+
+    def health(self):
+        stats = self.module_stats()
+        module = stats.get("module", {}) if isinstance(stats.get("module"), dict) else {}
+        b = self.bridge
+        memory = {"rss": _rss_bytes()}
+        bridge = stats.get("bridge") if isinstance(stats.get("bridge"), dict) else {}
+        for key, value in bridge.items():  # the bridge's memory figures, whatever it reports
+            if "memory" in key.lower() or key.lower().endswith("bytes"):
+                memory[key] = value
+        return {
+            "status": "healthy" if b is not None else "starting",
+            "timestamp": _iso_now(),
+            "uptime": round(time.monotonic() - self.started, 6),
+            "isHub": True,
+            "connections": b.connection_count if b else 0,
+            "peers": b.peer_count if b else 0,
+            "hubs": _int(module.get("hubs")),
+            "networks": _int(module.get("networks")),
+            "memory": memory,
+        }
+
+    def stats(self):
+        stats = self.module_stats()
+        module = stats.get("module") if isinstance(stats.get("module"), dict) else {}
+        stats["module"] = {**module, **self.module_info}
+        b = self.bridge
+        stats.update({
+            "hubId": b.hub_id if b else None,
+            "uptime": round(time.monotonic() - self.started, 6),
+            "server": {
+                "version": __version__,
+                "host": self.args.host,
+                "port": self.port,
+                "maxPeers": self.args.max_peers if self.args.max_peers is not None
+                else MODULE_MAX_PEERS,
+                "inputBufferSize": b.input_buffer_size if b else None,
+                "connections": b.connection_count if b else 0,
+                "peers": b.peer_count if b else 0,
+                "totals": dict(self.totals),
+            },
+        })
+        return stats
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _call(self, name, *args):
+        """Every bridge call goes through here: a bridge error is logged, never fatal to the hub."""
+        b = self.bridge
+        if b is None:
+            return None
+        try:
+            return getattr(b, name)(*args)
+        except Exception as exc:  # noqa: BLE001 — one bad call must not stop serving the others
+            self.log.error(f"bridge.{name} failed: {type(exc).__name__}: {exc}")
+            return None
+
+    def _spawn(self, coro):
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+
+class _Transport:
+    """The object handed to the bridge: forwards to the hub, with the module's log lines printed
+    at the module's own level."""
+
+    def __init__(self, hub):
+        self.send = hub.send
+        self.close = hub.close
+        self.ping = hub.ping
+        self.millis = hub.millis
+        self.wall_clock_ms = hub.wall_clock_ms
+        self.device_id = hub.device_id
+        self._hub = hub
+
+    def log(self, level, msg):
+        self._hub.log.line(level, msg)
+
+
+class _PtyStream:
+    """Log lines to the pty master, CRLF like an ESP-IDF console; dropped when nobody reads."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    def write(self, text):
+        try:
+            os.write(self.fd, text.replace("\n", "\r\n").encode("utf-8", "replace"))
+        except BlockingIOError:
+            pass
+
+    def flush(self):
+        pass
+
+
+def _json_response(connection, obj):
+    response = connection.respond(200, json.dumps(obj))
+    del response.headers["Content-Type"]  # websockets' Headers append on assignment
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+def _iso_now():
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _rss_bytes():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource  # not Linux: peak instead of current (KiB on Linux, bytes on macOS)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _int(value):
+    return value if isinstance(value, int) else 0
+
+
+def _url_host(host):
+    return f"[{host}]" if ":" in host else host
+
+
+def _peer_addr(ws):
+    addr = ws.remote_address
+    return f"{addr[0]}:{addr[1]}" if addr else "?"
+
+
+def _websockets_version():
+    try:
+        import websockets
+        return websockets.__version__
+    except Exception:  # noqa: BLE001
+        return "?"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: `make test` (README) and .ci/run (CI) end here, after scripts/setup.sh test.
+# Stages run in dependency order; the first failure stops the run with its own message.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+mkdir -p build
+
+stage() { printf '\n=== %s\n' "$*"; }
+
+stage "hub.wasm: build from source, check budgets and ABI"
+pigeonhub build --out build/hub.wasm
+pigeonhub build --test-hooks --out build/hub-test-hooks.wasm >/dev/null
+
+stage "C unit tests under ASan/UBSan: hub module (native build)"
+make -s -C test/native/module
+
+stage "C unit tests under ASan/UBSan: bridge core with WASM3"
+HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" make -s -C test/native/bridge
+
+stage "pytest: module under WASM3 and wasmtime, bridge, PC hub conformance, interop, firmware config, budgets"
+HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" pytest "$@"

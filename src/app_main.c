@@ -1,0 +1,52 @@
+/*
+ * app_main.c — PigeonHub-WASM firmware entry: NVS, network stack, Wi-Fi, the hub task (which
+ * starts the HTTP/WebSocket server and loads hub.wasm), the serial console.
+ */
+#include <string.h>
+#include "console.h"
+#include "esp_event.h"
+#include "esp_log.h"
+#include "esp_netif.h"
+#include "esp_netif_sntp.h"
+#include "hub_task.h"
+#include "module_store.h"
+#include "nvs_flash.h"
+#include "wifi.h"
+
+static const char *TAG = "pigeonhub";
+
+static esp_err_t nvs_init(void)
+{
+    esp_err_t err = nvs_flash_init();
+    if (err == ESP_ERR_NVS_NO_FREE_PAGES || err == ESP_ERR_NVS_NEW_VERSION_FOUND) {
+        /* A truncated or newer-format NVS partition: start over rather than refuse to boot. */
+        ESP_LOGW(TAG, "NVS partition unusable (%s): erasing it", esp_err_to_name(err));
+        ESP_ERROR_CHECK(nvs_flash_erase());
+        err = nvs_flash_init();
+    }
+    return err;
+}
+
+void app_main(void)
+{
+    ESP_ERROR_CHECK(nvs_init());
+    ESP_ERROR_CHECK(esp_netif_init());
+    ESP_ERROR_CHECK(esp_event_loop_create_default());
+
+    if (module_store_init() != ESP_OK) {
+        ESP_LOGW(TAG, "no module slots: only the embedded module can run, uploads are refused");
+    }
+    if (strlen(CONFIG_PIGEONHUB_BOOTSTRAP_HUBS) > 0) {
+        ESP_LOGI(TAG, "bootstrap hubs configured (%s); hub-to-hub links are not implemented in "
+                      "this firmware yet", CONFIG_PIGEONHUB_BOOTSTRAP_HUBS);
+    }
+    ESP_ERROR_CHECK(wifi_start());
+    if (strlen(CONFIG_PIGEONHUB_SNTP_SERVER) > 0) {
+        esp_sntp_config_t sntp = ESP_NETIF_SNTP_DEFAULT_CONFIG(CONFIG_PIGEONHUB_SNTP_SERVER);
+        esp_netif_sntp_init(&sntp); /* syncs in the background once Wi-Fi has an address */
+    }
+    ESP_ERROR_CHECK(hub_task_start());
+#if CONFIG_PIGEONHUB_CONSOLE
+    console_start();
+#endif
+}

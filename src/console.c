@@ -1,0 +1,105 @@
+/*
+ * console.c — `wifi <ssid> [password]`, `token <secret>`, `status`, `restart` on the console UART
+ * (or USB Serial/JTAG when that is the configured console). Values go to NVS and win over Kconfig.
+ */
+#include "console.h"
+
+#include <stdio.h>
+#include <string.h>
+#include "freertos/FreeRTOS.h"
+#include "freertos/task.h" /* tskNO_AFFINITY in ESP_CONSOLE_REPL_CONFIG_DEFAULT */
+#include "esp_console.h"
+#include "esp_log.h"
+#include "esp_system.h"
+#include "settings.h"
+#include "wifi.h"
+
+static const char *TAG = "pigeonhub";
+
+static int cmd_wifi(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3) {
+        printf("usage: wifi <ssid> [password]   (quote an SSID with spaces: wifi \"my net\" pw)\n");
+        return 1;
+    }
+    esp_err_t err = wifi_set_credentials(argv[1], argc == 3 ? argv[2] : "");
+    if (err == ESP_ERR_INVALID_ARG) {
+        printf("SSID must be 1-32 bytes and the password at most 63\n");
+        return 1;
+    }
+    if (err != ESP_OK) {
+        printf("failed: %s\n", esp_err_to_name(err));
+        return 1;
+    }
+    printf("saved; connecting to \"%s\"\n", argv[1]);
+    return 0;
+}
+
+static int cmd_token(int argc, char **argv)
+{
+    if (argc != 2 || strlen(argv[1]) < 8 || strlen(argv[1]) > 64) {
+        printf("usage: token <secret>   (8-64 characters; required by POST /module)\n");
+        return 1;
+    }
+    if (settings_set_str(SETTINGS_KEY_UPLOAD_TOKEN, argv[1]) != ESP_OK) {
+        printf("failed to store the token\n");
+        return 1;
+    }
+    printf("upload token saved\n");
+    return 0;
+}
+
+static int cmd_status(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("wifi: %s%s\nport: %d\nfree heap: %lu bytes\n",
+           wifi_is_connected() ? "connected, IPv4 address " : "not connected",
+           wifi_ip_string(), CONFIG_PIGEONHUB_PORT, (unsigned long)esp_get_free_heap_size());
+    return 0;
+}
+
+static int cmd_restart(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    esp_restart();
+    return 0;
+}
+
+esp_err_t console_start(void)
+{
+    static const esp_console_cmd_t cmds[] = {
+        { .command = "wifi", .help = "Set Wi-Fi credentials (stored in NVS) and connect",
+          .hint = "<ssid> [password]", .func = cmd_wifi },
+        { .command = "token", .help = "Set the token POST /module requires (stored in NVS)",
+          .hint = "<secret>", .func = cmd_token },
+        { .command = "status", .help = "Show Wi-Fi state, IP address and free heap",
+          .hint = NULL, .func = cmd_status },
+        { .command = "restart", .help = "Reboot the hub", .hint = NULL, .func = cmd_restart },
+    };
+    esp_console_repl_t *repl = NULL;
+    esp_console_repl_config_t repl_config = ESP_CONSOLE_REPL_CONFIG_DEFAULT();
+    repl_config.prompt = "pigeonhub>";
+    esp_err_t err;
+
+#if CONFIG_ESP_CONSOLE_UART_DEFAULT || CONFIG_ESP_CONSOLE_UART_CUSTOM
+    esp_console_dev_uart_config_t dev = ESP_CONSOLE_DEV_UART_CONFIG_DEFAULT();
+    err = esp_console_new_repl_uart(&dev, &repl_config, &repl);
+#elif CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG
+    esp_console_dev_usb_serial_jtag_config_t dev = ESP_CONSOLE_DEV_USB_SERIAL_JTAG_CONFIG_DEFAULT();
+    err = esp_console_new_repl_usb_serial_jtag(&dev, &repl_config, &repl);
+#else
+    ESP_LOGW(TAG, "no console device configured: serial commands unavailable");
+    return ESP_ERR_NOT_SUPPORTED;
+#endif
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "console REPL failed: %s", esp_err_to_name(err));
+        return err;
+    }
+    esp_console_register_help_command();
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        esp_console_cmd_register(&cmds[i]);
+    }
+    return esp_console_start_repl(repl);
+}

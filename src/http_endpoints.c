@@ -1,0 +1,242 @@
+/*
+ * http_endpoints.c — GET /health, GET /stats and the module upload POST /module.
+ *
+ * POST /module
+ *   headers: Authorization: Bearer <token>   (CONFIG_PIGEONHUB_UPLOAD_TOKEN or console `token`)
+ *            X-Module-SHA256: <64 hex>       (SHA-256 of the body)
+ *            Content-Length: <bytes>         (at most one module slot)
+ *   body:    the .wasm file
+ *   The module is written to the slot that is not running, hashed while streaming, checked by the
+ *   bridge core on the hub task and only then swapped in. Every refusal answers a JSON body
+ *   {"error": "<specific reason>"} and leaves the running module untouched.
+ */
+#include "http_endpoints.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "esp_log.h"
+#include "hub_task.h"
+#include "module_store.h"
+#include "settings.h"
+
+static const char *TAG = "pigeonhub";
+
+#define JSON_BUF 1536          /* /health and /stats bodies                           */
+#define TOKEN_MAX 64
+#define UPLOAD_RECV_RETRIES 3  /* httpd_req_recv timeouts tolerated per chunk          */
+
+static esp_err_t send_json(httpd_req_t *req, const char *status, const char *body)
+{
+    httpd_resp_set_status(req, status);
+    httpd_resp_set_type(req, "application/json");
+    httpd_resp_set_hdr(req, "Access-Control-Allow-Origin", "*");
+    return httpd_resp_sendstr(req, body);
+}
+
+/* {"error":"<reason>"} with the reason JSON-escaped. */
+static esp_err_t send_error(httpd_req_t *req, const char *status, const char *reason)
+{
+    char body[320];
+    size_t n = (size_t)snprintf(body, sizeof(body), "{\"error\":\"");
+    for (const char *p = reason; *p && n < sizeof(body) - 4; p++) {
+        if (*p == '"' || *p == '\\') {
+            body[n++] = '\\';
+        }
+        body[n++] = (unsigned char)*p < 0x20 ? ' ' : *p;
+    }
+    snprintf(body + n, sizeof(body) - n, "\"}");
+    ESP_LOGW(TAG, "%s %s: %s", req->uri, status, reason);
+    return send_json(req, status, body);
+}
+
+static size_t path_len(const char *uri)
+{
+    return strcspn(uri, "?#");
+}
+
+static bool path_is(const char *uri, const char *path)
+{
+    size_t n = path_len(uri);
+    return n == strlen(path) && strncmp(uri, path, n) == 0;
+}
+
+esp_err_t http_endpoints_handle_get(httpd_req_t *req)
+{
+    char *buf;
+    int status;
+    if (!path_is(req->uri, "/health") && !path_is(req->uri, "/stats")) {
+        /* Same answer as the reference server for any other path. */
+        httpd_resp_set_type(req, "text/plain");
+        return httpd_resp_sendstr(req, "PeerPigeon WebSocket Signaling Server");
+    }
+    if ((buf = malloc(JSON_BUF)) == NULL) {
+        return send_error(req, "503 Service Unavailable", "out of memory");
+    }
+    status = path_is(req->uri, "/health") ? hub_health_json(buf, JSON_BUF)
+                                          : hub_stats_json(buf, JSON_BUF);
+    esp_err_t err = status == 200 ? send_json(req, "200 OK", buf)
+                                  : send_error(req, "503 Service Unavailable", buf);
+    free(buf);
+    return err;
+}
+
+static esp_err_t options_handler(httpd_req_t *req)
+{
+    httpd_resp_set_hdr(req, "Access-Control-Allow-Origin", "*");
+    httpd_resp_set_hdr(req, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    httpd_resp_set_hdr(req, "Access-Control-Allow-Headers",
+                       "Content-Type, Authorization, X-Module-SHA256");
+    return httpd_resp_send(req, NULL, 0);
+}
+
+/* Constant-time comparison: the token must not leak through response timing. */
+static bool token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a);
+    size_t lb = strlen(b);
+    unsigned diff = (unsigned)(la ^ lb);
+    for (size_t i = 0; i < la; i++) {
+        diff |= (unsigned)(a[i] ^ b[i % (lb ? lb : 1)]);
+    }
+    return diff == 0 && lb > 0;
+}
+
+static const char *check_token(httpd_req_t *req)
+{
+    char want[TOKEN_MAX + 1];
+    char got[TOKEN_MAX + 8 + 1];
+    if (!settings_get_str(SETTINGS_KEY_UPLOAD_TOKEN, CONFIG_PIGEONHUB_UPLOAD_TOKEN, want,
+                          sizeof(want))) {
+        return "uploads are disabled until an upload token is set (console: token <secret>, or "
+               "CONFIG_PIGEONHUB_UPLOAD_TOKEN)";
+    }
+    if (httpd_req_get_hdr_value_str(req, "Authorization", got, sizeof(got)) != ESP_OK) {
+        return "missing or oversized Authorization header (expected: Bearer <token>)";
+    }
+    if (strncmp(got, "Bearer ", 7) != 0 || !token_equal(got + 7, want)) {
+        return "wrong upload token";
+    }
+    return NULL;
+}
+
+static bool parse_sha256(const char *hex, uint8_t out[32])
+{
+    if (strlen(hex) != 64) {
+        return false;
+    }
+    for (int i = 0; i < 32; i++) {
+        char byte[3] = { hex[2 * i], hex[2 * i + 1], 0 };
+        if (!isxdigit((unsigned char)byte[0]) || !isxdigit((unsigned char)byte[1])) {
+            return false;
+        }
+        out[i] = (uint8_t)strtoul(byte, NULL, 16);
+    }
+    return true;
+}
+
+static esp_err_t receive_body(httpd_req_t *req, module_upload *up, char *err, size_t cap)
+{
+    static uint8_t chunk[HTTP_UPLOAD_CHUNK]; /* the httpd task handles one request at a time */
+    size_t remaining = req->content_len;
+    int timeouts = 0;
+    while (remaining > 0) {
+        int n = httpd_req_recv(req, (char *)chunk, remaining < sizeof(chunk) ? remaining
+                                                                             : sizeof(chunk));
+        if (n == HTTPD_SOCK_ERR_TIMEOUT && ++timeouts <= UPLOAD_RECV_RETRIES) {
+            continue;
+        }
+        if (n <= 0) {
+            snprintf(err, cap, "body ended after %u of %u bytes",
+                     (unsigned)(req->content_len - remaining), (unsigned)req->content_len);
+            return ESP_FAIL;
+        }
+        esp_err_t e = module_store_upload_write(up, chunk, (size_t)n);
+        if (e != ESP_OK) {
+            snprintf(err, cap, "writing to flash failed: %s", esp_err_to_name(e));
+            return e;
+        }
+        remaining -= (size_t)n;
+        timeouts = 0;
+    }
+    return ESP_OK;
+}
+
+static esp_err_t module_upload_handler(httpd_req_t *req)
+{
+    char header[72];
+    uint8_t sha[32];
+    char err[200];
+    const char *reason;
+    module_upload up;
+
+    if ((reason = check_token(req)) != NULL) {
+        return send_error(req, "403 Forbidden", reason);
+    }
+    if (httpd_req_get_hdr_value_str(req, "X-Module-SHA256", header, sizeof(header)) != ESP_OK ||
+        !parse_sha256(header, sha)) {
+        return send_error(req, "400 Bad Request",
+                          "X-Module-SHA256 header with the 64-hex SHA-256 of the body is required");
+    }
+    size_t slot_size = module_store_slot_size();
+    if (req->content_len == 0) {
+        return send_error(req, "411 Length Required", "empty body: send the .wasm file with a "
+                                                      "Content-Length");
+    }
+    if (req->content_len > slot_size) {
+        snprintf(err, sizeof(err), "module is %u bytes; a module slot holds %u",
+                 (unsigned)req->content_len, (unsigned)slot_size);
+        send_error(req, "413 Payload Too Large", err);
+        return ESP_FAIL; /* do not read the oversized body: close the connection */
+    }
+    if (module_store_upload_begin(&up, req->content_len, err, sizeof(err)) != ESP_OK) {
+        return send_error(req, "507 Insufficient Storage", err);
+    }
+    if (receive_body(req, &up, err, sizeof(err)) != ESP_OK) {
+        module_store_upload_abort(&up);
+        send_error(req, "400 Bad Request", err);
+        return ESP_FAIL;
+    }
+    if (module_store_upload_finish(&up, sha, err, sizeof(err)) != ESP_OK) {
+        module_store_upload_abort(&up);
+        return send_error(req, "400 Bad Request", err);
+    }
+    ESP_LOGI(TAG, "module upload: %u bytes written to slot %d, checking it", (unsigned)up.written,
+             up.slot);
+    char *body = malloc(JSON_BUF);
+    if (body == NULL) {
+        module_store_upload_abort(&up);
+        return send_error(req, "503 Service Unavailable", "out of memory");
+    }
+    int status = hub_swap_to_slot(up.slot, body, JSON_BUF);
+    esp_err_t e;
+    if (status == 200) {
+        e = send_json(req, "200 OK", body);
+    } else if (status == 422 || status == 500) {
+        /* Rejected or not swappable: the bytes must not linger in the slot. */
+        module_store_upload_abort(&up);
+        e = send_error(req, status == 422 ? "422 Unprocessable Entity" : "500 Internal Server Error",
+                       body);
+    } else {
+        /* The hub task did not answer: it may still switch to this slot, so keep the bytes. */
+        e = send_error(req, "503 Service Unavailable", body);
+    }
+    free(body);
+    return e;
+}
+
+esp_err_t http_endpoints_register(httpd_handle_t server)
+{
+    static const httpd_uri_t upload = {
+        .uri = "/module", .method = HTTP_POST, .handler = module_upload_handler,
+    };
+    static const httpd_uri_t options = {
+        .uri = "/*", .method = HTTP_OPTIONS, .handler = options_handler,
+    };
+    esp_err_t err = httpd_register_uri_handler(server, &upload);
+    if (err == ESP_OK) {
+        err = httpd_register_uri_handler(server, &options);
+    }
+    return err;
+}

@@ -1,0 +1,583 @@
+/*
+ * hub_task.c — the hub task: owns WASM3 (through the bridge core), the connection table and the
+ * module lifecycle (boot fallback, over-the-air swap, confirmation).
+ *
+ * Events arrive on one queue (hub_task.h); loop() runs every HUB_TICK_MS, driven by the queue
+ * receive timeout so a busy queue can never starve the heartbeat.
+ */
+#include "hub_task.h"
+
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include "esp_log.h"
+#include "esp_mac.h"
+#include "esp_system.h"
+#include "esp_timer.h"
+#include "freertos/queue.h"
+#include "freertos/semphr.h"
+#include "freertos/task.h"
+#include "hub_swap.h"
+#include "module_store.h"
+#include "ph_bridge.h"
+#include "pigeonhub_abi.h"
+#include "ws_transport.h"
+
+static const char *TAG = "pigeonhub";
+
+#define HUB_MAX_LINKS WS_MAX_OPEN_SOCKETS  /* one entry per socket the HTTP server may hold   */
+#define HUB_CALL_WAIT_MS 10000             /* HTTP handlers give up on the hub task after this */
+#define HUB_INBOX_POLL_MS 10
+#define HUB_ERR_LEN 160
+
+/* A WebSocket the hub task knows: transport session ↔ bridge connection. */
+typedef struct {
+    uint32_t session; /* 0 = free entry */
+    int fd;
+    int32_t conn;
+} hub_link;
+
+typedef enum { CALL_HEALTH, CALL_STATS, CALL_SWAP } call_kind;
+
+/* A request with a reply; shared by the caller and the hub task, freed by whoever is last. */
+typedef struct {
+    call_kind kind;
+    int slot;
+    int status;          /* HTTP status */
+    char *out;           /* JSON on success, reason text on failure */
+    size_t cap;
+    SemaphoreHandle_t done;
+    atomic_int refs;
+} hub_call;
+
+static QueueHandle_t s_queue;
+static ph_bridge *volatile s_bridge;
+static module_image s_image = { .slot = MODULE_SLOT_EMBEDDED };
+static char s_load_error[HUB_ERR_LEN];
+static hub_link s_links[HUB_MAX_LINKS];
+static atomic_size_t s_inbox_bytes;
+static int64_t s_confirm_at_us; /* 0: nothing to confirm */
+
+/* ---- connection table --------------------------------------------------------------------- */
+
+static hub_link *link_by_session(uint32_t session)
+{
+    for (int i = 0; i < HUB_MAX_LINKS; i++) {
+        if (s_links[i].session == session) {
+            return &s_links[i];
+        }
+    }
+    return NULL;
+}
+
+static hub_link *link_by_conn(int32_t conn)
+{
+    for (int i = 0; i < HUB_MAX_LINKS; i++) {
+        if (s_links[i].session != 0 && s_links[i].conn == conn) {
+            return &s_links[i];
+        }
+    }
+    return NULL;
+}
+
+/* ---- transport callbacks (hub task, from inside ph_bridge_* calls) ----------------------------- */
+
+static int op_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
+{
+    (void)ctx;
+    hub_link *l = link_by_conn(conn);
+    return l ? ws_transport_send(l->fd, l->session, conn, frame, len) : -1;
+}
+
+static void op_close(void *ctx, int32_t conn, uint16_t code, const char *reason, size_t len)
+{
+    (void)ctx;
+    hub_link *l = link_by_conn(conn);
+    if (l) {
+        ws_transport_close(l->fd, l->session, code, reason, len);
+    }
+}
+
+static int op_ping(void *ctx, int32_t conn)
+{
+    (void)ctx;
+    hub_link *l = link_by_conn(conn);
+    return l ? ws_transport_ping(l->fd, l->session) : -1;
+}
+
+static void op_log(void *ctx, char level, const char *msg, size_t len)
+{
+    (void)ctx;
+    esp_log_level_t lvl = level == 'E' ? ESP_LOG_ERROR
+                        : level == 'W' ? ESP_LOG_WARN
+                        : level == 'D' ? ESP_LOG_DEBUG
+                        : level == 'V' ? ESP_LOG_VERBOSE
+                                       : ESP_LOG_INFO;
+    ESP_LOG_LEVEL(lvl, TAG, "%.*s", (int)len, msg);
+}
+
+static uint32_t op_millis(void *ctx)
+{
+    (void)ctx;
+    return (uint32_t)(esp_timer_get_time() / 1000);
+}
+
+static int64_t op_wall_clock_ms(void *ctx)
+{
+    struct timeval tv;
+    (void)ctx;
+    gettimeofday(&tv, NULL);
+    if (tv.tv_sec < 1600000000) { /* before SNTP sync the RTC counts from 1970: report uptime */
+        return esp_timer_get_time() / 1000;
+    }
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void op_device_id(void *ctx, char *buf, size_t cap)
+{
+    uint8_t mac[6] = { 0 };
+    (void)ctx;
+    esp_read_mac(mac, ESP_MAC_WIFI_STA);
+    snprintf(buf, cap, "%02x%02x%02x%02x%02x%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
+}
+
+static int op_server_start(void *ctx, int port)
+{
+    (void)ctx;
+    if (port != CONFIG_PIGEONHUB_PORT) {
+        ESP_LOGE(TAG, "module asked for port %d, the firmware listens on %d "
+                      "(CONFIG_PIGEONHUB_PORT)", port, CONFIG_PIGEONHUB_PORT);
+        return -1;
+    }
+    ws_transport_set_accepting(true);
+    ESP_LOGI(TAG, "WebSocket server listening on port %d", port);
+    return 0;
+}
+
+static void op_server_stop(void *ctx)
+{
+    (void)ctx;
+    ws_transport_set_accepting(false);
+    ESP_LOGI(TAG, "WebSocket server stopped accepting");
+}
+
+static const ph_transport_ops s_ops = {
+    .ctx = NULL,
+    .send = op_send,
+    .close = op_close,
+    .ping = op_ping,
+    .log = op_log,
+    .millis = op_millis,
+    .wall_clock_ms = op_wall_clock_ms,
+    .device_id = op_device_id,
+    .server_start = op_server_start,
+    .server_stop = op_server_stop,
+};
+
+/* httpd task: bytes of a frame left the outbox. ph_bridge_on_sent is safe from any thread. */
+static void on_sent(int32_t conn, size_t len)
+{
+    ph_bridge *b = s_bridge;
+    if (b) {
+        ph_bridge_on_sent(b, conn, len);
+    }
+}
+
+/* ---- module lifecycle -------------------------------------------------------------------------- */
+
+static const char *slot_name(int slot)
+{
+    return slot == 0 ? "hubmod0" : slot == 1 ? "hubmod1" : "embedded";
+}
+
+static void log_module(const module_image *img)
+{
+    char hex[65];
+    module_store_sha_hex(img->sha256, hex);
+    /* Tests key on these lines (same wording as the PC hub). */
+    ESP_LOGI(TAG, "module hub.wasm loaded: %u bytes, sha256 %s", (unsigned)img->len, hex);
+    ESP_LOGI(TAG, "module source: %s", slot_name(img->slot));
+    ESP_LOGI(TAG, "hub id %s", ph_bridge_hub_id(s_bridge));
+}
+
+static ph_bridge *create_bridge(const module_image *img, char *err, size_t cap)
+{
+    ph_bridge_config cfg = PH_BRIDGE_CONFIG_DEFAULT;
+    ph_result res = PH_OK;
+    cfg.max_connections = HUB_MAX_LINKS;
+    cfg.outbox_limit_bytes = CONFIG_PIGEONHUB_OUTBOX_LIMIT;
+    cfg.memory_limit_bytes = CONFIG_PIGEONHUB_MODULE_MEMORY_LIMIT;
+    cfg.wasm_stack_bytes = CONFIG_PIGEONHUB_WASM_STACK;
+    ph_bridge *b = ph_bridge_create(img->data, img->len, &s_ops, &cfg, &res, err, cap);
+    if (b == NULL && err[0] == '\0') {
+        snprintf(err, cap, "ph_bridge_create failed (%d)", (int)res);
+    }
+    return b;
+}
+
+/* Kept for /health; quotes would break its JSON, so they become apostrophes. */
+static void set_load_error(const char *err)
+{
+    strlcpy(s_load_error, err, sizeof(s_load_error));
+    for (char *p = s_load_error; *p; p++) {
+        if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) {
+            *p = '\'';
+        }
+    }
+}
+
+static void module_running(const module_image *img)
+{
+    ws_transport_set_frame_limit(ph_bridge_input_buffer_size(s_bridge));
+    module_store_set_running(img->slot);
+    s_load_error[0] = '\0';
+    log_module(img);
+}
+
+/* Boot: active uploaded slot → previous slot → embedded; the first that loads and starts wins. */
+static void load_boot_module(void)
+{
+    int order[MODULE_SLOT_COUNT + 1];
+    int n = module_store_boot_order(order);
+    char err[HUB_ERR_LEN];
+
+    for (int i = 0; i < n; i++) {
+        module_image img;
+        err[0] = '\0';
+        if (module_store_open(order[i], &img, err, sizeof(err)) != ESP_OK) {
+            ESP_LOGW(TAG, "module %s skipped: %s", slot_name(order[i]), err);
+            module_store_mark_bad(order[i]);
+            continue;
+        }
+        s_bridge = create_bridge(&img, err, sizeof(err));
+        if (s_bridge != NULL && ph_bridge_start(s_bridge, CONFIG_PIGEONHUB_PORT) != 0) {
+            snprintf(err, sizeof(err), "start_server(%d) failed", CONFIG_PIGEONHUB_PORT);
+            ph_bridge_destroy(s_bridge);
+            s_bridge = NULL;
+        }
+        if (s_bridge == NULL) {
+            ESP_LOGE(TAG, "module %s refused: %s", slot_name(order[i]), err);
+            module_store_release(&img);
+            module_store_mark_bad(order[i]);
+            set_load_error(err);
+            continue;
+        }
+        s_image = img;
+        module_running(&img);
+        if (img.slot >= 0 && module_store_needs_confirm()) {
+            s_confirm_at_us = esp_timer_get_time() + CONFIG_PIGEONHUB_MODULE_CONFIRM_S * 1000000LL;
+        }
+        return;
+    }
+    ESP_LOGE(TAG, "no hub module could be loaded (%s); WebSocket clients are refused until a "
+                  "module is uploaded (POST /module)", s_load_error);
+}
+
+static int swap_to_slot(int slot, char *out, size_t cap)
+{
+    module_image img;
+    char err[HUB_ERR_LEN] = "";
+    ph_result res;
+
+    if (module_store_open(slot, &img, err, sizeof(err)) != ESP_OK) {
+        strlcpy(out, err, cap);
+        return 500;
+    }
+    res = ph_bridge_check_module(img.data, img.len, err, sizeof(err));
+    if (res != PH_OK) {
+        snprintf(out, cap, "module rejected: %s", err);
+        module_store_release(&img);
+        return 422;
+    }
+    if (s_bridge != NULL) {
+        res = ph_bridge_swap(s_bridge, img.data, img.len, err, sizeof(err));
+    } else {
+        ph_bridge *b = create_bridge(&img, err, sizeof(err));
+        res = b ? PH_OK : PH_ERR_LOAD;
+        if (b && ph_bridge_start(b, CONFIG_PIGEONHUB_PORT) != 0) {
+            snprintf(err, sizeof(err), "start_server(%d) failed", CONFIG_PIGEONHUB_PORT);
+            ph_bridge_destroy(b);
+            res = PH_ERR_INIT;
+        } else if (b) {
+            s_bridge = b;
+        }
+    }
+    if (res != PH_OK) {
+        snprintf(out, cap, "swap failed, the previous module keeps running: %s", err);
+        module_store_release(&img);
+        return 500;
+    }
+    /* The old runtime is gone: its bytes may be unmapped now. */
+    module_store_release(&s_image);
+    s_image = img;
+    module_running(&img);
+    esp_err_t e = module_store_activate(slot);
+    if (e != ESP_OK) {
+        ESP_LOGW(TAG, "module runs but is not persisted (NVS: %s): next boot uses the old one",
+                 esp_err_to_name(e));
+    }
+    s_confirm_at_us = esp_timer_get_time() + CONFIG_PIGEONHUB_MODULE_CONFIRM_S * 1000000LL;
+    char hex[65];
+    module_store_sha_hex(img.sha256, hex);
+    snprintf(out, cap, "{\"ok\":true,\"slot\":\"%s\",\"bytes\":%u,\"sha256\":\"%s\",\"hubId\":\"%s\","
+                       "\"confirmAfterSeconds\":%d}",
+             slot_name(slot), (unsigned)img.len, hex, ph_bridge_hub_id(s_bridge),
+             CONFIG_PIGEONHUB_MODULE_CONFIRM_S);
+    return 200;
+}
+
+static int health_json(char *out, size_t cap)
+{
+    char hex[65] = "";
+    if (s_image.data) {
+        module_store_sha_hex(s_image.sha256, hex);
+    }
+    snprintf(out, cap,
+             "{\"status\":\"%s\",\"uptime\":%.3f,\"isHub\":true,\"connections\":%" PRIu32
+             ",\"peers\":%d,\"module\":{\"source\":\"%s\",\"bytes\":%u,\"sha256\":\"%s\","
+             "\"error\":\"%s\"},\"heap\":{\"free\":%" PRIu32 ",\"minFree\":%" PRIu32 "}}",
+             s_bridge ? "healthy" : "no-module", esp_timer_get_time() / 1e6,
+             s_bridge ? ph_bridge_connection_count(s_bridge) : 0,
+             s_bridge ? ph_bridge_peer_count(s_bridge) : 0, slot_name(s_image.slot),
+             (unsigned)s_image.len, hex, s_load_error, esp_get_free_heap_size(),
+             esp_get_minimum_free_heap_size());
+    return 200;
+}
+
+static void handle_call(hub_call *c)
+{
+    switch (c->kind) {
+    case CALL_HEALTH:
+        c->status = health_json(c->out, c->cap);
+        break;
+    case CALL_STATS:
+        if (s_bridge == NULL) {
+            snprintf(c->out, c->cap, "no hub module loaded: %s", s_load_error);
+            c->status = 503;
+        } else {
+            c->status = ph_bridge_stats_json(s_bridge, c->out, c->cap) >= 0 ? 200 : 503;
+            if (c->status != 200) {
+                strlcpy(c->out, "stats do not fit the buffer", c->cap);
+            }
+        }
+        break;
+    case CALL_SWAP:
+        c->status = swap_to_slot(c->slot, c->out, c->cap);
+        break;
+    }
+}
+
+static void call_unref(hub_call *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) == 1) {
+        vSemaphoreDelete(c->done);
+        free(c->out);
+        free(c);
+    }
+}
+
+/* ---- event dispatch ----------------------------------------------------------------------------- */
+
+static void on_open(const hub_event *ev)
+{
+    if (s_bridge == NULL) {
+        ws_transport_close(ev->fd, ev->session, PH_CLOSE_INTERNAL, PH_REASON_TRAP,
+                           strlen(PH_REASON_TRAP));
+        return;
+    }
+    hub_link *l = link_by_session(0);
+    int32_t conn = l ? ph_bridge_on_open(s_bridge, (const char *)ev->data, ev->len) : PH_ERR_FULL;
+    if (conn < 0) {
+        ws_transport_close(ev->fd, ev->session, PH_CLOSE_POLICY, PH_REASON_FULL,
+                           strlen(PH_REASON_FULL));
+        return;
+    }
+    l->session = ev->session;
+    l->fd = ev->fd;
+    l->conn = conn;
+}
+
+static void dispatch(hub_event *ev)
+{
+    hub_link *l = ev->type == HUB_EV_CALL ? NULL : link_by_session(ev->session);
+    switch (ev->type) {
+    case HUB_EV_OPEN:
+        on_open(ev);
+        break;
+    case HUB_EV_FRAME:
+        if (l && s_bridge) {
+            ph_bridge_on_frame(s_bridge, l->conn, ev->data, ev->len);
+        }
+        hub_inbox_release(ev->len);
+        break;
+    case HUB_EV_TOO_BIG:
+        if (l && s_bridge) {
+            ph_bridge_accepts_frame(s_bridge, l->conn, ev->len); /* false: counts and closes 1009 */
+        }
+        break;
+    case HUB_EV_PONG:
+        if (l && s_bridge) {
+            ph_bridge_on_pong(s_bridge, l->conn);
+        }
+        break;
+    case HUB_EV_CLOSE:
+        if (l) {
+            if (s_bridge) {
+                ph_bridge_on_close(s_bridge, l->conn);
+            }
+            memset(l, 0, sizeof(*l));
+        }
+        break;
+    case HUB_EV_CALL: {
+        hub_call *c = (hub_call *)ev->data;
+        handle_call(c);
+        xSemaphoreGive(c->done);
+        call_unref(c);
+        ev->data = NULL; /* not a plain heap buffer */
+        break;
+    }
+    }
+    free(ev->data);
+}
+
+static void tick(void)
+{
+    if (s_bridge) {
+        ph_bridge_tick(s_bridge);
+    }
+    ws_transport_kick();
+    if (s_confirm_at_us && esp_timer_get_time() >= s_confirm_at_us) {
+        s_confirm_at_us = 0;
+        module_store_confirm();
+    }
+}
+
+static void hub_task(void *arg)
+{
+    (void)arg;
+    esp_err_t err = ws_transport_start(CONFIG_PIGEONHUB_PORT, on_sent);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "hub stopped: the HTTP/WebSocket server did not start (%s)",
+                 esp_err_to_name(err));
+        vTaskDelete(NULL);
+        return;
+    }
+    load_boot_module();
+
+    TickType_t next_tick = xTaskGetTickCount() + pdMS_TO_TICKS(HUB_TICK_MS);
+    for (;;) {
+        hub_event ev;
+        TickType_t now = xTaskGetTickCount();
+        TickType_t wait = (int32_t)(next_tick - now) > 0 ? next_tick - now : 0;
+        if (xQueueReceive(s_queue, &ev, wait) == pdTRUE) {
+            dispatch(&ev);
+        }
+        now = xTaskGetTickCount();
+        if ((int32_t)(now - next_tick) >= 0) {
+            tick();
+            next_tick = now + pdMS_TO_TICKS(HUB_TICK_MS);
+        }
+    }
+}
+
+/* ---- API for other tasks ------------------------------------------------------------------------- */
+
+esp_err_t hub_task_start(void)
+{
+    s_queue = xQueueCreate(CONFIG_PIGEONHUB_HUB_QUEUE_LEN, sizeof(hub_event));
+    if (s_queue == NULL) {
+        return ESP_ERR_NO_MEM;
+    }
+    if (xTaskCreate(hub_task, "hub", HUB_TASK_STACK_BYTES, NULL, CONFIG_PIGEONHUB_HUB_TASK_PRIORITY,
+                    NULL) != pdPASS) {
+        ESP_LOGE(TAG, "creating the hub task (%d bytes of stack) failed", HUB_TASK_STACK_BYTES);
+        return ESP_ERR_NO_MEM;
+    }
+    return ESP_OK;
+}
+
+bool hub_post(const hub_event *ev, TickType_t wait)
+{
+    return xQueueSend(s_queue, ev, wait) == pdTRUE;
+}
+
+bool hub_inbox_reserve(size_t len, TickType_t wait)
+{
+    TickType_t start = xTaskGetTickCount();
+    for (;;) {
+        size_t cur = atomic_load(&s_inbox_bytes);
+        /* A single frame larger than the whole budget still passes when the inbox is empty. */
+        if (cur == 0 || cur + len <= CONFIG_PIGEONHUB_INBOX_BYTES) {
+            if (atomic_compare_exchange_weak(&s_inbox_bytes, &cur, cur + len)) {
+                return true;
+            }
+            continue;
+        }
+        if (xTaskGetTickCount() - start >= wait) {
+            return false;
+        }
+        vTaskDelay(pdMS_TO_TICKS(HUB_INBOX_POLL_MS));
+    }
+}
+
+void hub_inbox_release(size_t len)
+{
+    atomic_fetch_sub(&s_inbox_bytes, len);
+}
+
+static int call_hub(call_kind kind, int slot, char *out, size_t cap)
+{
+    hub_call *c = calloc(1, sizeof(*c));
+    char *buf = malloc(cap);
+    SemaphoreHandle_t done = xSemaphoreCreateBinary();
+    if (c == NULL || buf == NULL || done == NULL) {
+        free(c);
+        free(buf);
+        if (done) {
+            vSemaphoreDelete(done);
+        }
+        strlcpy(out, "out of memory", cap);
+        return 503;
+    }
+    buf[0] = '\0';
+    c->kind = kind;
+    c->slot = slot;
+    c->out = buf;
+    c->cap = cap;
+    c->done = done;
+    atomic_store(&c->refs, 2);
+    hub_event ev = { .type = HUB_EV_CALL, .data = (uint8_t *)c };
+    if (!hub_post(&ev, pdMS_TO_TICKS(HUB_CALL_WAIT_MS))) {
+        atomic_store(&c->refs, 1);
+        call_unref(c);
+        strlcpy(out, "hub task busy", cap);
+        return 503;
+    }
+    int status = 503;
+    if (xSemaphoreTake(done, pdMS_TO_TICKS(HUB_CALL_WAIT_MS)) == pdTRUE) {
+        status = c->status;
+        strlcpy(out, c->out, cap);
+    } else {
+        strlcpy(out, "hub task did not answer in time", cap);
+    }
+    call_unref(c);
+    return status;
+}
+
+int hub_health_json(char *buf, size_t cap)
+{
+    return call_hub(CALL_HEALTH, 0, buf, cap);
+}
+
+int hub_stats_json(char *buf, size_t cap)
+{
+    return call_hub(CALL_STATS, 0, buf, cap);
+}
+
+int hub_swap_to_slot(int slot, char *json, size_t cap)
+{
+    return call_hub(CALL_SWAP, slot, json, cap);
+}

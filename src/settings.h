@@ -1,0 +1,21 @@
+/*
+ * settings.h — values a user sets without reflashing (NVS), falling back to Kconfig defaults.
+ */
+#ifndef PH_SETTINGS_H
+#define PH_SETTINGS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "esp_err.h"
+
+#define SETTINGS_NAMESPACE "pigeonhub"   /* NVS namespace for all firmware settings      */
+#define SETTINGS_KEY_WIFI_SSID "wifi_ssid"
+#define SETTINGS_KEY_WIFI_PASS "wifi_pass"
+#define SETTINGS_KEY_UPLOAD_TOKEN "upload_token"
+
+/* Copy the NVS value of key into buf, or fallback (a Kconfig string) when the key is absent.
+ * Returns true when the result is non-empty. */
+bool settings_get_str(const char *key, const char *fallback, char *buf, size_t cap);
+esp_err_t settings_set_str(const char *key, const char *value);
+
+#endif /* PH_SETTINGS_H */

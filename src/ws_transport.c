@@ -1,0 +1,437 @@
+/*
+ * ws_transport.c — WebSocket server on esp_http_server for the hub task.
+ *
+ * One wildcard URI handler (httpd_uri_match_wildcard, any path) with .is_websocket and control frames: PeerPigeon
+ * clients connect on any path and put their peer id in the query string, so the whole request URI
+ * (path + query) is handed to the bridge. Plain GETs on the same handler go to http_endpoints.c.
+ */
+#include "ws_transport.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "esp_heap_caps.h" /* MALLOC_CAP_* in HTTPD_DEFAULT_CONFIG */
+#include "esp_log.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/semphr.h"
+#include "http_endpoints.h"
+#include "hub_task.h"
+#include "pigeonhub_abi.h"
+
+static const char *TAG = "pigeonhub";
+
+#define WS_CONTROL_MAX 125          /* RFC 6455 §5.5: control frame payload limit            */
+#define WS_INBOX_WAIT_MS 2000       /* how long a sender is held back before it is dropped   */
+
+/* Per-WebSocket state, the httpd session context (freed by httpd when the socket closes). */
+typedef struct {
+    uint32_t id;         /* never reused, so stale outgoing frames cannot reach a new socket */
+    int fd;
+    bool close_sent;     /* our close frame is out: send nothing more                          */
+    uint8_t *partial;    /* fragmented message being reassembled                               */
+    size_t partial_len;
+    httpd_ws_type_t partial_type;
+} ws_session;
+
+typedef enum { OUT_TEXT, OUT_PING, OUT_CLOSE } out_kind;
+
+typedef struct out_item {
+    struct out_item *next;
+    int fd;
+    uint32_t session;
+    int32_t conn;        /* bridge connection for ph_bridge_on_sent, -1 for none */
+    out_kind kind;
+    uint16_t code;       /* OUT_CLOSE */
+    size_t len;
+    uint8_t data[];
+} out_item;
+
+static httpd_handle_t s_server;
+static ws_sent_cb s_on_sent;
+static atomic_bool s_accepting;
+static atomic_size_t s_frame_limit = MAX_MESSAGE_SIZE;
+static atomic_uint s_next_session;
+
+static SemaphoreHandle_t s_out_lock;
+static out_item *s_out_head;
+static out_item *s_out_tail;
+static bool s_drain_queued; /* one httpd_queue_work() item at a time; under s_out_lock */
+
+httpd_handle_t ws_transport_server(void)
+{
+    return s_server;
+}
+
+void ws_transport_set_accepting(bool accepting)
+{
+    atomic_store(&s_accepting, accepting);
+}
+
+void ws_transport_set_frame_limit(size_t limit)
+{
+    atomic_store(&s_frame_limit, limit);
+}
+
+/* ---- send side: hub task → FIFO → httpd task ---------------------------------------------- */
+
+static esp_err_t send_frame(int fd, httpd_ws_type_t type, const uint8_t *data, size_t len)
+{
+    httpd_ws_frame_t frame = {
+        .final = true,
+        .fragmented = false,
+        .type = type,
+        .payload = (uint8_t *)data,
+        .len = len,
+    };
+    return httpd_ws_send_frame_async(s_server, fd, &frame);
+}
+
+static void deliver(out_item *it)
+{
+    ws_session *s = httpd_sess_get_ctx(s_server, it->fd);
+    bool alive = s != NULL && s->id == it->session && !s->close_sent;
+    esp_err_t err = ESP_OK;
+
+    if (alive) {
+        if (it->kind == OUT_TEXT) {
+            err = send_frame(it->fd, HTTPD_WS_TYPE_TEXT, it->data, it->len);
+        } else if (it->kind == OUT_PING) {
+            err = send_frame(it->fd, HTTPD_WS_TYPE_PING, NULL, 0);
+        } else {
+            uint8_t body[2 + WS_CONTROL_MAX];
+            size_t n = it->len > WS_CONTROL_MAX - 2 ? WS_CONTROL_MAX - 2 : it->len;
+            body[0] = (uint8_t)(it->code >> 8);
+            body[1] = (uint8_t)(it->code & 0xff);
+            memcpy(body + 2, it->data, n);
+            send_frame(it->fd, HTTPD_WS_TYPE_CLOSE, body, n + 2);
+            s->close_sent = true;
+            /* The client's close reply may never come: end the session from our side. */
+            httpd_sess_trigger_close(s_server, it->fd);
+        }
+        if (err != ESP_OK) {
+            ESP_LOGW(TAG, "send on fd %d failed: %s; closing it", it->fd, esp_err_to_name(err));
+            s->close_sent = true;
+            httpd_sess_trigger_close(s_server, it->fd);
+        }
+    }
+    if (it->kind == OUT_TEXT && it->conn >= 0 && s_on_sent) {
+        s_on_sent(it->conn, it->len); /* written or dropped: either way it leaves the outbox */
+    }
+}
+
+static void drain_work(void *arg)
+{
+    (void)arg;
+    xSemaphoreTake(s_out_lock, portMAX_DELAY);
+    out_item *it = s_out_head;
+    s_out_head = s_out_tail = NULL;
+    s_drain_queued = false;
+    xSemaphoreGive(s_out_lock);
+    while (it) {
+        out_item *next = it->next;
+        deliver(it);
+        free(it);
+        it = next;
+    }
+}
+
+static void request_drain(void)
+{
+    if (httpd_queue_work(s_server, drain_work, NULL) != ESP_OK) {
+        /* The frames stay queued; ws_transport_kick() retries on the next tick. */
+        xSemaphoreTake(s_out_lock, portMAX_DELAY);
+        s_drain_queued = false;
+        xSemaphoreGive(s_out_lock);
+        ESP_LOGW(TAG, "httpd_queue_work failed; retrying on the next tick");
+    }
+}
+
+static int enqueue(out_item *it)
+{
+    bool kick;
+    xSemaphoreTake(s_out_lock, portMAX_DELAY);
+    if (s_out_tail) {
+        s_out_tail->next = it;
+    } else {
+        s_out_head = it;
+    }
+    s_out_tail = it;
+    kick = !s_drain_queued;
+    s_drain_queued = true;
+    xSemaphoreGive(s_out_lock);
+    if (kick) {
+        request_drain();
+    }
+    return 0;
+}
+
+static out_item *new_item(int fd, uint32_t session, int32_t conn, out_kind kind, const void *data,
+                          size_t len)
+{
+    out_item *it = malloc(sizeof(*it) + len);
+    if (it == NULL) {
+        ESP_LOGE(TAG, "out of memory queueing %u bytes for fd %d", (unsigned)len, fd);
+        return NULL;
+    }
+    it->next = NULL;
+    it->fd = fd;
+    it->session = session;
+    it->conn = conn;
+    it->kind = kind;
+    it->code = 0;
+    it->len = len;
+    if (len) {
+        memcpy(it->data, data, len);
+    }
+    return it;
+}
+
+int ws_transport_send(int fd, uint32_t session, int32_t conn, const uint8_t *data, size_t len)
+{
+    out_item *it = new_item(fd, session, conn, OUT_TEXT, data, len);
+    return it ? enqueue(it) : -1;
+}
+
+int ws_transport_ping(int fd, uint32_t session)
+{
+    out_item *it = new_item(fd, session, -1, OUT_PING, NULL, 0);
+    return it ? enqueue(it) : -1;
+}
+
+void ws_transport_close(int fd, uint32_t session, uint16_t code, const char *reason, size_t len)
+{
+    out_item *it = new_item(fd, session, -1, OUT_CLOSE, reason, len);
+    if (it == NULL) {
+        /* Without memory for a close frame, at least end the session. */
+        httpd_sess_trigger_close(s_server, fd);
+        return;
+    }
+    it->code = code;
+    enqueue(it);
+}
+
+void ws_transport_kick(void)
+{
+    bool kick;
+    xSemaphoreTake(s_out_lock, portMAX_DELAY);
+    kick = s_out_head != NULL && !s_drain_queued;
+    if (kick) {
+        s_drain_queued = true;
+    }
+    xSemaphoreGive(s_out_lock);
+    if (kick) {
+        request_drain();
+    }
+}
+
+/* ---- receive side: httpd task → hub task ----------------------------------------------------- */
+
+static void session_free(void *ctx)
+{
+    ws_session *s = ctx;
+    /* httpd calls this exactly once per session when the socket is gone, whoever closed it. */
+    hub_event ev = { .type = HUB_EV_CLOSE, .session = s->id, .fd = s->fd };
+    hub_post(&ev, portMAX_DELAY);
+    free(s->partial);
+    free(s);
+}
+
+static esp_err_t on_handshake(httpd_req_t *req, int fd)
+{
+    ws_session *s = calloc(1, sizeof(*s));
+    size_t url_len = strnlen(req->uri, sizeof(req->uri));
+    uint8_t *url = malloc(url_len + 1);
+    if (s == NULL || url == NULL) {
+        free(s);
+        free(url);
+        return ESP_ERR_NO_MEM; /* httpd closes the socket */
+    }
+    memcpy(url, req->uri, url_len);
+    url[url_len] = '\0';
+    do {
+        s->id = atomic_fetch_add(&s_next_session, 1) + 1;
+    } while (s->id == 0);
+    s->fd = fd;
+    req->sess_ctx = s;
+    req->free_ctx = session_free;
+
+    if (!atomic_load(&s_accepting)) {
+        free(url);
+        ws_transport_close(fd, s->id, PH_CLOSE_GOING_AWAY, PH_REASON_SHUTDOWN,
+                           strlen(PH_REASON_SHUTDOWN));
+        return ESP_OK;
+    }
+    hub_event ev = { .type = HUB_EV_OPEN, .session = s->id, .fd = fd, .data = url, .len = url_len };
+    hub_post(&ev, portMAX_DELAY); /* must precede every frame of this session */
+    return ESP_OK;
+}
+
+static esp_err_t recv_payload(httpd_req_t *req, httpd_ws_frame_t *f, uint8_t *buf)
+{
+    f->payload = buf;
+    return f->len ? httpd_ws_recv_frame(req, f, f->len) : ESP_OK;
+}
+
+static esp_err_t on_control(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
+{
+    uint8_t buf[WS_CONTROL_MAX];
+    if (f->len > WS_CONTROL_MAX) {
+        ESP_LOGW(TAG, "fd %d: control frame of %u bytes violates RFC 6455; closing", s->fd,
+                 (unsigned)f->len);
+        return ESP_FAIL;
+    }
+    esp_err_t err = recv_payload(req, f, buf);
+    if (err != ESP_OK) {
+        return err;
+    }
+    if (f->type == HTTPD_WS_TYPE_PING) {
+        httpd_ws_frame_t pong = { .final = true, .type = HTTPD_WS_TYPE_PONG, .payload = buf,
+                                  .len = f->len };
+        return httpd_ws_send_frame(req, &pong);
+    }
+    if (f->type == HTTPD_WS_TYPE_PONG) {
+        hub_event ev = { .type = HUB_EV_PONG, .session = s->id, .fd = s->fd };
+        hub_post(&ev, portMAX_DELAY);
+        return ESP_OK;
+    }
+    /* CLOSE: httpd already marked the session; it closes the socket after this handler. */
+    if (!s->close_sent) {
+        httpd_ws_frame_t reply = { .final = true, .type = HTTPD_WS_TYPE_CLOSE, .payload = buf,
+                                   .len = f->len >= 2 ? 2 : 0 }; /* echo the status code */
+        s->close_sent = true;
+        httpd_ws_send_frame(req, &reply);
+    }
+    return ESP_OK;
+}
+
+static esp_err_t refuse_too_big(httpd_req_t *req, ws_session *s, size_t len)
+{
+    uint8_t body[2 + sizeof(PH_REASON_TOO_BIG) - 1];
+    body[0] = PH_CLOSE_TOO_BIG >> 8;
+    body[1] = PH_CLOSE_TOO_BIG & 0xff;
+    memcpy(body + 2, PH_REASON_TOO_BIG, sizeof(body) - 2);
+    httpd_ws_frame_t close = { .final = true, .type = HTTPD_WS_TYPE_CLOSE, .payload = body,
+                               .len = sizeof(body) };
+    httpd_ws_send_frame(req, &close);
+    s->close_sent = true;
+    /* Let the bridge account for it on its own thread; the payload is never read. */
+    hub_event ev = { .type = HUB_EV_TOO_BIG, .session = s->id, .fd = s->fd, .len = len };
+    hub_post(&ev, portMAX_DELAY);
+    return ESP_FAIL; /* unread payload bytes remain: httpd must drop the socket */
+}
+
+static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
+{
+    size_t limit = atomic_load(&s_frame_limit);
+    size_t total = s->partial_len + f->len;
+    if (total > limit) {
+        return refuse_too_big(req, s, total);
+    }
+    uint8_t *buf = realloc(s->partial, total ? total : 1);
+    if (buf == NULL) {
+        return ESP_ERR_NO_MEM;
+    }
+    s->partial = buf;
+    f->payload = buf + s->partial_len;
+    if (f->len && httpd_ws_recv_frame(req, f, f->len) != ESP_OK) {
+        return ESP_FAIL;
+    }
+    if (f->type != HTTPD_WS_TYPE_CONTINUE) {
+        s->partial_type = f->type;
+    }
+    s->partial_len = total;
+    if (!f->final) {
+        return ESP_OK; /* more fragments follow */
+    }
+    if (s->close_sent) {
+        return ESP_OK; /* closing: the module must not see more input */
+    }
+    if (!hub_inbox_reserve(total, pdMS_TO_TICKS(WS_INBOX_WAIT_MS))) {
+        ESP_LOGW(TAG, "fd %d: hub inbox full for %d ms; dropping the connection", s->fd,
+                 WS_INBOX_WAIT_MS);
+        return ESP_FAIL;
+    }
+    hub_event ev = { .type = HUB_EV_FRAME, .session = s->id, .fd = s->fd, .data = buf,
+                     .len = total };
+    s->partial = NULL;
+    s->partial_len = 0;
+    hub_post(&ev, portMAX_DELAY);
+    return ESP_OK;
+}
+
+static esp_err_t ws_handler(httpd_req_t *req)
+{
+    int fd = httpd_req_to_sockfd(req);
+    if (req->method == HTTP_GET) {
+        if (httpd_ws_get_fd_info(req->handle, fd) != HTTPD_WS_CLIENT_WEBSOCKET) {
+            return http_endpoints_handle_get(req); /* plain GET /health, /stats, ... */
+        }
+        return on_handshake(req, fd);
+    }
+    ws_session *s = req->sess_ctx;
+    if (s == NULL) {
+        return ESP_FAIL;
+    }
+    httpd_ws_frame_t f = { 0 };
+    esp_err_t err = httpd_ws_recv_frame(req, &f, 0); /* header only: type, FIN, length */
+    if (err != ESP_OK) {
+        return err;
+    }
+    switch (f.type) {
+    case HTTPD_WS_TYPE_PING:
+    case HTTPD_WS_TYPE_PONG:
+    case HTTPD_WS_TYPE_CLOSE:
+        return on_control(req, s, &f);
+    case HTTPD_WS_TYPE_TEXT:
+    case HTTPD_WS_TYPE_BINARY: /* the reference server parses binary JSON frames too */
+    case HTTPD_WS_TYPE_CONTINUE:
+        return on_data(req, s, &f);
+    default:
+        ESP_LOGW(TAG, "fd %d: unknown opcode 0x%x; closing", fd, f.type);
+        return ESP_FAIL;
+    }
+}
+
+esp_err_t ws_transport_start(uint16_t port, ws_sent_cb on_sent)
+{
+    httpd_config_t config = HTTPD_DEFAULT_CONFIG();
+    config.server_port = port;
+    config.ctrl_port = ESP_HTTPD_DEF_CTRL_PORT;
+    config.max_open_sockets = WS_MAX_OPEN_SOCKETS;
+    config.max_uri_handlers = 4;
+    config.stack_size = CONFIG_PIGEONHUB_HTTPD_STACK;
+    config.uri_match_fn = httpd_uri_match_wildcard;
+    /* Idle WebSockets are the module's business (heartbeat ping, PEER_TIMEOUT), not LRU purging. */
+    config.lru_purge_enable = false;
+
+    s_on_sent = on_sent;
+    s_out_lock = xSemaphoreCreateMutex();
+    if (s_out_lock == NULL) {
+        return ESP_ERR_NO_MEM;
+    }
+    esp_err_t err = httpd_start(&s_server, &config);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "httpd_start on port %u failed: %s", port, esp_err_to_name(err));
+        return err;
+    }
+    static const httpd_uri_t ws_uri = {
+        .uri = "/*",
+        .method = HTTP_GET,
+        .handler = ws_handler,
+        .user_ctx = NULL,
+        .is_websocket = true,
+        .handle_ws_control_frames = true, /* pongs must reach the module (on_pong) */
+        .supported_subprotocol = NULL,
+    };
+    if ((err = http_endpoints_register(s_server)) != ESP_OK ||
+        (err = httpd_register_uri_handler(s_server, &ws_uri)) != ESP_OK) {
+        ESP_LOGE(TAG, "registering URI handlers failed: %s", esp_err_to_name(err));
+        httpd_stop(s_server);
+        s_server = NULL;
+        return err;
+    }
+    ESP_LOGI(TAG, "HTTP server on port %u (%d sockets: %d peers, %d hub links, %d spare)", port,
+             WS_MAX_OPEN_SOCKETS, CONFIG_PIGEONHUB_MAX_PEERS, CONFIG_PIGEONHUB_MAX_HUB_LINKS,
+             CONFIG_PIGEONHUB_SPARE_SOCKETS);
+    return ESP_OK;
+}

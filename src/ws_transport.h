@@ -1,0 +1,48 @@
+/*
+ * ws_transport.h — esp_http_server WebSocket layer under the hub task.
+ *
+ * Receive side (httpd task): frames are copied into heap buffers and posted to the hub task.
+ * Send side (hub task): frames are copied into one outgoing FIFO; a single httpd_queue_work()
+ * item drains it on the httpd task with httpd_ws_send_frame_async(), so frames never interleave
+ * and the httpd control socket never holds more than one pending work message.
+ */
+#ifndef PH_WS_TRANSPORT_H
+#define PH_WS_TRANSPORT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "esp_err.h"
+#include "esp_http_server.h"
+#include "sdkconfig.h"
+
+/* Sockets the HTTP server may hold open: every peer, every incoming hub link, plus spare ones so
+ * /health, an upload or a refused connection still gets an answer when the hub is full.
+ * httpd_start() needs CONFIG_LWIP_MAX_SOCKETS >= this + 3 (its own internal sockets). */
+#define WS_MAX_OPEN_SOCKETS                                                                        \
+    (CONFIG_PIGEONHUB_MAX_PEERS + CONFIG_PIGEONHUB_MAX_HUB_LINKS + CONFIG_PIGEONHUB_SPARE_SOCKETS)
+#define WS_HTTPD_INTERNAL_SOCKETS 3
+
+#if CONFIG_LWIP_MAX_SOCKETS < WS_MAX_OPEN_SOCKETS + WS_HTTPD_INTERNAL_SOCKETS
+#error "CONFIG_LWIP_MAX_SOCKETS is too small for the hub: raise it in sdkconfig.defaults (ESP-IDF >= 5.4 allows up to 253)"
+#endif
+
+/* Called on the httpd task once a frame handed to ws_transport_send() was written or dropped. */
+typedef void (*ws_sent_cb)(int32_t conn, size_t len);
+
+esp_err_t ws_transport_start(uint16_t port, ws_sent_cb on_sent);
+httpd_handle_t ws_transport_server(void);
+/* New WebSocket connections are refused with 1001 while not accepting (module stopped). */
+void ws_transport_set_accepting(bool accepting);
+/* Largest data frame (after reassembly) delivered to the hub; larger ones are closed with 1009. */
+void ws_transport_set_frame_limit(size_t limit);
+
+/* Hub task: queue a text frame / a ping / a close (code + reason) for session `session` on `fd`.
+ * Data is copied. send returns 0, or -1 when out of memory (nothing queued, no on_sent). */
+int ws_transport_send(int fd, uint32_t session, int32_t conn, const uint8_t *data, size_t len);
+int ws_transport_ping(int fd, uint32_t session);
+void ws_transport_close(int fd, uint32_t session, uint16_t code, const char *reason, size_t len);
+/* Hub task, every tick: retry a drain request httpd_queue_work() refused earlier. */
+void ws_transport_kick(void);
+
+#endif /* PH_WS_TRANSPORT_H */

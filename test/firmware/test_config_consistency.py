@@ -1,0 +1,308 @@
+"""The firmware's configuration files agree with each other and with the sizes the code assumes.
+
+No ESP32 toolchain runs here, so these checks are what stands between a config edit and a board
+that refuses to start (httpd_start rejects max_open_sockets + 3 > CONFIG_LWIP_MAX_SOCKETS), a
+module that does not fit its slot, or a CONFIG_ symbol that silently evaluates to 0.
+
+Every check is a function returning a list of problems; each is run on the repository (must be
+empty) and on a tampered copy that breaks exactly that rule (must be non-empty).
+"""
+
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pigeonhub.pio_support import BuildError, is_module_slot, parse_partitions
+
+ROOT = Path(__file__).resolve().parents[2]
+
+HUB_WASM_BUDGET = 16 * 1024       # pigeonhub build's size budget for hub.wasm
+FLASH_SIZES = {"2MB": 2, "4MB": 4, "8MB": 8, "16MB": 16}
+HTTPD_INTERNAL_SOCKETS = 3        # esp_http_server: max_open_sockets + 3 <= CONFIG_LWIP_MAX_SOCKETS
+MMU_PAGE = 64 * 1024              # esp_partition_mmap maps whole 64 KiB pages
+# ESP-IDF options the code tests (#if) without setting them; names checked against ESP-IDF
+# v5.5.3 components/esp_system/Kconfig (console selection).
+KNOWN_IDF_OPTIONS = {
+    "CONFIG_ESP_CONSOLE_UART_DEFAULT",
+    "CONFIG_ESP_CONSOLE_UART_CUSTOM",
+    "CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG",
+}
+
+
+@dataclass
+class KconfigOption:
+    name: str
+    type: str = ""
+    default: str = ""
+    help: str = ""
+
+
+@dataclass
+class Config:
+    root: Path
+    partitions: list
+    sdkconfig: dict
+    sdkconfig_lines: list
+    kconfig: dict
+    sources: dict = field(default_factory=dict)
+    abi: str = ""
+    ini: str = ""
+
+
+def parse_kconfig(text):
+    options, current, in_help, help_indent = {}, None, False, None
+    for line in text.splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if in_help:
+            if not stripped:
+                continue
+            if help_indent is None:
+                help_indent = indent
+            if indent >= help_indent:
+                current.help += stripped + " "
+                continue
+            in_help = False
+        m = re.match(r"(menu)?config\s+(\w+)$", stripped)
+        if m:
+            current = options[m.group(2)] = KconfigOption(m.group(2))
+            continue
+        if current is None:
+            continue
+        if re.match(r"(bool|int|string|hex)\b", stripped):
+            current.type = stripped.split()[0]
+        elif stripped.startswith("default "):
+            current.default = stripped[len("default "):].strip().strip('"')
+        elif stripped == "help":
+            in_help, help_indent = True, None
+        elif stripped.startswith(("menu", "endmenu", "choice", "endchoice")):
+            current = None
+    return options
+
+
+def parse_sdkconfig(text):
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_"):
+            key, _, value = line.partition("=")
+            values[key] = value.strip().strip('"')
+    return values
+
+
+def load(root):
+    return Config(
+        root=root,
+        partitions=parse_partitions((root / "partitions.csv").read_text()),
+        sdkconfig=parse_sdkconfig((root / "sdkconfig.defaults").read_text()),
+        sdkconfig_lines=(root / "sdkconfig.defaults").read_text().splitlines(),
+        kconfig=parse_kconfig((root / "src" / "Kconfig.projbuild").read_text()),
+        sources={p.name: p.read_text() for p in sorted((root / "src").glob("*.[ch]"))},
+        abi=(root / "wasm" / "pigeonhub_abi.h").read_text(),
+        ini=(root / "platformio.ini").read_text(),
+    )
+
+
+def kconfig_int(cfg, name):
+    return int(cfg.kconfig[name].default, 0)
+
+
+def abi_define(cfg, name):
+    m = re.search(rf"#define\s+{name}\s+\(?(-?\d+)", cfg.abi)
+    assert m, f"{name} not found in wasm/pigeonhub_abi.h"
+    return int(m.group(1))
+
+
+def max_open_sockets(cfg):
+    """Evaluate ws_transport.h's WS_MAX_OPEN_SOCKETS with the Kconfig defaults."""
+    src = cfg.sources["ws_transport.h"].replace("\\\n", " ")
+    m = re.search(r"#define\s+WS_MAX_OPEN_SOCKETS\s+(.+)", src)
+    assert m, "WS_MAX_OPEN_SOCKETS not defined in src/ws_transport.h"
+    expr = re.sub(r"CONFIG_(\w+)", lambda x: str(kconfig_int(cfg, x.group(1))), m.group(1))
+    assert re.fullmatch(r"[\d\s+()*]+", expr), f"unexpected expression {expr!r}"
+    return eval(expr)  # only digits, +, *, parentheses (asserted above)
+
+
+def module_slot_min(cfg):
+    m = re.search(r"#define\s+MODULE_SLOT_MIN_BYTES\s+\((\d+)\s*\*\s*(\d+)\)",
+                  cfg.sources["module_store.h"])
+    assert m, "MODULE_SLOT_MIN_BYTES not found in src/module_store.h"
+    return int(m.group(1)) * int(m.group(2))
+
+
+# --- the checks ----------------------------------------------------------------------------------
+
+def check_module_slots(cfg):
+    problems = []
+    slots = [p for p in cfg.partitions if is_module_slot(p)]
+    if len(slots) != 2:
+        problems.append(f"expected 2 module slots (type 0x40), found {len(slots)}")
+    for p in slots:
+        if p.size < HUB_WASM_BUDGET:
+            problems.append(f"{p.name}: {p.size} bytes < hub.wasm budget {HUB_WASM_BUDGET}")
+        if p.size < module_slot_min(cfg):
+            problems.append(f"{p.name}: {p.size} bytes < MODULE_SLOT_MIN_BYTES in module_store.h")
+        if p.offset % MMU_PAGE:
+            problems.append(f"{p.name}: offset {p.offset:#x} not 64 KiB aligned (mmap page)")
+    labels = sorted(p.name for p in slots)
+    if labels and labels != ["hubmod0", "hubmod1"]:
+        problems.append(f"module slot labels {labels} differ from module_store.c's hubmod0/1")
+    return problems
+
+
+def check_partition_layout(cfg):
+    problems = []
+    flash = next((FLASH_SIZES[k[len("CONFIG_ESPTOOLPY_FLASHSIZE_"):]] for k in cfg.sdkconfig
+                  if k[len("CONFIG_ESPTOOLPY_FLASHSIZE_"):] in FLASH_SIZES), None)
+    if flash is None:
+        return ["sdkconfig.defaults sets no CONFIG_ESPTOOLPY_FLASHSIZE_<n>MB"]
+    parts = sorted(cfg.partitions, key=lambda p: p.offset)
+    for a, b in zip(parts, parts[1:]):
+        if a.offset + a.size > b.offset:
+            problems.append(f"{a.name} overlaps {b.name}")
+    if parts and parts[-1].offset + parts[-1].size > flash * 1024 * 1024:
+        problems.append(f"{parts[-1].name} ends beyond the {flash} MB flash")
+    apps = [p for p in parts if p.type == "app"]
+    if not apps:
+        problems.append("no app partition")
+    for p in apps:
+        if p.offset % MMU_PAGE:
+            problems.append(f"{p.name}: app offset {p.offset:#x} must be 64 KiB aligned")
+        if p.size < 1536 * 1024:
+            problems.append(f"{p.name}: {p.size} bytes; ESP-IDF + WASM3 + bridge need ~1.5 MB")
+    return problems
+
+
+def check_sockets(cfg):
+    problems = []
+    open_sockets = max_open_sockets(cfg)
+    lwip = int(cfg.sdkconfig.get("CONFIG_LWIP_MAX_SOCKETS", 10))
+    tcp = int(cfg.sdkconfig.get("CONFIG_LWIP_MAX_ACTIVE_TCP", 16))
+    peers, links = kconfig_int(cfg, "PIGEONHUB_MAX_PEERS"), kconfig_int(cfg, "PIGEONHUB_MAX_HUB_LINKS")
+    if lwip < open_sockets + HTTPD_INTERNAL_SOCKETS:
+        problems.append(f"CONFIG_LWIP_MAX_SOCKETS={lwip} < max_open_sockets {open_sockets} + 3 "
+                        "(httpd_start would fail)")
+    if open_sockets < peers + links:
+        problems.append(f"max_open_sockets {open_sockets} < MAX_PEERS {peers} + hub links {links}")
+    if tcp < open_sockets + links:
+        problems.append(f"CONFIG_LWIP_MAX_ACTIVE_TCP={tcp} < accepted {open_sockets} + outgoing "
+                        f"hub links {links}")
+    if peers != abi_define(cfg, "MAX_PEERS"):
+        problems.append(f"PIGEONHUB_MAX_PEERS default {peers} != MAX_PEERS in pigeonhub_abi.h")
+    return problems
+
+
+def check_kconfig_help(cfg):
+    return [f"Kconfig option {o.name} has no help text" for o in cfg.kconfig.values()
+            if not o.help.strip()]
+
+
+def check_config_references(cfg):
+    known = ({"CONFIG_" + n for n in cfg.kconfig} | set(cfg.sdkconfig) | KNOWN_IDF_OPTIONS)
+    problems = []
+    for name, text in cfg.sources.items():
+        for ref in sorted(set(re.findall(r"\bCONFIG_\w+", text))):
+            if ref not in known:
+                problems.append(f"src/{name} uses {ref}: not in Kconfig.projbuild, "
+                                "sdkconfig.defaults or the known ESP-IDF options")
+    return problems
+
+
+def check_sdkconfig_defaults(cfg):
+    problems = []
+    previous = ""
+    for line in cfg.sdkconfig_lines:
+        if line.startswith("CONFIG_") and not previous.startswith("#"):
+            problems.append(f"sdkconfig.defaults: {line} has no comment line above it")
+        previous = line.strip()
+    if cfg.sdkconfig.get("CONFIG_HTTPD_WS_SUPPORT") != "y":
+        problems.append("CONFIG_HTTPD_WS_SUPPORT=y missing: the WebSocket transport needs it")
+    if cfg.sdkconfig.get("CONFIG_PARTITION_TABLE_CUSTOM") != "y":
+        problems.append("CONFIG_PARTITION_TABLE_CUSTOM=y missing: the module slots would not exist")
+    name = cfg.sdkconfig.get("CONFIG_PARTITION_TABLE_CUSTOM_FILENAME", "partitions.csv")
+    if not (cfg.root / name).is_file():
+        problems.append(f"CONFIG_PARTITION_TABLE_CUSTOM_FILENAME={name}: no such file")
+    return problems
+
+
+def check_platformio_ini(cfg):
+    problems = []
+    if not re.search(r"^board_build\.partitions\s*=\s*partitions\.csv\s*$", cfg.ini, re.M):
+        problems.append("platformio.ini: board_build.partitions must be partitions.csv")
+    if not re.search(r"^board_build\.embed_files\s*=.*/hub\.wasm\s*$", cfg.ini, re.M):
+        problems.append("platformio.ini: board_build.embed_files must list hub.wasm "
+                        "(src/CMakeLists.txt embeds it as _binary_hub_wasm_start)")
+    return problems
+
+
+CHECKS = [check_module_slots, check_partition_layout, check_sockets, check_kconfig_help,
+          check_config_references, check_sdkconfig_defaults, check_platformio_ini]
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_repository_config_is_consistent(check):
+    assert check(load(ROOT)) == []
+
+
+def _edit(path, old, new):
+    text = path.read_text()
+    assert old in text, f"tamper target {old!r} not in {path.name}"
+    path.write_text(text.replace(old, new, 1))
+
+
+# (check, file, text to replace, replacement, words the problem must mention)
+TAMPERS = [
+    (check_module_slots, "partitions.csv", "hubmod1,  0x40, 0x01,    0x1a0000, 0x10000",
+     "hubmod1,  0x40, 0x01,    0x1a0000, 0x2000", "budget"),
+    (check_module_slots, "partitions.csv", "hubmod0,  0x40, 0x00,    0x190000",
+     "hubmod0,  0x40, 0x00,    0x191000", "aligned"),
+    (check_partition_layout, "partitions.csv", "factory,  app,  factory, 0x10000,  0x180000",
+     "factory,  app,  factory, 0x10000,  0x190000", "overlaps"),
+    (check_partition_layout, "partitions.csv", "factory,  app,  factory, 0x10000,  0x180000",
+     "factory,  app,  factory, 0x10000,  0x100000", "1.5 MB"),
+    (check_partition_layout, "partitions.csv", "hubmod1,  0x40, 0x01,    0x1a0000",
+     "hubmod1,  0x40, 0x01,    0x3f8000", "beyond"),
+    (check_sockets, "sdkconfig.defaults", "CONFIG_LWIP_MAX_SOCKETS=32",
+     "CONFIG_LWIP_MAX_SOCKETS=16", "httpd_start"),
+    (check_sockets, "sdkconfig.defaults", "CONFIG_LWIP_MAX_ACTIVE_TCP=32",
+     "CONFIG_LWIP_MAX_ACTIVE_TCP=16", "ACTIVE_TCP"),
+    (check_sockets, "src/ws_transport.h",
+     " + CONFIG_PIGEONHUB_MAX_HUB_LINKS + CONFIG_PIGEONHUB_SPARE_SOCKETS)", ")", "MAX_PEERS"),
+    (check_sockets, "src/Kconfig.projbuild", "range 1 64\n        default 20",
+     "range 1 64\n        default 16", "pigeonhub_abi.h"),
+    (check_kconfig_help, "src/Kconfig.projbuild",
+     "        help\n            Incoming links from other hubs, counted on top of the peers when "
+     "sizing sockets.\n", "", "PIGEONHUB_MAX_HUB_LINKS"),
+    (check_config_references, "src/hub_task.c", "CONFIG_PIGEONHUB_OUTBOX_LIMIT",
+     "CONFIG_PIGEONHUB_OUTBOX_LIMT", "OUTBOX_LIMT"),
+    (check_sdkconfig_defaults, "sdkconfig.defaults", "CONFIG_HTTPD_WS_SUPPORT=y",
+     "CONFIG_HTTPD_WS_SUPPORT=n", "HTTPD_WS_SUPPORT"),
+    (check_sdkconfig_defaults, "sdkconfig.defaults",
+     "# millis() and the hub task's 1 s tick are computed from FreeRTOS ticks: use 1 ms ticks.\n",
+     "", "CONFIG_FREERTOS_HZ"),
+    (check_platformio_ini, "platformio.ini", "board_build.partitions = partitions.csv",
+     "board_build.partitions = default.csv", "partitions"),
+]
+
+
+@pytest.mark.parametrize("check,name,old,new,mention", TAMPERS,
+                         ids=[f"{t[0].__name__}-{i}" for i, t in enumerate(TAMPERS)])
+def test_check_fails_on_tampered_copy(tmp_path, check, name, old, new, mention):
+    for rel in ("partitions.csv", "sdkconfig.defaults", "platformio.ini"):
+        shutil.copy(ROOT / rel, tmp_path / rel)
+    shutil.copytree(ROOT / "src", tmp_path / "src")
+    (tmp_path / "wasm").mkdir()
+    shutil.copy(ROOT / "wasm" / "pigeonhub_abi.h", tmp_path / "wasm")
+    assert check(load(tmp_path)) == []  # the untouched copy passes
+    _edit(tmp_path / name, old, new)
+    problems = check(load(tmp_path))
+    assert problems, f"{check.__name__} accepted a broken {name}"
+    if mention:
+        assert any(mention in p for p in problems), problems
+
+
+def test_partition_rows_without_offset_are_refused():
+    with pytest.raises(BuildError, match="line 1"):
+        parse_partitions("nvs, data, nvs, , 0x6000\n")

@@ -1,0 +1,879 @@
+/*
+ * test_bridge.c — the bridge core (lib/pigeonhub_bridge) driving the REAL WASM3 and real modules.
+ *
+ * The only stand-in is the socket layer: a fake transport that records what the bridge asks of it
+ * (frames, closes, pings, log lines) and reports closes and written bytes back when pump() runs,
+ * as a real event loop would a moment later. Modules:
+ *   fixtures/fixture_hub.wat   one action per frame (see its header), plus its broken variants;
+ *   $HUB_WASM                  the real hub.wasm (built with --test-hooks for the trap tests).
+ *
+ * usage: test_bridge FIXTURE_DIR [HUB_WASM]
+ */
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pthread.h>
+#include <sched.h>
+
+#include "ph_bridge.h"
+#include "pigeonhub_abi.h"
+
+/* ------------------------------------------------------------------------------------------------ */
+/* A minimal test runner                                                                            */
+
+static int g_failures_in_test;
+static const char *g_skip_reason;
+
+#define CHECK(cond, ...)                                                                            \
+    do {                                                                                            \
+        if (!(cond)) {                                                                              \
+            g_failures_in_test++;                                                                   \
+            printf("    %s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);                     \
+            printf(__VA_ARGS__);                                                                    \
+            printf("\n");                                                                           \
+        }                                                                                           \
+    } while (0)
+
+#define SKIP(reason) do { g_skip_reason = (reason); return; } while (0)
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Fake transport                                                                                   */
+
+#define MAX_CONNS   1024
+#define MAX_FRAMES  512
+#define MAX_LOGS    4096
+
+typedef struct {
+    int32_t id;
+    bool slow;              /* never reports bytes written: its outbox only grows             */
+    bool close_requested;
+    bool closed_reported;   /* pump() told the bridge                                         */
+    int close_calls;
+    uint16_t close_code;
+    char close_reason[128];
+    int pings;
+    size_t unacked;         /* bytes handed over, not yet reported by pump()                  */
+    int frame_count;
+    char *frames[MAX_FRAMES];
+    size_t frame_len[MAX_FRAMES];
+} fake_conn;
+
+typedef struct {
+    ph_bridge *bridge;
+    fake_conn conns[MAX_CONNS];
+    int conn_count;
+    char *logs[MAX_LOGS];
+    int log_count;
+    uint32_t now;
+    bool close_reports_at_once;   /* misbehaving transport: reports the close from inside close() */
+    int server_starts;
+} fake_transport;
+
+static fake_conn *conn_rec(fake_transport *t, int32_t id)
+{
+    for (int i = 0; i < t->conn_count; i++)
+        if (t->conns[i].id == id) return &t->conns[i];
+    if (t->conn_count == MAX_CONNS) {
+        fprintf(stderr, "fake transport: too many connections\n");
+        exit(2);
+    }
+    fake_conn *c = &t->conns[t->conn_count++];
+    memset(c, 0, sizeof *c);
+    c->id = id;
+    return c;
+}
+
+static int ft_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
+{
+    fake_transport *t = ctx;
+    fake_conn *c = conn_rec(t, conn);
+    if (c->closed_reported) return -1;
+    if (c->frame_count < MAX_FRAMES) {
+        char *copy = malloc(len + 1);
+        memcpy(copy, frame, len);
+        copy[len] = '\0';
+        c->frames[c->frame_count] = copy;
+        c->frame_len[c->frame_count] = len;
+    }
+    c->frame_count++;
+    c->unacked += len;
+    return 0;
+}
+
+static void ft_close(void *ctx, int32_t conn, uint16_t code, const char *reason, size_t len)
+{
+    fake_transport *t = ctx;
+    fake_conn *c = conn_rec(t, conn);
+    c->close_calls++;
+    if (!c->close_requested) {
+        c->close_requested = true;
+        c->close_code = code;
+        snprintf(c->close_reason, sizeof c->close_reason, "%.*s", (int)len, reason);
+    }
+    if (t->close_reports_at_once && !c->closed_reported) {
+        c->closed_reported = true;
+        ph_bridge_on_close(t->bridge, conn);
+    }
+}
+
+static int ft_ping(void *ctx, int32_t conn)
+{
+    conn_rec(ctx, conn)->pings++;
+    return 0;
+}
+
+static void ft_log(void *ctx, char level, const char *msg, size_t len)
+{
+    fake_transport *t = ctx;
+    if (t->log_count == MAX_LOGS) return;
+    char *line = malloc(len + 3);
+    line[0] = level;
+    line[1] = ' ';
+    memcpy(line + 2, msg, len);
+    line[len + 2] = '\0';
+    t->logs[t->log_count++] = line;
+    if (getenv("TEST_VERBOSE")) printf("      log: %s\n", line);
+}
+
+static uint32_t ft_millis(void *ctx) { return ((fake_transport *)ctx)->now; }
+static int64_t ft_wall(void *ctx) { return 1795721113692LL + ((fake_transport *)ctx)->now; }
+static void ft_device_id(void *ctx, char *buf, size_t cap) { (void)ctx; snprintf(buf, cap, "24:6f:28:aa:bb:cc"); }
+static int ft_server_start(void *ctx, int port) { (void)port; ((fake_transport *)ctx)->server_starts++; return 0; }
+
+static const ph_transport_ops *ft_ops(fake_transport *t)
+{
+    static ph_transport_ops ops;
+    ops = (ph_transport_ops){ .ctx = t, .send = ft_send, .close = ft_close, .ping = ft_ping,
+                              .log = ft_log, .millis = ft_millis, .wall_clock_ms = ft_wall,
+                              .device_id = ft_device_id, .server_start = ft_server_start };
+    return &ops;
+}
+
+/* What the event loop does between bridge calls: writes queued bytes (except for slow readers)
+ * and finishes requested closes. */
+static void pump(fake_transport *t)
+{
+    for (int i = 0; i < t->conn_count; i++) {
+        fake_conn *c = &t->conns[i];
+        if (!c->slow && c->unacked) {
+            ph_bridge_on_sent(t->bridge, c->id, c->unacked);
+            c->unacked = 0;
+        }
+        if (c->close_requested && !c->closed_reported) {
+            c->closed_reported = true;
+            ph_bridge_on_close(t->bridge, c->id);
+        }
+    }
+}
+
+static void ft_free(fake_transport *t)
+{
+    ph_bridge_destroy(t->bridge);
+    for (int i = 0; i < t->conn_count; i++)
+        for (int j = 0; j < t->conns[i].frame_count && j < MAX_FRAMES; j++) free(t->conns[i].frames[j]);
+    for (int i = 0; i < t->log_count; i++) free(t->logs[i]);
+    free(t);
+}
+
+static int count_logs(fake_transport *t, const char *needle)
+{
+    int n = 0;
+    for (int i = 0; i < t->log_count; i++)
+        if (strstr(t->logs[i], needle)) n++;
+    return n;
+}
+
+static const char *last_frame(fake_transport *t, int32_t conn)
+{
+    fake_conn *c = conn_rec(t, conn);
+    return c->frame_count ? c->frames[(c->frame_count > MAX_FRAMES ? MAX_FRAMES : c->frame_count) - 1] : "";
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Modules                                                                                          */
+
+typedef struct { uint8_t *data; size_t len; } blob;
+
+static const char *g_fixtures;
+static const char *g_hub_path;
+static blob g_fixture, g_hub;
+
+static blob read_file(const char *path)
+{
+    blob b = { NULL, 0 };
+    FILE *f = fopen(path, "rb");
+    if (!f) return b;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    b.data = malloc(n > 0 ? (size_t)n : 1);
+    b.len = fread(b.data, 1, (size_t)n, f);
+    fclose(f);
+    return b;
+}
+
+static blob fixture(const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s.wasm", g_fixtures, name);
+    blob b = read_file(path);
+    if (!b.data) {
+        fprintf(stderr, "missing fixture %s (run through the Makefile)\n", path);
+        exit(2);
+    }
+    return b;
+}
+
+static fake_transport *start(blob module, const ph_bridge_config *config)
+{
+    fake_transport *t = calloc(1, sizeof *t);
+    ph_bridge_config defaults = PH_BRIDGE_CONFIG_DEFAULT;
+    ph_result rc;
+    char err[256];
+    t->bridge = ph_bridge_create(module.data, module.len, ft_ops(t), config ? config : &defaults, &rc,
+                                 err, sizeof err);
+    if (!t->bridge) {
+        printf("    bridge refused the module: %d %s\n", rc, err);
+        free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static int32_t open_conn(fake_transport *t, const char *url)
+{
+    int32_t id = ph_bridge_on_open(t->bridge, url, strlen(url));
+    pump(t);
+    return id;
+}
+
+static void frame(fake_transport *t, int32_t conn, const char *text)
+{
+    ph_bridge_on_frame(t->bridge, conn, (const uint8_t *)text, strlen(text));
+    pump(t);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Load errors                                                                                      */
+
+static void expect_refused(const uint8_t *data, size_t len, ph_result code, const char *message)
+{
+    fake_transport *t = calloc(1, sizeof *t);
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    ph_result rc = PH_OK;
+    char err[256] = "";
+    ph_bridge *b = ph_bridge_create(data, len, ft_ops(t), &config, &rc, err, sizeof err);
+    CHECK(b == NULL, "module was accepted, expected %d \"%s\"", code, message);
+    CHECK(rc == code, "result %d, expected %d (%s)", rc, code, err);
+    CHECK(strstr(err, message) != NULL, "message \"%s\" lacks \"%s\"", err, message);
+    char err2[256] = "";
+    ph_result rc2 = ph_bridge_check_module(data, len, err2, sizeof err2);
+    CHECK(rc2 == code && strcmp(err, err2) == 0, "check_module said %d \"%s\"", rc2, err2);
+    ph_bridge_destroy(b);
+    for (int i = 0; i < t->log_count; i++) free(t->logs[i]);
+    free(t);
+}
+
+static void test_refuses_non_wasm(void)
+{
+    const char *text = "hello, this is not a module";
+    expect_refused((const uint8_t *)text, strlen(text), PH_ERR_NOT_WASM,
+                   "not a WebAssembly module: starts with 68 65 6c 6c, expected 00 61 73 6d");
+    expect_refused((const uint8_t *)"", 0, PH_ERR_NOT_WASM, "not a WebAssembly module: only 0 bytes");
+    const uint8_t header_only[6] = { 0, 'a', 's', 'm', 1, 0 };
+    expect_refused(header_only, sizeof header_only, PH_ERR_NOT_WASM, "the 8-byte header is cut short");
+    const uint8_t v2[8] = { 0, 'a', 's', 'm', 2, 0, 0, 0 };
+    expect_refused(v2, sizeof v2, PH_ERR_NOT_WASM, "binary version 2, expected 1");
+}
+
+static void test_refuses_truncated(void)
+{
+    expect_refused(g_fixture.data, g_fixture.len / 2, PH_ERR_LOAD, "module is truncated: its ");
+    expect_refused(g_fixture.data, g_fixture.len - 1, PH_ERR_LOAD, "module is truncated: its ");
+}
+
+static void test_refuses_each_broken_variant(void)
+{
+    static const struct { const char *name; ph_result code; const char *message; } variants[] = {
+#include "variants.inc"
+    };
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        blob b = fixture(variants[i].name);
+        int before = g_failures_in_test;
+        expect_refused(b.data, b.len, variants[i].code, variants[i].message);
+        if (g_failures_in_test != before) printf("    (variant %s)\n", variants[i].name);
+        free(b.data);
+    }
+}
+
+static void test_refuses_module_larger_than_memory_limit(void)
+{
+    /* The fixture's data ends near 13300: a 10000-byte limit cannot hold it. */
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    config.memory_limit_bytes = 10000;
+    fake_transport *t = calloc(1, sizeof *t);
+    ph_result rc;
+    char err[256] = "";
+    ph_bridge *b = ph_bridge_create(g_fixture.data, g_fixture.len, ft_ops(t), &config, &rc, err, sizeof err);
+    CHECK(!b && rc == PH_ERR_MEMORY, "rc %d err %s", rc, err);
+    CHECK(strstr(err, "module does not fit in the 10000-byte memory limit"), "%s", err);
+    /* A limit below the stack top (8192) is refused before init() can touch it. */
+    config.memory_limit_bytes = 4096;
+    b = ph_bridge_create(g_fixture.data, g_fixture.len, ft_ops(t), &config, &rc, err, sizeof err);
+    CHECK(!b && (rc == PH_ERR_MEMORY || rc == PH_ERR_LOAD), "rc %d err %s", rc, err);
+    CHECK(strstr(err, "memory"), "%s", err);
+    for (int i = 0; i < t->log_count; i++) free(t->logs[i]);
+    free(t);
+}
+
+static void test_accepts_fixture(void)
+{
+    char err[256] = "";
+    CHECK(ph_bridge_check_module(g_fixture.data, g_fixture.len, err, sizeof err) == PH_OK, "%s", err);
+    fake_transport *t = start(g_fixture, NULL);
+    CHECK(t != NULL, "fixture refused");
+    if (!t) return;
+    CHECK(strcmp(ph_bridge_hub_id(t->bridge), "0123456789abcdef0123456789abcdef01234567") == 0, "hub id %s",
+          ph_bridge_hub_id(t->bridge));
+    CHECK(ph_bridge_input_buffer_size(t->bridge) == 4096, "input %u", ph_bridge_input_buffer_size(t->bridge));
+    CHECK(count_logs(t, "I fixture init") == 1, "init log line missing (level letter convention)");
+    CHECK(ph_bridge_start(t->bridge, 3000) == 0 && t->server_starts == 1, "start_server");
+    ft_free(t);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Connections through the fixture                                                                   */
+
+static void test_connect_echo_url_device(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/?peerId=aaaa");
+    CHECK(a >= 0, "on_open -> %d", a);
+    CHECK(strcmp(last_frame(t, a), "hello") == 0, "greeting \"%s\"", last_frame(t, a));
+    CHECK(ph_bridge_peer_count(t->bridge) == 1 && ph_bridge_connection_count(t->bridge) == 1, "counts");
+    frame(t, a, "Eecho me");
+    CHECK(strcmp(last_frame(t, a), "Eecho me") == 0, "echo \"%s\"", last_frame(t, a));
+    frame(t, a, "U");
+    CHECK(strcmp(last_frame(t, a), "/?peerId=aaaa") == 0, "url \"%s\"", last_frame(t, a));
+    frame(t, a, "D");
+    CHECK(strcmp(last_frame(t, a), "24:6f:28:aa:bb:cc") == 0, "device id \"%s\"", last_frame(t, a));
+    frame(t, a, "P");
+    CHECK(conn_rec(t, a)->pings == 1, "ping");
+    ph_bridge_on_pong(t->bridge, a);
+    ph_bridge_tick(t->bridge);
+
+    char stats[1024];
+    int n = ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    CHECK(n > 0 && (size_t)n == strlen(stats), "stats length %d", n);
+    CHECK(strncmp(stats, "{\"module\":{\"fixture\":true},\"bridge\":{\"connections\":1,\"maxConnections\":24,"
+                         "\"framesIn\":4,", 80) == 0, "%s", stats);
+    CHECK(ph_bridge_stats_json(t->bridge, stats, 10) < 0, "tiny buffer must fail");
+    ft_free(t);
+}
+
+static void test_ids_never_reused_and_close_once(void)
+{
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    config.max_connections = 2;
+    fake_transport *t = start(g_fixture, &config);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t ids[20];
+    for (int i = 0; i < 20; i++) {
+        ids[i] = open_conn(t, "/");
+        CHECK(ids[i] >= 0, "open %d -> %d", i, ids[i]);
+        for (int j = 0; j < i; j++) CHECK(ids[i] != ids[j], "id %d reused (%d and %d)", ids[i], i, j);
+        ph_bridge_on_close(t->bridge, ids[i]);
+        ph_bridge_on_close(t->bridge, ids[i]);   /* a duplicate report changes nothing */
+    }
+    CHECK(count_logs(t, "I gone") == 0 && count_logs(t, "D gone") == 20, "disconnects: %d",
+          count_logs(t, "D gone"));
+    /* A frame for a stale id is not delivered to anyone. */
+    int32_t live = open_conn(t, "/");
+    int before = conn_rec(t, live)->frame_count;
+    frame(t, ids[0], "Estale");
+    CHECK(conn_rec(t, live)->frame_count == before, "stale id reached a live connection");
+    CHECK(ph_bridge_peer_count(t->bridge) == 1, "peer count %d", ph_bridge_peer_count(t->bridge));
+    ft_free(t);
+}
+
+static void test_full(void)
+{
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    config.max_connections = 3;
+    fake_transport *t = start(g_fixture, &config);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    for (int i = 0; i < 3; i++) CHECK(open_conn(t, "/") >= 0, "open %d", i);
+    CHECK(ph_bridge_on_open(t->bridge, "/", 1) == PH_ERR_FULL, "4th connection must be refused");
+    CHECK(ph_bridge_connection_count(t->bridge) == 3, "count");
+    char stats[1024];
+    ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    CHECK(strstr(stats, "\"refusedFull\":1"), "%s", stats);
+    ft_free(t);
+}
+
+static void test_oversized_frame_1009(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/"), b = open_conn(t, "/");
+    CHECK(ph_bridge_accepts_frame(t->bridge, a, 4096), "4096 bytes fit the input buffer");
+    CHECK(!ph_bridge_accepts_frame(t->bridge, a, 4097), "4097 bytes must be refused");
+    pump(t);
+    fake_conn *ca = conn_rec(t, a);
+    CHECK(ca->close_code == PH_CLOSE_TOO_BIG && strcmp(ca->close_reason, "Message too big") == 0,
+          "close %u \"%s\"", ca->close_code, ca->close_reason);
+    char *big = malloc(5001);
+    memset(big, 'E', 5000);
+    big[5000] = '\0';
+    int before = conn_rec(t, b)->frame_count;
+    frame(t, b, big);
+    CHECK(conn_rec(t, b)->close_code == PH_CLOSE_TOO_BIG, "on_frame must refuse too");
+    CHECK(conn_rec(t, b)->frame_count == before, "the module must not have seen it");
+    free(big);
+    char stats[1024];
+    ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    CHECK(strstr(stats, "\"framesTooBig\":2"), "%s", stats);
+    CHECK(count_logs(t, "D gone") == 2 && ph_bridge_peer_count(t->bridge) == 0, "disconnect once each");
+    ft_free(t);
+}
+
+static void test_outbox_overflow_1013_only_slow(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/"), slow = open_conn(t, "/"), fast = open_conn(t, "/");
+    conn_rec(t, slow)->slow = true;
+    char msg[1001];
+    memset(msg, 'x', 1000);
+    msg[0] = 'B';
+    msg[1000] = '\0';
+    for (int i = 0; i < 100; i++) frame(t, a, msg);
+    fake_conn *cs = conn_rec(t, slow), *cf = conn_rec(t, fast);
+    CHECK(cs->close_code == PH_CLOSE_TRY_LATER && strcmp(cs->close_reason, "Outbox full (slow consumer)") == 0,
+          "slow: close %u \"%s\"", cs->close_code, cs->close_reason);
+    CHECK(cs->close_calls == 1, "closed %d times", cs->close_calls);
+    /* "hello" (5) + 65 x 1000 fit in 64 KiB; the 66th frame would not and was dropped. */
+    CHECK(cs->frame_count == 66, "slow got %d frames", cs->frame_count);
+    CHECK(cf->frame_count == 101 && !cf->close_requested, "fast got %d frames", cf->frame_count);
+    CHECK(conn_rec(t, a)->frame_count == 1, "sender excluded from its broadcast");
+    char stats[1024];
+    ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    CHECK(strstr(stats, "\"outboxOverflows\":1,") && strstr(stats, "\"connections\":2,"), "%s", stats);
+    CHECK(strstr(stats, "\"outboxBytes\":0,"), "acknowledged bytes leave the outbox: %s", stats);
+    ft_free(t);
+}
+
+static void test_trap_closes_only_that_conn_1011(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/"), b = open_conn(t, "/");
+    frame(t, a, "T");
+    fake_conn *ca = conn_rec(t, a);
+    CHECK(ca->close_code == PH_CLOSE_INTERNAL && strcmp(ca->close_reason, "Hub module error") == 0,
+          "close %u \"%s\"", ca->close_code, ca->close_reason);
+    char expected[128];
+    snprintf(expected, sizeof expected, "E hub.wasm on_message() trapped: [trap] unreachable executed (conn %d)", a);
+    CHECK(count_logs(t, expected) == 1, "log line \"%s\" missing", expected);
+    frame(t, b, "Estill here");
+    CHECK(strcmp(last_frame(t, b), "Estill here") == 0, "other connection not served");
+    CHECK(count_logs(t, "D gone") == 1, "trapped conn disconnected once");
+    char stats[1024];
+    ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    CHECK(strstr(stats, "\"traps\":1,"), "%s", stats);
+    ft_free(t);
+}
+
+static void test_stack_pointer_restored_after_traps(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t probe = open_conn(t, "/");
+    frame(t, probe, "S");
+    uint32_t sp0;
+    memcpy(&sp0, last_frame(t, probe), 4);
+    CHECK(sp0 == 8192, "initial stack pointer %u", sp0);
+    /* Each trap moved the stack pointer down 256 bytes; 32 unrestored traps use the whole stack. */
+    for (int i = 0; i < 200; i++) {
+        int32_t c = open_conn(t, "/");
+        frame(t, c, "T");
+        CHECK(conn_rec(t, c)->close_code == PH_CLOSE_INTERNAL, "trap %d not reported", i);
+    }
+    frame(t, probe, "S");
+    uint32_t sp1;
+    memcpy(&sp1, last_frame(t, probe), 4);
+    CHECK(sp1 == sp0, "stack pointer %u after 200 traps, was %u", sp1, sp0);
+    frame(t, probe, "Eok");
+    CHECK(strcmp(last_frame(t, probe), "Eok") == 0, "module still serves");
+    ft_free(t);
+}
+
+static void test_hostile_pointers(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/?x");
+    frame(t, a, "H");
+    /* send: wrapped address -3, past the end -3; broadcast from NULL -3; url into the last bytes
+     * -1; negative length -3. */
+    CHECK(strcmp(last_frame(t, a), "33313") == 0, "results \"%s\"", last_frame(t, a));
+    CHECK(!conn_rec(t, a)->close_requested, "bad pointers with a result do not cost the connection");
+    int32_t b = open_conn(t, "/");
+    frame(t, b, "L");
+    CHECK(conn_rec(t, b)->close_code == PH_CLOSE_INTERNAL, "log_message past memory must trap");
+    CHECK(count_logs(t, "[trap] out of bounds memory access") == 1, "trap reason logged");
+    int32_t c = open_conn(t, "/");
+    frame(t, c, "W");
+    CHECK(conn_rec(t, c)->close_code == PH_CLOSE_INTERNAL, "get_device_id past memory must trap");
+    ft_free(t);
+}
+
+static void test_memory_limit_applies_to_host_pointers(void)
+{
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    config.memory_limit_bytes = 16384;   /* the fixture's page is 64 KiB; only 16 KiB exist */
+    fake_transport *t = start(g_fixture, &config);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/");
+    frame(t, a, "M");
+    CHECK(strcmp(last_frame(t, a), "3") == 0, "send past the limit: \"%s\"", last_frame(t, a));
+    ft_free(t);
+    t = start(g_fixture, NULL);
+    a = open_conn(t, "/");
+    frame(t, a, "M");
+    CHECK(strcmp(last_frame(t, a), "0") == 0, "send inside 64 KiB: \"%s\"", last_frame(t, a));
+    ft_free(t);
+}
+
+static void test_module_close_and_invalid_code(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/"), b = open_conn(t, "/");
+    frame(t, a, "C");
+    CHECK(conn_rec(t, a)->close_code == 4000 && strcmp(conn_rec(t, a)->close_reason, "bye") == 0, "close");
+    frame(t, b, "X");
+    CHECK(conn_rec(t, b)->close_code == PH_CLOSE_INTERNAL, "invalid code 999 replaced: %u",
+          conn_rec(t, b)->close_code);
+    CHECK(count_logs(t, "invalid code 999") == 1, "warning missing");
+    CHECK(count_logs(t, "D gone") == 2, "disconnects %d", count_logs(t, "D gone"));
+    ft_free(t);
+}
+
+static void test_close_reported_inside_callback_is_deferred(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    t->bridge = t->bridge;
+    t->close_reports_at_once = true;   /* close() calls ph_bridge_on_close() before returning */
+    int32_t a = open_conn(t, "/"), b = open_conn(t, "/");
+    frame(t, a, "C");   /* on_message -> ws_close_peer -> close() -> on_close, all inside the export */
+    CHECK(count_logs(t, "D gone") == 1, "on_peer_disconnected once, after on_message returned");
+    frame(t, b, "T");   /* trap -> bridge closes 1011 -> transport reports at once */
+    CHECK(count_logs(t, "D gone") == 2, "after a trap too");
+    CHECK(ph_bridge_peer_count(t->bridge) == 0 && ph_bridge_connection_count(t->bridge) == 0, "all gone");
+    ft_free(t);
+}
+
+/* ph_bridge_on_sent() from another thread, as the ESP32's httpd task reports completed sends:
+ * the outbox accounting must neither lose nor invent bytes while the owner thread keeps sending. */
+typedef struct {
+    ph_bridge *bridge;
+    int32_t conn;
+    _Atomic size_t handed;     /* bytes given to send() and not yet acknowledged */
+    _Atomic size_t acked;
+    _Atomic bool stop;
+} writer_thread;
+
+static void *writer_main(void *arg)
+{
+    writer_thread *w = arg;
+    while (!atomic_load(&w->stop) || atomic_load(&w->handed)) {
+        size_t n = atomic_exchange(&w->handed, 0);
+        if (n) {
+            /* Reported in two pieces, to interleave more with the sender. */
+            ph_bridge_on_sent(w->bridge, w->conn, n / 2);
+            ph_bridge_on_sent(w->bridge, w->conn, n - n / 2);
+            atomic_fetch_add(&w->acked, n);
+        } else {
+            sched_yield();
+        }
+    }
+    return NULL;
+}
+
+static writer_thread *g_writer;
+
+static int threaded_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
+{
+    (void)ctx; (void)frame;
+    if (g_writer && conn == g_writer->conn) atomic_fetch_add(&g_writer->handed, len);
+    return 0;
+}
+
+static void test_on_sent_from_another_thread(void)
+{
+    fake_transport *t = calloc(1, sizeof *t);
+    ph_transport_ops ops = *ft_ops(t);
+    ops.send = threaded_send;
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    ph_result rc;
+    char err[256];
+    t->bridge = ph_bridge_create(g_fixture.data, g_fixture.len, &ops, &config, &rc, err, sizeof err);
+    if (!t->bridge) { CHECK(0, "%s", err); free(t); return; }
+    static writer_thread w;
+    atomic_init(&w.handed, 0);
+    atomic_init(&w.acked, 0);
+    atomic_init(&w.stop, false);
+    w.bridge = t->bridge;
+    w.conn = ph_bridge_on_open(t->bridge, "/", 1);
+    g_writer = &w;
+    atomic_store(&w.handed, 0);   /* the greeting went out before the writer knew the id */
+    ph_bridge_on_sent(t->bridge, w.conn, 5);
+    pthread_t thread;
+    CHECK(pthread_create(&thread, NULL, writer_main, &w) == 0, "thread");
+    char msg[1001];
+    memset(msg, 'E', 1000);
+    msg[1000] = '\0';
+    size_t sent = 0;
+    for (int i = 0; i < 5000; i++) {
+        /* Back-pressure like a real server: stay below half the outbox limit. */
+        while (sent - atomic_load(&w.acked) > 32 * 1024) sched_yield();
+        ph_bridge_on_frame(t->bridge, w.conn, (const uint8_t *)msg, 1000);
+        sent += 1000;
+    }
+    atomic_store(&w.stop, true);
+    pthread_join(thread, NULL);
+    g_writer = NULL;
+    char stats[1024];
+    ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    CHECK(strstr(stats, "\"outboxOverflows\":0,"), "%s", stats);
+    CHECK(strstr(stats, "\"outboxBytes\":0,"), "outbox not back to 0: %s", stats);
+    CHECK(atomic_load(&w.acked) == 5000 * 1000, "acked %zu", atomic_load(&w.acked));
+    CHECK(count_logs(t, "not reading") == 0, "spurious 1013");
+    ft_free(t);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The real hub.wasm                                                                                */
+
+static const char *peer_a = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+static const char *peer_b = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+static const char *peer_c = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+
+static int32_t hub_join(fake_transport *t, const char *peer, const char *network)
+{
+    char url[128], msg[256];
+    snprintf(url, sizeof url, "/?peerId=%s", peer);
+    int32_t c = open_conn(t, url);
+    snprintf(msg, sizeof msg, "{\"type\":\"announce\",\"data\":{\"peerId\":\"%s\"},\"maxPeers\":3,"
+             "\"networkName\":\"%s\"}", peer, network);
+    frame(t, c, msg);
+    return c;
+}
+
+static bool received(fake_transport *t, int32_t conn, const char *a, const char *b)
+{
+    fake_conn *c = conn_rec(t, conn);
+    for (int i = 0; i < c->frame_count && i < MAX_FRAMES; i++)
+        if (strstr(c->frames[i], a) && (!b || strstr(c->frames[i], b))) return true;
+    return false;
+}
+
+static int count_received(fake_transport *t, int32_t conn, const char *a)
+{
+    fake_conn *c = conn_rec(t, conn);
+    int n = 0;
+    for (int i = 0; i < c->frame_count && i < MAX_FRAMES; i++)
+        if (strstr(c->frames[i], a)) n++;
+    return n;
+}
+
+static char *offer(const char *target, size_t sdp_len)
+{
+    char *msg = malloc(sdp_len + 256);
+    int n = sprintf(msg, "{\"type\":\"offer\",\"data\":{\"type\":\"offer\",\"sdp\":\"v=0");
+    memset(msg + n, 'o', sdp_len);
+    sprintf(msg + n + sdp_len, "\"},\"maxPeers\":3,\"networkName\":\"demo\",\"targetPeerId\":\"%s\"}", target);
+    return msg;
+}
+
+static void test_hub_connect_announce_relay(void)
+{
+    if (!g_hub.data) SKIP("HUB_WASM not set");
+    fake_transport *t = start(g_hub, NULL);
+    CHECK(t != NULL, "hub.wasm refused");
+    if (!t) return;
+    const char *id = ph_bridge_hub_id(t->bridge);
+    CHECK(strlen(id) == 40, "hub id %s", id);
+    int32_t a = hub_join(t, peer_a, "demo");
+    CHECK(received(t, a, "\"type\":\"connected\"", peer_a), "A got no 'connected'");
+    int32_t b = hub_join(t, peer_b, "demo");
+    CHECK(received(t, a, "\"type\":\"peer-discovered\"", peer_b), "A did not discover B");
+    CHECK(received(t, b, "\"type\":\"peer-discovered\"", peer_a), "B did not discover A");
+    CHECK(ph_bridge_peer_count(t->bridge) == 2, "peer count %d", ph_bridge_peer_count(t->bridge));
+    char *o = offer(peer_b, 4000);
+    frame(t, a, o);
+    free(o);
+    CHECK(received(t, b, "\"type\":\"offer\"", "\"fromPeerId\":\"a1a1"), "B did not get A's offer");
+    ph_bridge_on_close(t->bridge, a);
+    pump(t);
+    CHECK(ph_bridge_peer_count(t->bridge) == 1, "peer count after close %d", ph_bridge_peer_count(t->bridge));
+    char stats[8192];
+    CHECK(ph_bridge_stats_json(t->bridge, stats, sizeof stats) > 0 && strncmp(stats, "{\"module\":{", 11) == 0,
+          "%s", stats);
+    ft_free(t);
+}
+
+static void test_hub_oversized_1009(void)
+{
+    if (!g_hub.data) SKIP("HUB_WASM not set");
+    fake_transport *t = start(g_hub, NULL);
+    if (!t) { CHECK(0, "hub.wasm refused"); return; }
+    int32_t a = hub_join(t, peer_a, "demo"), b = hub_join(t, peer_b, "demo");
+    size_t max = ph_bridge_input_buffer_size(t->bridge);
+    CHECK(max >= 8192, "input buffer %zu smaller than an SDP offer budget", max);
+    char *o = offer(peer_b, max);   /* sdp alone fills the buffer: the frame is larger */
+    frame(t, a, o);
+    free(o);
+    CHECK(conn_rec(t, a)->close_code == PH_CLOSE_TOO_BIG, "close %u", conn_rec(t, a)->close_code);
+    CHECK(!received(t, b, "\"type\":\"offer\"", NULL), "oversized frame reached the module");
+    ft_free(t);
+}
+
+static void test_hub_outbox_overflow_1013(void)
+{
+    if (!g_hub.data) SKIP("HUB_WASM not set");
+    fake_transport *t = start(g_hub, NULL);
+    if (!t) { CHECK(0, "hub.wasm refused"); return; }
+    int32_t a = hub_join(t, peer_a, "demo"), slow = hub_join(t, peer_b, "demo"),
+            fast = hub_join(t, peer_c, "demo");
+    conn_rec(t, slow)->slow = true;
+    char *to_slow = offer(peer_b, 4000), *to_fast = offer(peer_c, 4000);
+    for (int i = 0; i < 40; i++) {
+        frame(t, a, to_slow);
+        frame(t, a, to_fast);
+    }
+    free(to_slow);
+    free(to_fast);
+    fake_conn *cs = conn_rec(t, slow);
+    CHECK(cs->close_code == PH_CLOSE_TRY_LATER && strcmp(cs->close_reason, PH_REASON_OUTBOX_FULL) == 0,
+          "slow conn: close %u \"%s\"", cs->close_code, cs->close_reason);
+    CHECK(count_received(t, fast, "\"type\":\"offer\"") == 40, "fast conn got %d offers",
+          count_received(t, fast, "\"type\":\"offer\""));
+    CHECK(!conn_rec(t, fast)->close_requested && !conn_rec(t, a)->close_requested, "others stay open");
+    ft_free(t);
+}
+
+static void test_hub_trap_1011_and_stack(void)
+{
+    if (!g_hub.data) SKIP("HUB_WASM not set");
+    fake_transport *t = start(g_hub, NULL);
+    if (!t) { CHECK(0, "hub.wasm refused"); return; }
+    int32_t a = hub_join(t, peer_a, "demo"), b = hub_join(t, peer_b, "demo");
+    frame(t, a, "{\"type\":\"__test_trap\",\"data\":{}}");
+    if (!conn_rec(t, a)->close_requested) {
+        ft_free(t);
+        SKIP("HUB_WASM was built without --test-hooks (no __test_trap)");
+    }
+    CHECK(conn_rec(t, a)->close_code == PH_CLOSE_INTERNAL, "close %u", conn_rec(t, a)->close_code);
+    CHECK(count_logs(t, "trapped: ") >= 1, "trap not logged");
+    char *o = offer(peer_a, 100);
+    frame(t, b, o);   /* A is gone: nothing to relay to, but B is served */
+    free(o);
+    CHECK(!conn_rec(t, b)->close_requested, "B closed after A's trap");
+    /* Many traps in a row: without restoring __stack_pointer the hub would run out of stack. */
+    for (int i = 0; i < 300; i++) {
+        int32_t c = open_conn(t, "/?peerId=d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4");
+        frame(t, c, "{\"type\":\"__test_trap\"}");
+        CHECK(conn_rec(t, c)->close_code == PH_CLOSE_INTERNAL, "trap %d: close %u", i, conn_rec(t, c)->close_code);
+        if (g_failures_in_test) break;
+    }
+    int32_t c = hub_join(t, peer_c, "demo");
+    CHECK(received(t, c, "\"type\":\"peer-discovered\"", peer_b), "hub no longer serves after 300 traps");
+    ft_free(t);
+}
+
+static void test_hub_full(void)
+{
+    if (!g_hub.data) SKIP("HUB_WASM not set");
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    config.max_connections = 2;
+    fake_transport *t = start(g_hub, &config);
+    if (!t) { CHECK(0, "hub.wasm refused"); return; }
+    hub_join(t, peer_a, "demo");
+    hub_join(t, peer_b, "demo");
+    CHECK(ph_bridge_on_open(t->bridge, "/?peerId=c", 11) == PH_ERR_FULL, "third must be refused");
+    ft_free(t);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+
+typedef struct { const char *name; void (*fn)(void); } test_case;
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s FIXTURE_DIR [HUB_WASM]\n", argv[0]);
+        return 2;
+    }
+    setvbuf(stdout, NULL, _IOLBF, 0);   /* keep the log complete if a sanitizer aborts */
+    g_fixtures = argv[1];
+    g_hub_path = argc > 2 && argv[2][0] ? argv[2] : NULL;
+    g_fixture = fixture("fixture_hub");
+    if (g_hub_path) {
+        g_hub = read_file(g_hub_path);
+        if (!g_hub.data) {
+            fprintf(stderr, "cannot read HUB_WASM=%s\n", g_hub_path);
+            return 2;
+        }
+    }
+    static const test_case tests[] = {
+        { "refuses_non_wasm", test_refuses_non_wasm },
+        { "refuses_truncated", test_refuses_truncated },
+        { "refuses_each_broken_variant", test_refuses_each_broken_variant },
+        { "refuses_module_larger_than_memory_limit", test_refuses_module_larger_than_memory_limit },
+        { "accepts_fixture", test_accepts_fixture },
+        { "connect_echo_url_device", test_connect_echo_url_device },
+        { "ids_never_reused_and_close_once", test_ids_never_reused_and_close_once },
+        { "full", test_full },
+        { "oversized_frame_1009", test_oversized_frame_1009 },
+        { "outbox_overflow_1013_only_slow", test_outbox_overflow_1013_only_slow },
+        { "trap_closes_only_that_conn_1011", test_trap_closes_only_that_conn_1011 },
+        { "stack_pointer_restored_after_traps", test_stack_pointer_restored_after_traps },
+        { "hostile_pointers", test_hostile_pointers },
+        { "memory_limit_applies_to_host_pointers", test_memory_limit_applies_to_host_pointers },
+        { "module_close_and_invalid_code", test_module_close_and_invalid_code },
+        { "close_reported_inside_callback_is_deferred", test_close_reported_inside_callback_is_deferred },
+        { "on_sent_from_another_thread", test_on_sent_from_another_thread },
+        { "hub_connect_announce_relay", test_hub_connect_announce_relay },
+        { "hub_oversized_1009", test_hub_oversized_1009 },
+        { "hub_outbox_overflow_1013", test_hub_outbox_overflow_1013 },
+        { "hub_trap_1011_and_stack", test_hub_trap_1011_and_stack },
+        { "hub_full", test_hub_full },
+    };
+    int passed = 0, failed = 0, skipped = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        g_failures_in_test = 0;
+        g_skip_reason = NULL;
+        tests[i].fn();
+        if (g_failures_in_test) {
+            printf("FAIL %s\n", tests[i].name);
+            failed++;
+        } else if (g_skip_reason) {
+            printf("SKIP %s (%s)\n", tests[i].name, g_skip_reason);
+            skipped++;
+        } else {
+            printf("PASS %s\n", tests[i].name);
+            passed++;
+        }
+    }
+    free(g_fixture.data);
+    free(g_hub.data);
+    printf("bridge tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,339 @@
+/*
+ * json.c — see json.h. Validation is iterative (a bit stack records object/array per level), so
+ * hostile nesting costs no C stack; lookups rely on validation having happened and stay simple.
+ */
+#include "json.h"
+
+#if PH_JSON_MAX_DEPTH > 32
+#error "PH_JSON_MAX_DEPTH must fit the 32-bit container stack"
+#endif
+
+static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+static int is_hex(char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static uint32_t skip_ws(const char *s, uint32_t n, uint32_t i)
+{
+    while (i < n && is_ws(s[i])) i++;
+    return i;
+}
+
+/* Length of the UTF-8 sequence at s[i] (1..4), or 0 when it is not a valid, shortest-form,
+ * non-surrogate code point up to U+10FFFF. */
+static uint32_t utf8_len(const unsigned char *s, uint32_t n, uint32_t i)
+{
+    unsigned char c = s[i];
+    uint32_t len;
+    unsigned char lo = 0x80, hi = 0xBF;   /* allowed range of the first continuation byte */
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) { len = 3; lo = 0xA0; }
+    else if (c == 0xED) { len = 3; hi = 0x9F; }          /* no UTF-16 surrogates */
+    else if (c >= 0xE1 && c <= 0xEF) len = 3;
+    else if (c == 0xF0) { len = 4; lo = 0x90; }
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) { len = 4; hi = 0x8F; }          /* nothing above U+10FFFF */
+    else return 0;
+    if (n - i < len) return 0;
+    if (s[i + 1] < lo || s[i + 1] > hi) return 0;
+    for (uint32_t k = 2; k < len; k++) {
+        if ((s[i + k] & 0xC0) != 0x80) return 0;
+    }
+    return len;
+}
+
+/* s[i] is the opening quote. Returns the index after the closing quote, or a PH_JSON_* error. */
+static int64_t scan_string(const char *s, uint32_t n, uint32_t i)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    i++;
+    while (i < n) {
+        unsigned char c = u[i];
+        if (c == '"') return (int64_t)i + 1;
+        if (c < 0x20) return PH_JSON_SYNTAX;
+        if (c == '\\') {
+            if (i + 1 >= n) return PH_JSON_SYNTAX;
+            char e = s[i + 1];
+            if (e == 'u') {
+                if (n - i < 6) return PH_JSON_SYNTAX;
+                for (uint32_t k = 2; k < 6; k++) {
+                    if (!is_hex(s[i + k])) return PH_JSON_SYNTAX;
+                }
+                /* Lone surrogates and \u0000 are legal JSON (JSON.parse accepts them) and stay
+                 * escaped ASCII when relayed, so they are allowed. */
+                i += 6;
+            } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
+                       e == 'r' || e == 't') {
+                i += 2;
+            } else {
+                return PH_JSON_SYNTAX;
+            }
+        } else if (c < 0x80) {
+            i++;
+        } else {
+            uint32_t len = utf8_len(u, n, i);
+            if (!len) return PH_JSON_UTF8;
+            i += len;
+        }
+    }
+    return PH_JSON_SYNTAX;   /* truncated */
+}
+
+static uint32_t digits(const char *s, uint32_t n, uint32_t i)
+{
+    while (i < n && is_digit(s[i])) i++;
+    return i;
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? ; any length (the hub never converts numbers). */
+static int64_t scan_number(const char *s, uint32_t n, uint32_t i)
+{
+    if (i < n && s[i] == '-') i++;
+    uint32_t j = digits(s, n, i);
+    if (j == i || (s[i] == '0' && j > i + 1)) return PH_JSON_SYNTAX;   /* none, or a leading 0 */
+    if (j < n && s[j] == '.') {
+        i = j + 1;
+        j = digits(s, n, i);
+        if (j == i) return PH_JSON_SYNTAX;
+    }
+    if (j < n && (s[j] == 'e' || s[j] == 'E')) {
+        i = j + 1;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        j = digits(s, n, i);
+        if (j == i) return PH_JSON_SYNTAX;
+    }
+    return j;
+}
+
+static int64_t scan_literal(const char *s, uint32_t n, uint32_t i, const char *lit)
+{
+    while (*lit) {
+        if (i >= n || s[i] != *lit) return PH_JSON_SYNTAX;
+        i++;
+        lit++;
+    }
+    return i;
+}
+
+enum { ST_VALUE, ST_VALUE_OR_CLOSE, ST_KEY, ST_KEY_OR_CLOSE, ST_AFTER };
+
+int json_validate(const char *s, uint32_t n)
+{
+    uint32_t i = skip_ws(s, n, 0);
+    /* The grammar is checked for any top-level value so the log can tell "valid JSON, but not an
+     * object" from garbage. */
+    int object = i < n && s[i] == '{';
+    uint32_t objects = 0;   /* bit d set: level d is an object (else an array) */
+    uint32_t depth = 0;
+    int state = ST_VALUE;
+    for (;;) {
+        if (state == ST_AFTER && depth == 0) {
+            if (skip_ws(s, n, i) != n) return PH_JSON_SYNTAX;
+            return object ? PH_JSON_OK : PH_JSON_NOT_OBJECT;
+        }
+        i = skip_ws(s, n, i);
+        if (i >= n) return PH_JSON_SYNTAX;   /* truncated */
+        char c = s[i];
+        int64_t r;
+        switch (state) {
+        case ST_VALUE_OR_CLOSE:
+            if (c == ']') {
+                depth--;
+                i++;
+                state = ST_AFTER;
+                break;
+            }
+            /* fall through */
+        case ST_VALUE:
+            if (c == '{' || c == '[') {
+                if (depth >= PH_JSON_MAX_DEPTH) return PH_JSON_DEPTH;
+                if (c == '{') objects |= 1u << depth;
+                else objects &= ~(1u << depth);
+                depth++;
+                i++;
+                state = c == '{' ? ST_KEY_OR_CLOSE : ST_VALUE_OR_CLOSE;
+                break;
+            }
+            if (c == '"') r = scan_string(s, n, i);
+            else if (c == 't') r = scan_literal(s, n, i, "true");
+            else if (c == 'f') r = scan_literal(s, n, i, "false");
+            else if (c == 'n') r = scan_literal(s, n, i, "null");
+            else r = scan_number(s, n, i);
+            if (r < 0) return (int)r;
+            i = (uint32_t)r;
+            state = ST_AFTER;
+            break;
+        case ST_KEY_OR_CLOSE:
+            if (c == '}') {
+                depth--;
+                i++;
+                state = ST_AFTER;
+                break;
+            }
+            /* fall through */
+        case ST_KEY:
+            if (c != '"') return PH_JSON_SYNTAX;
+            r = scan_string(s, n, i);
+            if (r < 0) return (int)r;
+            i = skip_ws(s, n, (uint32_t)r);
+            if (i >= n || s[i] != ':') return PH_JSON_SYNTAX;
+            i++;
+            state = ST_VALUE;
+            break;
+        default: { /* ST_AFTER inside a container */
+            int in_object = (objects >> (depth - 1)) & 1u;
+            if (c == ',') {
+                i++;
+                state = in_object ? ST_KEY : ST_VALUE;
+            } else if (c == (in_object ? '}' : ']')) {
+                depth--;
+                i++;
+            } else {
+                return PH_JSON_SYNTAX;
+            }
+            break;
+        }
+        }
+    }
+}
+
+/* --- lookups on validated text --------------------------------------------------------------- */
+
+/* Index after the value starting at p[0]; the text is known to be valid. */
+static const char *skip_value(const char *p, const char *end)
+{
+    if (*p == '"') {
+        p++;
+        while (*p != '"') p += (*p == '\\') ? 2 : 1;
+        return p + 1;
+    }
+    if (*p == '{' || *p == '[') {
+        uint32_t depth = 0;
+        while (p < end) {
+            char c = *p;
+            if (c == '"') {
+                p = skip_value(p, end);
+                continue;
+            }
+            if (c == '{' || c == '[') depth++;
+            if (c == '}' || c == ']') {
+                if (--depth == 0) return p + 1;
+            }
+            p++;
+        }
+        return end;
+    }
+    while (p < end && *p != ',' && *p != '}' && *p != ']' && !is_ws(*p)) p++;
+    return p;
+}
+
+static json_kind kind_of(char c)
+{
+    switch (c) {
+    case '"': return JV_STRING;
+    case '{': return JV_OBJECT;
+    case '[': return JV_ARRAY;
+    case 't': return JV_TRUE;
+    case 'f': return JV_FALSE;
+    case 'n': return JV_NULL;
+    default: return JV_NUMBER;
+    }
+}
+
+void json_iter_init(json_iter *it, const json_val *obj)
+{
+    const char *p = obj->p, *end = obj->p + obj->n;
+    while (p < end && *p != '{') p++;   /* a whole frame may start with whitespace */
+    it->p = p < end ? p + 1 : end;
+    it->end = end;
+}
+
+int json_iter_next(json_iter *it, json_val *key, json_val *val)
+{
+    const char *p = it->p, *end = it->end;
+    while (p < end && (is_ws(*p) || *p == ',')) p++;
+    if (p >= end || *p != '"') {
+        it->p = end;
+        return 0;
+    }
+    key->p = p;
+    p = skip_value(p, end);
+    key->n = (uint32_t)(p - key->p);
+    key->kind = JV_STRING;
+    while (p < end && (is_ws(*p) || *p == ':')) p++;
+    val->p = p;
+    val->kind = kind_of(*p);
+    p = skip_value(p, end);
+    val->n = (uint32_t)(p - val->p);
+    it->p = p;
+    return 1;
+}
+
+json_val json_get(const json_val *obj, const char *key)
+{
+    json_val found = {0, 0, JV_NONE}, k, v;
+    json_iter it;
+    json_iter_init(&it, obj);
+    while (json_iter_next(&it, &k, &v)) {
+        if (json_str_equals(&k, key)) found = v;
+    }
+    return found;
+}
+
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return c - 'A' + 10;
+}
+
+int json_str_equals(const json_val *v, const char *lit)
+{
+    if (v->kind != JV_STRING) return 0;
+    const char *p = json_str_p(v), *end = p + json_str_n(v);
+    while (p < end) {
+        uint32_t ch;
+        if (*p == '\\') {
+            char e = p[1];
+            p += 2;
+            switch (e) {
+            case 'u':
+                ch = (uint32_t)(hex_val(p[0]) << 12 | hex_val(p[1]) << 8 | hex_val(p[2]) << 4 |
+                                hex_val(p[3]));
+                p += 4;
+                break;
+            case 'b': ch = '\b'; break;
+            case 'f': ch = '\f'; break;
+            case 'n': ch = '\n'; break;
+            case 'r': ch = '\r'; break;
+            case 't': ch = '\t'; break;
+            default: ch = (unsigned char)e; break;   /* \" \\ \/ */
+            }
+        } else {
+            ch = (unsigned char)*p++;
+        }
+        /* `lit` is ASCII: a decoded code point 0 or >= 0x80 never matches. */
+        if (ch == 0 || ch != (unsigned char)*lit) return 0;
+        lit++;
+    }
+    return *lit == '\0';
+}
+
+uint32_t json_safe_prefix(const char *p, uint32_t n, uint32_t max)
+{
+    uint32_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)p[i];
+        uint32_t step = 1;
+        if (c == '\\') step = (i + 1 < n && p[i + 1] == 'u') ? 6 : 2;
+        else if (c >= 0xF0) step = 4;
+        else if (c >= 0xE0) step = 3;
+        else if (c >= 0xC0) step = 2;
+        if (i + step > max || i + step > n) break;
+        i += step;
+    }
+    return i;
+}

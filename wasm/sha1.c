@@ -1,0 +1,58 @@
+/*
+ * sha1.c — one-shot SHA-1 over a short message.
+ *
+ * Why SHA-1: the hub id is 40 hex digits (160 bits), exactly a SHA-1 digest, and every language's
+ * standard library can recompute it (ABI.md gives the formula), so tools and tests can predict a
+ * board's hub id from its MAC address. Collision resistance is irrelevant here.
+ */
+#include "sha1.h"
+#include "ph_port.h"
+
+static uint32_t rol(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void block(uint32_t h[5], const uint8_t *b)
+{
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++) {
+        w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 | (uint32_t)b[4 * i + 2] << 8 |
+               b[4 * i + 3];
+    }
+    for (int i = 16; i < 80; i++) w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) { f = (bb & c) | (~bb & d); k = 0x5A827999u; }
+        else if (i < 40) { f = bb ^ c ^ d; k = 0x6ED9EBA1u; }
+        else if (i < 60) { f = (bb & c) | (bb & d) | (c & d); k = 0x8F1BBCDCu; }
+        else { f = bb ^ c ^ d; k = 0xCA62C1D6u; }
+        uint32_t t = rol(a, 5) + f + e + k + w[i];
+        e = d;
+        d = c;
+        c = rol(bb, 30);
+        bb = a;
+        a = t;
+    }
+    h[0] += a;
+    h[1] += bb;
+    h[2] += c;
+    h[3] += d;
+    h[4] += e;
+}
+
+void ph_sha1(const uint8_t *data, uint32_t len, uint8_t out[20])
+{
+    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    uint8_t tail[128];
+    uint32_t full = len & ~63u;
+    for (uint32_t i = 0; i < full; i += 64) block(h, data + i);
+    uint32_t rest = len - full;
+    memset(tail, 0, sizeof tail);
+    memcpy(tail, data + full, rest);
+    tail[rest] = 0x80;
+    uint32_t tail_len = rest < 56 ? 64 : 128;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) tail[tail_len - 1 - i] = (uint8_t)(bits >> (8 * i));
+    block(h, tail);
+    if (tail_len == 128) block(h, tail + 64);
+    for (int i = 0; i < 20; i++) out[i] = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
+}
