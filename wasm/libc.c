@@ -1,13 +1,42 @@
 /*
- * libc.c — the four memory functions a -nostdlib wasm32 build needs.
+ * libc.c — the memory functions a -nostdlib wasm32 build needs.
  *
  * clang lowers struct copies and zero-initialisation to calls of these, and there is no C library to
- * provide them. Byte loops keep the module small; the frames they move are a few KiB at most.
+ * provide them. The default build enables WebAssembly bulk memory (-mbulk-memory: WASM3 >= 0.5.0 and
+ * every current engine run it), where memcpy/memmove/memset are one `memory.copy`/`memory.fill`
+ * each: the engine moves the bytes natively instead of interpreting a loop per byte, which is what
+ * relaying a multi-KiB `data` span costs. ph_port.h routes the hub's own calls to the builtins, so
+ * these functions only serve what the compiler emits itself. An MVP build (-mcpu=mvp without bulk
+ * memory, e.g. for an engine without it) gets plain byte loops.
  * The native build links the host C library instead (this file is not compiled there), so the
  * sanitizers check the real thing.
  */
 #include "ph_port.h"
 
+#undef memcpy
+#undef memmove
+#undef memset
+#undef memcmp
+
+#ifdef __wasm_bulk_memory__
+void *memcpy(void *dst, const void *src, size_t n)
+{
+    __builtin_memmove(dst, src, n);   /* memory.copy (memmove semantics) */
+    return dst;
+}
+
+void *memmove(void *dst, const void *src, size_t n)
+{
+    __builtin_memmove(dst, src, n);
+    return dst;
+}
+
+void *memset(void *dst, int c, size_t n)
+{
+    __builtin_memset(dst, c, n);      /* memory.fill */
+    return dst;
+}
+#else
 void *memcpy(void *dst, const void *src, size_t n)
 {
     unsigned char *d = dst;
@@ -34,6 +63,7 @@ void *memset(void *dst, int c, size_t n)
     while (n--) *d++ = (unsigned char)c;
     return dst;
 }
+#endif
 
 int memcmp(const void *a, const void *b, size_t n)
 {

@@ -58,6 +58,13 @@ void *memcpy(void *dst, const void *src, size_t n);
 void *memmove(void *dst, const void *src, size_t n);
 void *memset(void *dst, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
+#ifdef __wasm_bulk_memory__
+/* -fno-builtin (build.py) hides these from the optimiser; the builtins become one memory.copy /
+ * memory.fill instruction inline (constant small sizes: a few loads and stores). */
+#define memcpy(d, s, n) __builtin_memcpy(d, s, n)
+#define memmove(d, s, n) __builtin_memmove(d, s, n)
+#define memset(d, c, n) __builtin_memset(d, c, n)
+#endif
 #else
 #include <string.h>
 #endif

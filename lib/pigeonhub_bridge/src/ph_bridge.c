@@ -43,7 +43,7 @@ uint32_t ph_memory_size(const ph_bridge *b)
     return size;
 }
 
-static uint8_t *ph_memory(const ph_bridge *b)
+uint8_t *ph_memory(const ph_bridge *b)
 {
     return b->runtime && b->runtime->memory.mallocated ? m3_GetMemory(b->runtime, NULL, 0) : NULL;
 }
@@ -73,8 +73,8 @@ static void ph_outbox_release(ph_slot *s, uint32_t generation, size_t len)
 
 /* Call export `id`; `conn` names the connection being served (or -1), which is closed 1011 when the
  * call traps and close_on_trap is set. ret receives an i32 result when the export has one. */
-static M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap,
-                        uint32_t argc, const int32_t *args, int32_t *ret)
+M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap, uint32_t argc,
+                 const int32_t *args, int32_t *ret)
 {
     const void *argp[4];
     for (uint32_t i = 0; i < argc && i < 4; i++) argp[i] = &args[i];
@@ -114,6 +114,10 @@ void ph_request_close(ph_bridge *b, int32_t conn, uint16_t code, const char *rea
 {
     ph_slot *s = ph_slot_of(b, conn);
     if (!s || s->state != PH_SLOT_OPEN) return;   /* already closing or gone: one close is enough */
+    if (b->replaying) {
+        ph_defer_close(b, conn, code, reason, len);   /* carried out after a successful swap */
+        return;
+    }
     s->state = PH_SLOT_CLOSING;
     if (len > PH_MAX_CLOSE_REASON) {
         len = PH_MAX_CLOSE_REASON;
@@ -126,6 +130,12 @@ int32_t ph_queue_frame(ph_bridge *b, int32_t conn, const uint8_t *frame, uint32_
 {
     ph_slot *s = ph_slot_of(b, conn);
     if (!s || s->state != PH_SLOT_OPEN || !b->ops.send) return PH_SEND_NO_CONN;
+    if (b->replaying) {
+        /* The client already got this frame's like from the old module (connected,
+         * peer-discovered...): the new module only rebuilds its state. */
+        b->suppressed++;
+        return PH_SEND_OK;
+    }
 
     uint32_t queued = (uint32_t)atomic_load(&s->outbox);
     uint32_t limit = b->config.outbox_limit_bytes;
@@ -162,6 +172,9 @@ static void ph_finish_close(ph_bridge *b, uint32_t index)
     free(s->url);
     s->url = NULL;
     s->url_len = 0;
+    free(s->announce);
+    s->announce = NULL;
+    s->announce_len = 0;
     s->generation = (s->generation + 1) & PH_GENERATION_MASK;
     atomic_store(&s->outbox, (uint64_t)s->generation << 32);
     s->state = PH_SLOT_FREE;
@@ -234,6 +247,7 @@ void ph_bridge_on_frame(ph_bridge *bridge, int32_t conn, const uint8_t *data, si
         return;
     }
     if (!ph_bridge_accepts_frame(b, conn, len)) return;
+    ph_track_announce(b, ph_slot_of(b, conn), data, len);
     /* Copied, never pointed at: the module can only read its own linear memory. */
     if (len) memcpy(ph_memory(b) + b->input_ptr, data, len);
     b->frames_in++;
@@ -321,49 +335,23 @@ static ph_result ph_read_input_buffer(ph_bridge *b, char *err, size_t err_cap)
     return PH_OK;
 }
 
-ph_bridge *ph_bridge_create(const uint8_t *wasm, size_t wasm_len, const ph_transport_ops *ops,
-                            const ph_bridge_config *config, ph_result *result, char *err,
-                            size_t err_cap)
+ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, char *err, size_t err_cap)
 {
-    static const ph_bridge_config defaults = PH_BRIDGE_CONFIG_DEFAULT;
     ph_result rc;
     ph_module_info info;
     IM3Module module = NULL;
     M3Result r;
     int32_t value = 0;
-    ph_bridge *b = NULL;
-    if (err && err_cap) err[0] = '\0';
 
-    if ((rc = ph_check_bytes(wasm, wasm_len, &info, err, err_cap)) != PH_OK) goto fail;
-    if ((rc = ph_check_memory(&info, config ? config->memory_limit_bytes : 0, err, err_cap)) != PH_OK)
-        goto fail;
+    if ((rc = ph_check_bytes(wasm, wasm_len, &info, err, err_cap)) != PH_OK) return rc;
+    if ((rc = ph_check_memory(&info, b->config.memory_limit_bytes, err, err_cap)) != PH_OK) return rc;
 
-    b = calloc(1, sizeof *b);
-    if (!b) {
-        rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for the bridge");
-        goto fail;
-    }
-    if (ops) b->ops = *ops;
-    b->config = config ? *config : defaults;
-    if (b->config.max_connections == 0) b->config.max_connections = defaults.max_connections;
-    if (b->config.max_connections > PH_MAX_SLOTS) b->config.max_connections = PH_MAX_SLOTS;
-    if (b->config.wasm_stack_bytes == 0) b->config.wasm_stack_bytes = defaults.wasm_stack_bytes;
     b->wasm = wasm;
     b->wasm_len = wasm_len;
-
-    b->slot_count = b->config.max_connections;
-    b->slots = calloc(b->slot_count, sizeof *b->slots);
-    if (!b->slots) {
-        rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for %u connection slots",
-                     (unsigned)b->slot_count);
-        goto fail_bridge;
-    }
-    for (uint32_t i = 0; i < b->slot_count; i++) atomic_init(&b->slots[i].outbox, 0);
-
     b->env = m3_NewEnvironment();
     if (!b->env) {
         rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for the WASM3 environment");
-        goto fail_slots;
+        goto fail;
     }
     b->runtime = m3_NewRuntime(b->env, b->config.wasm_stack_bytes, b);
     if (!b->runtime) {
@@ -427,9 +415,7 @@ ph_bridge *ph_bridge_create(const uint8_t *wasm, size_t wasm_len, const ph_trans
     }
     if ((rc = ph_read_input_buffer(b, err, err_cap)) != PH_OK) goto fail_runtime;
     if ((rc = ph_read_hub_id(b, err, err_cap)) != PH_OK) goto fail_runtime;
-
-    if (result) *result = PH_OK;
-    return b;
+    return PH_OK;
 
 fail_module:
     m3_FreeModule(module);
@@ -437,6 +423,89 @@ fail_runtime:
     m3_FreeRuntime(b->runtime);
 fail_env:
     m3_FreeEnvironment(b->env);
+fail:
+    {
+        ph_instance empty;
+        memset(&empty, 0, sizeof empty);
+        ph_instance_restore(b, &empty);
+    }
+    return rc;
+}
+
+void ph_instance_save(const ph_bridge *b, ph_instance *out)
+{
+    out->wasm = b->wasm;
+    out->wasm_len = b->wasm_len;
+    out->env = b->env;
+    out->runtime = b->runtime;
+    out->module = b->module;
+    memcpy(out->fn, b->fn, sizeof out->fn);
+    out->stack_pointer = b->stack_pointer;
+    out->input_ptr = b->input_ptr;
+    out->input_size = b->input_size;
+    memcpy(out->hub_id, b->hub_id, sizeof out->hub_id);
+}
+
+void ph_instance_restore(ph_bridge *b, const ph_instance *in)
+{
+    b->wasm = in->wasm;
+    b->wasm_len = in->wasm_len;
+    b->env = in->env;
+    b->runtime = in->runtime;
+    b->module = in->module;
+    memcpy(b->fn, in->fn, sizeof b->fn);
+    b->stack_pointer = in->stack_pointer;
+    b->input_ptr = in->input_ptr;
+    b->input_size = in->input_size;
+    memcpy(b->hub_id, in->hub_id, sizeof b->hub_id);
+}
+
+void ph_instance_free(ph_instance *inst)
+{
+    if (inst->runtime) m3_FreeRuntime(inst->runtime);   /* frees the module it loaded */
+    if (inst->env) m3_FreeEnvironment(inst->env);
+    memset(inst, 0, sizeof *inst);
+}
+
+ph_bridge *ph_bridge_create(const uint8_t *wasm, size_t wasm_len, const ph_transport_ops *ops,
+                            const ph_bridge_config *config, ph_result *result, char *err,
+                            size_t err_cap)
+{
+    static const ph_bridge_config defaults = PH_BRIDGE_CONFIG_DEFAULT;
+    ph_result rc;
+    ph_module_info info;
+    ph_bridge *b = NULL;
+    if (err && err_cap) err[0] = '\0';
+
+    /* Cheap checks first: no allocation for a file that is not a module at all. */
+    if ((rc = ph_check_bytes(wasm, wasm_len, &info, err, err_cap)) != PH_OK) goto fail;
+    if ((rc = ph_check_memory(&info, config ? config->memory_limit_bytes : 0, err, err_cap)) != PH_OK)
+        goto fail;
+
+    b = calloc(1, sizeof *b);
+    if (!b) {
+        rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for the bridge");
+        goto fail;
+    }
+    if (ops) b->ops = *ops;
+    b->config = config ? *config : defaults;
+    if (b->config.max_connections == 0) b->config.max_connections = defaults.max_connections;
+    if (b->config.max_connections > PH_MAX_SLOTS) b->config.max_connections = PH_MAX_SLOTS;
+    if (b->config.wasm_stack_bytes == 0) b->config.wasm_stack_bytes = defaults.wasm_stack_bytes;
+
+    b->slot_count = b->config.max_connections;
+    b->slots = calloc(b->slot_count, sizeof *b->slots);
+    if (!b->slots) {
+        rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for %u connection slots",
+                     (unsigned)b->slot_count);
+        goto fail_bridge;
+    }
+    for (uint32_t i = 0; i < b->slot_count; i++) atomic_init(&b->slots[i].outbox, 0);
+
+    if ((rc = ph_instantiate(b, wasm, wasm_len, err, err_cap)) != PH_OK) goto fail_slots;
+    if (result) *result = PH_OK;
+    return b;
+
 fail_slots:
     free(b->slots);
 fail_bridge:
@@ -449,7 +518,10 @@ fail:
 void ph_bridge_destroy(ph_bridge *bridge)
 {
     if (!bridge) return;
-    for (uint32_t i = 0; i < bridge->slot_count; i++) free(bridge->slots[i].url);
+    for (uint32_t i = 0; i < bridge->slot_count; i++) {
+        free(bridge->slots[i].url);
+        free(bridge->slots[i].announce);
+    }
     m3_FreeRuntime(bridge->runtime);
     m3_FreeEnvironment(bridge->env);
     free(bridge->slots);
@@ -471,12 +543,16 @@ int ph_bridge_start(ph_bridge *bridge, int port)
     if (!bridge || bridge->depth) return -1;
     int32_t arg = port, rc = -1;
     if (ph_call(bridge, PH_EXPORT_start_server, -1, false, 1, &arg, &rc)) return -1;
+    /* Remembered so a swapped-in module is started on the same port (ph_bridge_swap). */
+    bridge->started = rc == 0;
+    bridge->port = port;
     return rc;
 }
 
 void ph_bridge_stop(ph_bridge *bridge)
 {
     if (!bridge || bridge->depth) return;
+    bridge->started = false;
     ph_call0(bridge, PH_EXPORT_stop_server, NULL);
 }
 
@@ -512,14 +588,17 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
                      "\"framesIn\":%llu,\"framesTooBig\":%u,\"outboxOverflows\":%u,\"traps\":%u,"
                      "\"refusedFull\":%u,\"outboxBytes\":%llu,\"outboxLimit\":%u,\"moduleBytes\":%zu,"
                      "\"linearMemoryBytes\":%u,\"wasmStackBytes\":%u,\"inputBufferBytes\":%u,"
-                     "\"abiVersion\":%d}}",
+                     "\"abiVersion\":%d,\"swaps\":%u,\"swapFailures\":%u,\"lastSwapReplayed\":%u,"
+                     "\"lastSwapAnnounces\":%u,\"swapSuppressedFrames\":%u}}",
                      (int)module_len, module_json, (unsigned)b->open_count,
                      (unsigned)b->slot_count, (unsigned long long)b->frames_in,
                      (unsigned)b->frames_too_big, (unsigned)b->outbox_overflows, (unsigned)b->traps,
                      (unsigned)b->refused_full, (unsigned long long)outbox_bytes,
                      (unsigned)b->config.outbox_limit_bytes, b->wasm_len,
                      (unsigned)ph_memory_size(b), (unsigned)b->config.wasm_stack_bytes,
-                     (unsigned)b->input_size, PH_ABI_VERSION);
+                     (unsigned)b->input_size, PH_ABI_VERSION, (unsigned)b->swaps,
+                     (unsigned)b->swap_failures, (unsigned)b->last_swap_replayed,
+                     (unsigned)b->last_swap_announces, (unsigned)b->suppressed);
     return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 

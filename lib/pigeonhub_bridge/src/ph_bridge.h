@@ -81,6 +81,38 @@ void ph_bridge_destroy(ph_bridge *bridge);
  * init() included), used before a module is accepted over the air. */
 ph_result ph_bridge_check_module(const uint8_t *wasm, size_t wasm_len, char *err, size_t err_cap);
 
+/*
+ * Replace the running module with `wasm` in place (over-the-air update), keeping the ph_bridge
+ * object, its connection ids, outboxes and ph_bridge_on_sent() accounting. Owner thread only,
+ * never from inside a transport callback.
+ *   1. `wasm` is validated and instantiated in a new WASM3 runtime with the checks of
+ *      ph_bridge_create (init() included);
+ *   2. if the old module was started (ph_bridge_start returned 0, no ph_bridge_stop since), the new
+ *      one's start_server(port) is called with the same port; its ws_server_start answers 0
+ *      without calling ops->server_start (the transport is listening already);
+ *   3. every open connection is replayed: on_peer_connected(conn), then the connection's last frame
+ *      whose top-level "type" is "announce" (kept by the bridge, up to 1 KiB; a later "goodbye"
+ *      forgets it). While replaying, the new module's sends, broadcasts and pings are dropped and
+ *      counted (clients already got `connected` / `peer-discovered` from the old module), so the
+ *      transport sees nothing. A close the new module asks for during replay (it refuses the id,
+ *      or allows fewer peers) is carried out once the swap has succeeded, with the new module's
+ *      code and reason; the new module then gets on_peer_disconnected for it as usual.
+ *   4. the old runtime is destroyed. Connections already closing are not replayed and owe the new
+ *      module no on_peer_disconnected.
+ * On any failure (bad bytes, ABI version, missing export, init() or start_server() failing, a trap
+ * while replaying) it returns the specific error with the reason in err, and the old module keeps
+ * running exactly as before: nothing was sent, closed or freed.
+ *
+ * Ownership: WASM3 reads module bytes in place, so `wasm` must stay valid and unchanged until the
+ * bridge is destroyed or swapped again (the firmware keeps the flash slot mapped; the Python
+ * extension keeps a reference to the bytes object). After a successful swap the OLD bytes are no
+ * longer read and may be released; after a failed one the NEW bytes may be released.
+ */
+ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len, char *err,
+                         size_t err_cap);
+/* Connections replayed by the last successful ph_bridge_swap (also in stats: lastSwapReplayed). */
+uint32_t ph_bridge_last_swap_replayed(const ph_bridge *bridge);
+
 int ph_bridge_start(ph_bridge *bridge, int port);  /* start_server(port) */
 void ph_bridge_stop(ph_bridge *bridge);            /* stop_server()      */
 

@@ -4,6 +4,7 @@
  *   ph_bridge.c        lifecycle, transport events, export calls and trap recovery, stats
  *   ph_imports.c       the host functions hub.wasm imports, and the one link table built from them
  *   ph_module_check.c  validation of module bytes before and after WASM3 parses them
+ *   ph_swap.c          over-the-air module swap: replaying connections into a new module
  */
 #ifndef PH_BRIDGE_INTERNAL_H
 #define PH_BRIDGE_INTERNAL_H
@@ -37,6 +38,13 @@
 #define PH_LOG_LINE_BYTES    200
 #endif
 
+/* Longest `announce` frame kept per connection for replay after a module swap (ph_swap.c). The
+ * hub's own limits (networkName <= 64 bytes, data <= 256 bytes) keep real announces far below it;
+ * a longer one is not kept, and that peer must announce again after a swap to be discovered. */
+#ifndef PH_MAX_ANNOUNCE_BYTES
+#define PH_MAX_ANNOUNCE_BYTES 1024
+#endif
+
 /* RFC 6455: a close reason fits in a control frame with the 2-byte code: 123 bytes. */
 #define PH_MAX_CLOSE_REASON  123
 
@@ -62,7 +70,32 @@ typedef struct ph_slot {
     bool closed_pending;       /* transport reported the close during an export call         */
     uint16_t url_len;
     char *url;                 /* request URL (path + query), owned                         */
+    uint16_t announce_len;
+    uint8_t *announce;         /* last top-level "announce" frame, owned, for swap replay    */
 } ph_slot;
+
+/* A close the new module asked for while connections were replayed into it (ph_swap.c):
+ * carried out once the swap has succeeded. */
+typedef struct ph_deferred_close {
+    bool pending;
+    uint16_t code;
+    uint8_t reason_len;
+    char reason[PH_MAX_CLOSE_REASON + 1];
+} ph_deferred_close;
+
+/* Everything that belongs to one loaded module: swapped as a whole by ph_bridge_swap. */
+typedef struct ph_instance {
+    const uint8_t *wasm;       /* caller-owned, must outlive its use (WASM3 reads in place)   */
+    size_t wasm_len;
+    IM3Environment env;
+    IM3Runtime runtime;
+    IM3Module module;          /* owned by runtime once loaded                               */
+    IM3Function fn[PH_EXPORT_COUNT];
+    IM3Global stack_pointer;
+    uint32_t input_ptr;
+    uint32_t input_size;
+    char hub_id[41];
+} ph_instance;
 
 struct ph_bridge {
     ph_transport_ops ops;
@@ -90,12 +123,24 @@ struct ph_bridge {
     int depth;                 /* export calls in progress (0 or 1: nothing re-enters)       */
     bool closes_pending;       /* some slot has closed_pending set                            */
 
+    bool started;              /* start_server() succeeded and stop_server() was not called   */
+    int port;                  /* the port start_server() was given                           */
+    /* Set while a new module is replayed into during ph_bridge_swap: its sends, pings, closes and
+     * server start/stop never reach the transport (clients already saw them from the old one). */
+    bool replaying;
+    ph_deferred_close *deferred;   /* per slot, only while replaying                           */
+    uint32_t suppressed;       /* frames the replayed module sent that were not passed on     */
+
     /* Counters for stats (owner thread only). */
     uint64_t frames_in;
     uint32_t frames_too_big;
     uint32_t outbox_overflows;
     uint32_t traps;
     uint32_t refused_full;
+    uint32_t swaps;            /* successful module swaps                                    */
+    uint32_t swap_failures;
+    uint32_t last_swap_replayed;   /* connections replayed by the last successful swap       */
+    uint32_t last_swap_announces;  /* of those, with an announce replayed                    */
 };
 
 static inline int32_t ph_conn_id(const ph_slot *s, uint32_t index)
@@ -112,6 +157,22 @@ void ph_log(ph_bridge *b, char level, const char *fmt, ...)
 ph_slot *ph_slot_of(ph_bridge *b, int32_t conn);      /* NULL unless conn names a live slot */
 void ph_request_close(ph_bridge *b, int32_t conn, uint16_t code, const char *reason, size_t len);
 uint32_t ph_memory_size(const ph_bridge *b);
+uint8_t *ph_memory(const ph_bridge *b);
+/* Call an export (traps are caught, logged, counted; close_on_trap closes `conn` 1011). */
+M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap, uint32_t argc,
+                 const int32_t *args, int32_t *ret);
+/* Parse, load, link, check and init() `wasm` into b's module fields (which must be empty). On
+ * failure everything it built is freed, the fields are empty again and err says why. */
+ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, char *err, size_t err_cap);
+void ph_instance_save(const ph_bridge *b, ph_instance *out);
+void ph_instance_restore(ph_bridge *b, const ph_instance *in);
+void ph_instance_free(ph_instance *inst);
+
+/* ph_swap.c */
+/* Remember (or forget) the connection's last announce; called for every accepted frame. */
+void ph_track_announce(ph_bridge *b, ph_slot *s, const uint8_t *data, size_t len);
+/* Muted close during replay: recorded in b->deferred instead of reaching the transport. */
+void ph_defer_close(ph_bridge *b, int32_t conn, uint16_t code, const char *reason, size_t len);
 
 /* ph_imports.c */
 ph_result ph_link_imports(ph_bridge *b, char *err, size_t err_cap);

@@ -1,0 +1,267 @@
+/*
+ * ph_swap.c — replace the running module over the air without dropping anyone.
+ *
+ * A hub module's state is rebuilt from what its clients told it: which connections are open (the
+ * bridge knows) and what each announced (the bridge keeps the last `announce` frame per connection,
+ * ph_track_announce). ph_bridge_swap loads the new module into a fresh WASM3 runtime, then replays
+ * both into it while the bridge is "replaying": everything the new module sends, pings or closes is
+ * kept from the transport, because the clients already got those frames (`connected`,
+ * `peer-discovered`) from the old module. Only when every step worked does the new runtime replace
+ * the old one; before that the old module is untouched and keeps serving.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ph_bridge_internal.h"
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The last announce of each connection                                                             */
+
+typedef enum { PH_FRAME_OTHER, PH_FRAME_ANNOUNCE, PH_FRAME_GOODBYE } ph_frame_kind;
+
+static bool is_ws(uint8_t c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static size_t skip_ws(const uint8_t *p, size_t i, size_t n)
+{
+    while (i < n && is_ws(p[i])) i++;
+    return i;
+}
+
+/* p[i] is '"': the index just past the closing quote, or SIZE_MAX when the string never ends. */
+static size_t skip_string(const uint8_t *p, size_t i, size_t n)
+{
+    for (i++; i < n; i++) {
+        if (p[i] == '\\') i++;
+        else if (p[i] == '"') return i + 1;
+    }
+    return SIZE_MAX;
+}
+
+/* One JSON value starting at p[i]; nesting is counted, not recursed into, so no input can make
+ * this use stack. Returns the index just past it, or SIZE_MAX. */
+static size_t skip_value(const uint8_t *p, size_t i, size_t n)
+{
+    if (i >= n) return SIZE_MAX;
+    if (p[i] == '"') return skip_string(p, i, n);
+    if (p[i] == '{' || p[i] == '[') {
+        size_t depth = 0;
+        while (i < n) {
+            uint8_t c = p[i];
+            if (c == '"') {
+                if ((i = skip_string(p, i, n)) == SIZE_MAX) return SIZE_MAX;
+                continue;
+            }
+            if (c == '{' || c == '[') depth++;
+            else if ((c == '}' || c == ']') && --depth == 0) return i + 1;
+            i++;
+        }
+        return SIZE_MAX;
+    }
+    while (i < n && p[i] != ',' && p[i] != '}' && p[i] != ']' && !is_ws(p[i])) i++;
+    return i;
+}
+
+/* The frame's top-level "type" member, compared byte for byte (a type spelled with \u escapes is
+ * "other"). Only the top level counts: {"data":{"type":"announce"}} is not an announce. The first
+ * "type" member wins, as in the hub's own JSON reader. Malformed JSON is "other". */
+static ph_frame_kind frame_kind(const uint8_t *p, size_t n)
+{
+    size_t i = skip_ws(p, 0, n);
+    if (i >= n || p[i] != '{') return PH_FRAME_OTHER;
+    i++;
+    for (;;) {
+        i = skip_ws(p, i, n);
+        if (i >= n || p[i] != '"') return PH_FRAME_OTHER;
+        size_t key = i + 1, end = skip_string(p, i, n);
+        if (end == SIZE_MAX) return PH_FRAME_OTHER;
+        bool is_type = end - 1 - key == 4 && memcmp(p + key, "type", 4) == 0;
+        i = skip_ws(p, end, n);
+        if (i >= n || p[i] != ':') return PH_FRAME_OTHER;
+        i = skip_ws(p, i + 1, n);
+        if (is_type) {
+            if (i >= n || p[i] != '"') return PH_FRAME_OTHER;
+            size_t v = i + 1, vend = skip_string(p, i, n);
+            if (vend == SIZE_MAX) return PH_FRAME_OTHER;
+            size_t vlen = vend - 1 - v;
+            if (vlen == 8 && memcmp(p + v, "announce", 8) == 0) return PH_FRAME_ANNOUNCE;
+            if (vlen == 7 && memcmp(p + v, "goodbye", 7) == 0) return PH_FRAME_GOODBYE;
+            return PH_FRAME_OTHER;
+        }
+        if ((i = skip_value(p, i, n)) == SIZE_MAX) return PH_FRAME_OTHER;
+        i = skip_ws(p, i, n);
+        if (i >= n || p[i] != ',') return PH_FRAME_OTHER;
+        i++;
+    }
+}
+
+static void forget_announce(ph_slot *s)
+{
+    free(s->announce);
+    s->announce = NULL;
+    s->announce_len = 0;
+}
+
+void ph_track_announce(ph_bridge *b, ph_slot *s, const uint8_t *data, size_t len)
+{
+    if (!s) return;
+    ph_frame_kind kind = frame_kind(data, len);
+    if (kind == PH_FRAME_GOODBYE) {
+        forget_announce(s);   /* the hub forgets the peer's network too: nothing to replay */
+        return;
+    }
+    if (kind != PH_FRAME_ANNOUNCE) return;
+    if (len > PH_MAX_ANNOUNCE_BYTES) {
+        forget_announce(s);
+        ph_log(b, 'D', "conn %d: %zu-byte announce is longer than %d; not kept for module swaps",
+               (int)ph_conn_id(s, (uint32_t)(s - b->slots)), len, PH_MAX_ANNOUNCE_BYTES);
+        return;
+    }
+    uint8_t *copy = realloc(s->announce, len ? len : 1);
+    if (!copy) {
+        forget_announce(s);
+        ph_log(b, 'W', "out of memory keeping an announce for module swaps");
+        return;
+    }
+    memcpy(copy, data, len);
+    s->announce = copy;
+    s->announce_len = (uint16_t)len;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* The swap                                                                                         */
+
+void ph_defer_close(ph_bridge *b, int32_t conn, uint16_t code, const char *reason, size_t len)
+{
+    uint32_t index = (uint32_t)conn & PH_SLOT_MASK;
+    if (!b->deferred || index >= b->slot_count || b->deferred[index].pending) return;
+    ph_deferred_close *d = &b->deferred[index];
+    if (len > PH_MAX_CLOSE_REASON) len = PH_MAX_CLOSE_REASON;   /* ph_request_close trims to chars */
+    d->pending = true;
+    d->code = code;
+    d->reason_len = (uint8_t)len;
+    memcpy(d->reason, reason, len);   /* the module's memory: copied now */
+    d->reason[len] = '\0';
+}
+
+/* Undo a failed swap: drop the new runtime, put the old module back exactly as it was. */
+static ph_result swap_fail(ph_bridge *b, const ph_instance *old, ph_result rc)
+{
+    ph_instance fresh;
+    ph_instance_save(b, &fresh);
+    ph_instance_free(&fresh);
+    ph_instance_restore(b, old);
+    b->replaying = false;
+    free(b->deferred);
+    b->deferred = NULL;
+    b->swap_failures++;
+    return rc;
+}
+
+ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len, char *err,
+                         size_t err_cap)
+{
+    ph_bridge *b = bridge;
+    ph_result rc;
+    M3Result r;
+    if (err && err_cap) err[0] = '\0';
+    if (!b) return ph_fail(err, err_cap, PH_ERR_UNKNOWN_CONN, "no bridge to swap a module into");
+    if (b->depth || b->replaying)
+        return ph_fail(err, err_cap, PH_ERR_INIT,
+                       "module swap requested from inside a module call; refused (transport bug)");
+
+    ph_instance old, empty;
+    ph_instance_save(b, &old);
+    memset(&empty, 0, sizeof empty);
+    ph_instance_restore(b, &empty);
+    b->deferred = calloc(b->slot_count, sizeof *b->deferred);
+    if (!b->deferred) {
+        ph_instance_restore(b, &old);
+        b->swap_failures++;
+        return ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for a module swap");
+    }
+    b->replaying = true;
+    uint32_t suppressed_before = b->suppressed;
+
+    /* 1. The checks and init() of ph_bridge_create, in a runtime of its own. */
+    if ((rc = ph_instantiate(b, wasm, wasm_len, err, err_cap)) != PH_OK) return swap_fail(b, &old, rc);
+
+    /* 2. Started like the old one. The transport keeps listening (ws_server_start answers 0). */
+    if (b->started) {
+        int32_t port = b->port, started = -1;
+        if ((r = ph_call(b, PH_EXPORT_start_server, -1, false, 1, &port, &started)) != m3Err_none)
+            return swap_fail(b, &old, ph_fail(err, err_cap, PH_ERR_INIT,
+                                              "new module's start_server(%d) trapped: %s", (int)port, r));
+        if (started != 0)
+            return swap_fail(b, &old, ph_fail(err, err_cap, PH_ERR_INIT,
+                                              "new module's start_server(%d) returned %d", (int)port,
+                                              (int)started));
+    }
+
+    /* 3. Every open connection and its last announce, in slot order. A trap here means the new
+     * module cannot take over these peers: the swap fails and the old module keeps them. */
+    uint32_t replayed = 0, announces = 0;
+    for (uint32_t i = 0; i < b->slot_count; i++) {
+        ph_slot *s = &b->slots[i];
+        if (s->state != PH_SLOT_OPEN || !s->seen) continue;
+        int32_t conn = ph_conn_id(s, i);
+        if ((r = ph_call(b, PH_EXPORT_on_peer_connected, conn, false, 1, &conn, NULL)) != m3Err_none)
+            return swap_fail(b, &old, ph_fail(err, err_cap, PH_ERR_INIT,
+                                              "new module's on_peer_connected trapped while replaying "
+                                              "conn %d: %s", (int)conn, r));
+        replayed++;
+        if (!s->announce || b->deferred[i].pending) continue;   /* refused: nothing to announce */
+        if (s->announce_len > b->input_size) {
+            ph_log(b, 'W', "conn %d: its %u-byte announce exceeds the new module's %u-byte input "
+                   "buffer; not replayed", (int)conn, (unsigned)s->announce_len,
+                   (unsigned)b->input_size);
+            continue;
+        }
+        memcpy(ph_memory(b) + b->input_ptr, s->announce, s->announce_len);
+        int32_t args[3] = { conn, (int32_t)b->input_ptr, (int32_t)s->announce_len };
+        if ((r = ph_call(b, PH_EXPORT_on_message, conn, false, 3, args, NULL)) != m3Err_none)
+            return swap_fail(b, &old, ph_fail(err, err_cap, PH_ERR_INIT,
+                                              "new module's on_message trapped while replaying conn "
+                                              "%d's announce: %s", (int)conn, r));
+        announces++;
+    }
+
+    /* 4. Commit: the new runtime serves from here; the old one (and its bytes) are released. */
+    b->replaying = false;
+    ph_instance_free(&old);
+    b->swaps++;
+    b->last_swap_replayed = replayed;
+    b->last_swap_announces = announces;
+    ph_deferred_close *deferred = b->deferred;
+    b->deferred = NULL;
+    for (uint32_t i = 0; i < b->slot_count; i++) {
+        ph_slot *s = &b->slots[i];
+        /* Connections already closing were never shown to the new module: it owes them nothing,
+         * and the old module that knew them is gone. */
+        if (s->state != PH_SLOT_OPEN) s->seen = false;
+    }
+    for (uint32_t i = 0; i < b->slot_count; i++) {
+        if (!deferred[i].pending) continue;
+        ph_slot *s = &b->slots[i];
+        int32_t conn = ph_conn_id(s, i);
+        /* The new module refused a connection the old one had accepted (e.g. it allows fewer
+         * peers): the client gets the new module's close, and the new module its
+         * on_peer_disconnected once the transport reports the close, as for any close. */
+        ph_log(b, 'W', "new module closed conn %d while it was replayed: %u %s", (int)conn,
+               (unsigned)deferred[i].code, deferred[i].reason);
+        ph_request_close(b, conn, deferred[i].code, deferred[i].reason, deferred[i].reason_len);
+    }
+    free(deferred);
+    ph_log(b, 'I', "bridge: module swapped in place: %u connections replayed (%u announces), "
+           "%u frames kept from clients", (unsigned)replayed, (unsigned)announces,
+           (unsigned)(b->suppressed - suppressed_before));
+    return PH_OK;
+}
+
+uint32_t ph_bridge_last_swap_replayed(const ph_bridge *bridge)
+{
+    return bridge ? bridge->last_swap_replayed : 0;
+}
