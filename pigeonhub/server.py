@@ -63,6 +63,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also open a pseudo-terminal that behaves like a board's serial port: "
                              "writing a line 'reset' to it restarts the hub and prints the boot log "
                              "there (for pytest-embedded --embedded-services serial --port PTY)")
+    parser.add_argument("--upload-token", default=None, metavar="T",
+                        help="secret for over-the-air module uploads (POST /module, `pigeonhub "
+                             "upload --token T`); while unset every upload is refused with 403, "
+                             "as on a board without a token")
+    parser.add_argument("--module-dir", type=Path, default=None, metavar="DIR",
+                        help="where uploaded modules are kept (two slots + state.json; default "
+                             "~/.local/share/pigeonhub/modules). Used when this or --upload-token is "
+                             "given: boot then runs the uploaded module, falling back to the previous "
+                             "one and then to --module / the packaged one")
+    parser.add_argument("--module-confirm-seconds", type=float, default=None, metavar="S",
+                        help="an uploaded module counts as good after running this long "
+                             "(default 60, as CONFIG_PIGEONHUB_MODULE_CONFIRM_S); one that has not "
+                             "when the hub dies is skipped at the next boot")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also print debug lines (connections opened/closed)")
 
@@ -162,6 +175,15 @@ class PcHub:
         self.ready = None              # asyncio.Event: bridge started, handlers may call b.open
         self.started = time.monotonic()
         self.module_info = {}
+        self.store = None              # pigeonhub.module_store.ModuleStore when uploads/slots are on
+        self.uploads = None            # pigeonhub.ota.UploadService (POST /module)
+        upload_token = getattr(args, "upload_token", None)
+        module_dir = getattr(args, "module_dir", None)
+        if upload_token or module_dir is not None:
+            from .module_store import DEFAULT_CONFIRM_SECONDS, ModuleStore
+            confirm = getattr(args, "module_confirm_seconds", None)
+            self.store = ModuleStore(module_dir, packaged=self.module_path, log=log,
+                                     confirm_after=DEFAULT_CONFIRM_SECONDS if confirm is None else confirm)
         self.stop_event = None
         self.reset_requested = None
         self.pty = None                # (master fd, slave fd, path)
@@ -225,23 +247,60 @@ class PcHub:
                             "sha256": hashlib.sha256(wasm).hexdigest()}
         return wasm
 
+    def _boot_from_store(self, slots):
+        """The firmware's load_boot_module(): active uploaded slot -> previous -> packaged; the
+        first that loads wins, a slot that does not is marked bad (never tried again)."""
+        from .module_store import PACKAGED, StoreError, slot_name
+        store, log = self.store, self.log
+        for slot in store.boot_order():
+            name = slot_name(slot)
+            try:
+                wasm = store.open(slot)
+            except StoreError as exc:
+                log.warning(f"module {name} skipped: {exc}")
+                store.mark_bad(slot)
+                continue
+            path = self.module_path if slot == PACKAGED else store.slot_path(slot)
+            try:
+                bridge = self.bridge_mod.Bridge(wasm, _Transport(self), max_connections=slots)
+            except self.bridge_mod.BridgeError as exc:
+                if slot == PACKAGED:
+                    raise BootError(f"cannot load module {path}: {exc}")
+                log.error(f"module {name} refused: {exc}")
+                store.mark_bad(slot)
+                continue
+            store.note_boot(slot)
+            self.module_info = {"path": str(path), "size": len(wasm), "source": name,
+                                "sha256": hashlib.sha256(wasm).hexdigest()}
+            return bridge, path
+        raise BootError("no module could be loaded")   # not reached: PACKAGED raises above
+
     async def boot(self):
         """Load the module, listen, start the hub; the boot log is what a board prints."""
         log = self.log
         log.info(f"PigeonHub-WASM {__version__} PC hub (Python {platform.python_version()}, "
                  f"websockets {_websockets_version()})")
-        wasm = self._load_module()
+        if self.store is None:
+            wasm = self._load_module()
         self.ready = asyncio.Event()
         if self.server is None:
             await self._listen()
         slots = self.args.max_peers if self.args.max_peers is not None else DEFAULT_SLOTS
-        try:
-            self.bridge = self.bridge_mod.Bridge(wasm, _Transport(self), max_connections=slots)
-        except self.bridge_mod.BridgeError as exc:
-            raise BootError(f"cannot load module {self.module_path}: {exc}")
+        if self.store is not None:
+            self.bridge, path = self._boot_from_store(slots)
+        else:
+            path = self.module_path
+            try:
+                self.bridge = self.bridge_mod.Bridge(wasm, _Transport(self), max_connections=slots)
+            except self.bridge_mod.BridgeError as exc:
+                raise BootError(f"cannot load module {self.module_path}: {exc}")
         info = self.module_info
-        log.info(f"module {self.module_path.name} loaded: {info['size']} bytes, "
+        log.info(f"module {path.name} loaded: {info['size']} bytes, "
                  f"sha256 {info['sha256']}")
+        if self.store is not None:
+            log.info(f"module source: {info['source']} (module dir {self.store.directory})")
+            if self.store.running >= 0 and self.store.needs_confirm():
+                self.uploads.schedule_confirm(asyncio.get_running_loop())
         log.info(f"hub id {self.bridge.hub_id}")
         if self.args.max_peers is not None:
             log.info(f"max peers {self.args.max_peers} (beyond: 1008 Maximum connections reached)")
@@ -253,7 +312,11 @@ class PcHub:
         log.info(f"listening on ws://{_url_host(self.args.host)}:{self.port}")
 
     async def _listen(self):
-        from websockets.asyncio.server import serve
+        from websockets.asyncio.server import ServerConnection, serve
+
+        from .ota import UploadService, make_connection_class
+        # POST /module on the same port as the WebSocket hub, as on a board (pigeonhub/ota.py).
+        self.uploads = UploadService(self, self.store, getattr(self.args, "upload_token", None))
         lib_logger = logging.getLogger("pigeonhub.websockets")
         lib_logger.propagate = False
         if not lib_logger.handlers:
@@ -270,6 +333,7 @@ class PcHub:
                 close_timeout=SHUTDOWN_GRACE,
                 server_header=f"PigeonHub-WASM/{__version__}",
                 logger=lib_logger,
+                create_connection=make_connection_class(ServerConnection, self.uploads),
             )
         except OSError as exc:
             raise BootError(f"cannot listen on {self.args.host}:{self.port}: {exc.strerror or exc}",
@@ -328,6 +392,8 @@ class PcHub:
                 return 1
         ticker.cancel()
         await self.shutdown()
+        if self.store is not None:
+            self.store.clean_shutdown()   # a stop on purpose is not the module's fault
         t = self.totals
         self.log.info(f"stopped after {time.monotonic() - self.started:.1f} s: "
                       f"{t['connections']} connections ({t['refused']} refused), "

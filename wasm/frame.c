@@ -23,13 +23,11 @@ void w_raw(ph_writer *w, const char *s, uint32_t n)
         w->overflow = 1;
         return;
     }
-    memcpy(w->buf + w->len, s, n);
+    memcpy(w->buf + w->len, s, n);   /* one memory.copy with bulk memory */
     w->len += n;
 }
 
 void w_str(ph_writer *w, const char *cstr) { w_raw(w, cstr, ph_strlen(cstr)); }
-
-void w_ch(ph_writer *w, char c) { w_raw(w, &c, 1); }
 
 static void w_u64(ph_writer *w, uint64_t v)
 {
@@ -44,14 +42,42 @@ static void w_u64(ph_writer *w, uint64_t v)
 
 void w_u32(ph_writer *w, uint32_t v) { w_u64(w, v); }
 
-void w_i64(ph_writer *w, int64_t v)
+void w_vfmt(ph_writer *w, const char *fmt, va_list ap)
 {
-    if (v < 0) {
-        w_ch(w, '-');
-        w_u64(w, (uint64_t)0 - (uint64_t)v);   /* INT64_MIN has no positive int64 */
-    } else {
-        w_u64(w, (uint64_t)v);
+    for (;;) {
+        const char *lit = fmt;
+        while (*fmt && *fmt != '%') fmt++;
+        w_raw(w, lit, (uint32_t)(fmt - lit));
+        if (!*fmt) return;
+        char d = fmt[1];
+        fmt += 2;
+        if (d == 's') {
+            w_str(w, va_arg(ap, const char *));
+        } else if (d == 'S') {
+            const char *p = va_arg(ap, const char *);
+            w_raw(w, p, va_arg(ap, uint32_t));
+        } else if (d == 'd') {
+            int64_t v = va_arg(ap, int64_t);
+            if (v < 0) w_raw(w, "-", 1);
+            w_u64(w, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);   /* INT64_MIN has no positive */
+        } else if (d == 'u') {
+            w_u64(w, va_arg(ap, uint32_t));
+        } else if (d == 'b') {
+            w_str(w, va_arg(ap, int) ? "true" : "false");
+        } else if (d == 'c') {
+            char c = (char)va_arg(ap, int);
+            w_raw(w, &c, 1);
+        } else { /* '8': peer ids are logged as 8 digits, enough to tell peers apart */
+            w_raw(w, va_arg(ap, const char *), 8);
+            w_raw(w, "\xE2\x80\xA6", 3);   /* U+2026 "…" */
+        }
     }
 }
 
-void w_bool(ph_writer *w, int v) { w_str(w, v ? "true" : "false"); }
+void w_fmt(ph_writer *w, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    w_vfmt(w, fmt, ap);
+    va_end(ap);
+}

@@ -3,10 +3,20 @@
  *
  * Every append checks the remaining room; a writer that ran out remembers it (`overflow`) and the
  * caller drops the frame instead of sending a cut-off one.
+ *
+ * w_fmt() writes a whole frame or log line from one template: the literal text between directives
+ * is copied as it is (no escaping: templates and arguments are JSON-safe by construction), and
+ *   %s  NUL-terminated string          %S  (const char *p, uint32_t n) span
+ *   %d  int64_t in decimal             %u  uint32_t in decimal
+ *   %b  int: true/false                %c  one char (int)
+ *   %8  a peer id shortened for logs: its first 8 characters and "…"
+ * One call per frame instead of one per piece keeps the module small (each call site in wasm costs
+ * its arguments plus the call); arguments must have exactly these types (varargs are not checked).
  */
 #ifndef PH_FRAME_H
 #define PH_FRAME_H
 
+#include <stdarg.h>
 #include <stdint.h>
 
 typedef struct {
@@ -19,10 +29,9 @@ typedef struct {
 void w_init(ph_writer *w, char *buf, uint32_t cap);
 void w_raw(ph_writer *w, const char *s, uint32_t n);
 void w_str(ph_writer *w, const char *cstr);          /* a NUL-terminated literal, unescaped */
-void w_ch(ph_writer *w, char c);
 void w_u32(ph_writer *w, uint32_t v);
-void w_i64(ph_writer *w, int64_t v);
-void w_bool(ph_writer *w, int v);
+void w_fmt(ph_writer *w, const char *fmt, ...);
+void w_vfmt(ph_writer *w, const char *fmt, va_list ap);
 uint32_t ph_strlen(const char *s);
 
 #endif /* PH_FRAME_H */

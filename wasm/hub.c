@@ -14,9 +14,11 @@
 #include "sha1.h"
 
 #ifndef PH_STACK_SIZE
-#define PH_STACK_SIZE 8192          /* must equal the linker's -z stack-size (build.py passes both) */
+#define PH_STACK_SIZE 4096          /* must equal the linker's -z stack-size (build.py passes both) */
 #endif
-#define PH_OUT_SIZE (MAX_MESSAGE_SIZE + 512) /* largest relay: a full input frame's data + envelope */
+/* Largest frame the hub builds from an input frame: its data (and networkName) + our envelope. The
+ * envelope adds at most ~210 bytes to what the input had to contain anyway (a goodbye, 170) */
+#define PH_OUT_SIZE (MAX_MESSAGE_SIZE + 256)
 #define PH_TYPE_ECHO_MAX 64         /* bytes of an unknown type quoted back in the error frame     */
 #define PH_DEVICE_ID_MAX 64
 #define PH_HUB_ID_PREFIX "pigeonhub-hub-id:"
@@ -38,8 +40,12 @@ static struct {
     } drop;
 } g;
 
+/* connection-rejected is deliberately absent: relaying it breaks real 1.1.3 clients. Two fresh
+ * peers both offer; the larger id rejects the other's offer, and a delivered rejection makes the
+ * smaller one close the connection it is answering at that moment (1 of 6 WebRTC connections
+ * completed with relaying, 6 of 6 without). Like the reference, it gets the `error` frame. */
 static const char *const RELAY_TYPES[] = {
-    "offer", "answer", "ice-candidate", "connection-rejected", "renegotiation-offer",
+    "offer", "answer", "ice-candidate", "renegotiation-offer",
     "renegotiation-answer", "ice-restart-offer", "ice-restart-answer",
 };
 
@@ -53,33 +59,21 @@ static uint32_t now_ms(void)
     return now;
 }
 
-static ph_writer g_lw;
-
-static ph_writer *log_begin(char level)
+/* One log line "L text" from a w_fmt template whose first character is the level letter. */
+static void log_fmt(const char *fmt, ...)
 {
-    w_init(&g_lw, g_log, sizeof g_log);
-    w_ch(&g_lw, level);
-    w_ch(&g_lw, ' ');
-    return &g_lw;
+    ph_writer w;
+    va_list ap;
+    w_init(&w, g_log, sizeof g_log);
+    va_start(ap, fmt);
+    w_vfmt(&w, fmt, ap);
+    va_end(ap);
+    log_message(g_log, (int32_t)w.len);
 }
-
-/* Peer ids are logged as their first 8 digits: enough to tell peers apart, short on a serial line. */
-static void w_id8(ph_writer *w, const char *id)
-{
-    w_raw(w, id, 8);
-    w_str(w, "\xE2\x80\xA6");   /* U+2026 "…" */
-}
-
-static void log_end(void) { log_message(g_log, (int32_t)g_lw.len); }
 
 static void log_peer(char level, const ph_peer *p, const char *what)
 {
-    ph_writer *w = log_begin(level);
-    w_str(w, "peer ");
-    w_id8(w, p->id);
-    w_ch(w, ' ');
-    w_str(w, what);
-    log_end();
+    log_fmt("%c peer %8 %s", level, p->id, what);
 }
 
 static void count_send(int32_t rc)
@@ -97,34 +91,22 @@ static void send_out(const ph_peer *to, const ph_writer *w)
     count_send(ws_send_to_peer(to->conn, w->buf, (int32_t)w->len));
 }
 
-static void frame_begin(ph_writer *w, const char *type)
+/* Starts a frame in the output buffer: w_fmt(`fmt`, ...) */
+static void frame_fmt(ph_writer *w, const char *fmt, ...)
 {
+    va_list ap;
     w_init(w, g_out, sizeof g_out);
-    w_str(w, "{\"type\":\"");
-    w_str(w, type);
-    w_ch(w, '"');
+    va_start(ap, fmt);
+    w_vfmt(w, fmt, ap);
+    va_end(ap);
 }
 
-static void w_key_str(ph_writer *w, const char *key, const char *val, uint32_t n)
+/* The tail of every frame the hub itself addresses to `to`, then sends it. */
+static void send_system(const ph_peer *to, ph_writer *w, int64_t ts)
 {
-    w_str(w, ",\"");
-    w_str(w, key);
-    w_str(w, "\":\"");
-    w_raw(w, val, n);
-    w_ch(w, '"');
-}
-
-static void frame_end(ph_writer *w, int64_t ts)
-{
-    w_str(w, ",\"timestamp\":");
-    w_i64(w, ts);
-    w_ch(w, '}');
-}
-
-static void w_system_to(ph_writer *w, const ph_peer *to)
-{
-    w_key_str(w, "fromPeerId", "system", 6);
-    w_key_str(w, "targetPeerId", to->id, PH_PEER_ID_LEN);
+    w_fmt(w, ",\"fromPeerId\":\"system\",\"targetPeerId\":\"%S\",\"timestamp\":%d}", to->id,
+          (uint32_t)PH_PEER_ID_LEN, ts);
+    send_out(to, w);
 }
 
 /* {"type":"error","error":"<a><b><c>","timestamp":T}; the parts are JSON-safe string content. */
@@ -132,13 +114,7 @@ static void send_error(const ph_peer *to, const char *a, const char *b, uint32_t
                        const char *c, int64_t ts)
 {
     ph_writer w;
-    frame_begin(&w, "error");
-    w_str(&w, ",\"error\":\"");
-    w_str(&w, a);
-    w_raw(&w, b, b_len);
-    w_str(&w, c);
-    w_ch(&w, '"');
-    frame_end(&w, ts);
+    frame_fmt(&w, "{\"type\":\"error\",\"error\":\"%s%S%s\",\"timestamp\":%d}", a, b, b_len, c, ts);
     send_out(to, &w);
 }
 
@@ -146,35 +122,28 @@ static void send_error(const ph_peer *to, const char *a, const char *b, uint32_t
 static void send_discovered(const ph_peer *to, const ph_peer *about, int64_t ts)
 {
     ph_writer w;
-    frame_begin(&w, "peer-discovered");
-    w_str(&w, ",\"data\":{\"peerId\":\"");
-    w_raw(&w, about->id, PH_PEER_ID_LEN);
-    w_str(&w, "\",\"isHub\":");
-    w_bool(&w, about->is_hub);
-    w_raw(&w, about->extra, about->extra_len);
-    w_ch(&w, '}');
-    w_key_str(&w, "networkName", about->net, about->net_len);
-    w_system_to(&w, to);
-    frame_end(&w, ts);
-    send_out(to, &w);
+    frame_fmt(&w, "{\"type\":\"peer-discovered\",\"data\":{\"peerId\":\"%S\",\"isHub\":%b%S},"
+                  "\"networkName\":\"%S\"",
+              about->id, (uint32_t)PH_PEER_ID_LEN, (int)about->is_hub, about->extra,
+              (uint32_t)about->extra_len, about->net, (uint32_t)about->net_len);
+    send_system(to, &w, ts);
 }
 
 static void send_departed(const ph_peer *to, const ph_peer *gone, const char *reason, int64_t ts)
 {
     ph_writer w;
-    frame_begin(&w, "peer-disconnected");
-    w_str(&w, ",\"data\":{\"peerId\":\"");
-    w_raw(&w, gone->id, PH_PEER_ID_LEN);
-    w_str(&w, "\",\"isHub\":");
-    w_bool(&w, gone->is_hub);
-    w_key_str(&w, "reason", reason, ph_strlen(reason));
-    w_str(&w, ",\"timestamp\":");
-    w_i64(&w, ts);
-    w_ch(&w, '}');
-    w_key_str(&w, "networkName", gone->net, gone->net_len);
-    w_system_to(&w, to);
-    frame_end(&w, ts);
-    send_out(to, &w);
+    frame_fmt(&w, "{\"type\":\"peer-disconnected\",\"data\":{\"peerId\":\"%S\",\"isHub\":%b,"
+                  "\"reason\":\"%s\",\"timestamp\":%d},\"networkName\":\"%S\"",
+              gone->id, (uint32_t)PH_PEER_ID_LEN, (int)gone->is_hub, reason, ts, gone->net,
+              (uint32_t)gone->net_len);
+    send_system(to, &w, ts);
+}
+
+/* {"type":"<type>"[,"data":<data>] — relayed frames carry `data` byte for byte, or omit it. */
+static void frame_relay(ph_writer *w, const char *type, const json_val *data)
+{
+    frame_fmt(w, "{\"type\":\"%s\"", type);
+    if (data->kind != JV_NONE) w_fmt(w, ",\"data\":%S", data->p, data->n);
 }
 
 /* --- membership ------------------------------------------------------------------------------ */
@@ -212,17 +181,17 @@ static uint32_t network_count(void)
 
 /* networkName of a frame the way the reference reads it (`message.networkName || "global"`): missing,
  * null, false and "" mean "global". Returns 0 for other non-strings (no network can match them). */
-static int frame_network(const json_val *frame, const char **net, uint32_t *len)
+static int frame_network(const json_top *f, const char **net, uint32_t *len)
 {
-    json_val v = json_get(frame, "networkName");
-    if (v.kind == JV_STRING && json_str_n(&v) > 0) {
-        *net = json_str_p(&v);
-        *len = json_str_n(&v);
+    const json_val *v = &f->networkName;
+    if (v->kind == JV_STRING && json_str_n(v) > 0) {
+        *net = json_str_p(v);
+        *len = json_str_n(v);
         return 1;
     }
     *net = "global";
     *len = 6;
-    return v.kind == JV_NONE || v.kind == JV_NULL || v.kind == JV_FALSE || v.kind == JV_STRING;
+    return v->kind == JV_NONE || v->kind == JV_NULL || v->kind == JV_FALSE || v->kind == JV_STRING;
 }
 
 static int is_peer_id(const char *s, uint32_t n)
@@ -235,7 +204,7 @@ static int is_peer_id(const char *s, uint32_t n)
     return 1;
 }
 
-static void handle_announce(ph_peer *p, const json_val *frame, int64_t ts)
+static void handle_announce(ph_peer *p, const json_top *frame, int64_t ts)
 {
     const char *net;
     uint32_t net_len;
@@ -249,7 +218,7 @@ static void handle_announce(ph_peer *p, const json_val *frame, int64_t ts)
         send_error(p, "announce networkName too long (max ", "64", 2, " bytes)", ts);
         return;
     }
-    json_val data = json_get(frame, "data");
+    json_val data = frame->data;
     if (data.kind == JV_OBJECT && data.n > PH_ANNOUNCE_DATA_MAX) {
         g.drop.bad_announce++;
         send_error(p, "announce data too large (max ", "256", 3, " bytes)", ts);
@@ -272,10 +241,7 @@ static void handle_announce(ph_peer *p, const json_val *frame, int64_t ts)
                 hub |= v.kind == JV_TRUE;
                 continue;
             }
-            w_ch(&x, ',');
-            w_raw(&x, k.p, k.n);
-            w_ch(&x, ':');
-            w_raw(&x, v.p, v.n);
+            w_fmt(&x, ",%S:%S", k.p, k.n, v.p, v.n);
         }
     }
 
@@ -316,20 +282,13 @@ static void handle_announce(ph_peer *p, const json_val *frame, int64_t ts)
         if (!hub && q->is_hub) send_discovered(q, p, ts);
     }
 
-    ph_writer *w = log_begin('I');
-    w_str(w, "peer ");
-    w_id8(w, p->id);
-    w_str(w, hub ? " announced as hub in '" : " announced in '");
-    w_raw(w, net, net_len);
-    w_str(w, "' (");
-    w_u32(w, members);
-    w_str(w, " other peers there)");
-    log_end();
+    log_fmt("I peer %8%s%S' (%u other peers there)", p->id,
+            hub ? " announced as hub in '" : " announced in '", net, net_len, members);
 }
 
-static void handle_relay(ph_peer *p, const char *type, const json_val *frame, int64_t ts)
+static void handle_relay(ph_peer *p, const char *type, const json_top *frame, int64_t ts)
 {
-    json_val target = json_get(frame, "targetPeerId");
+    json_val target = frame->targetPeerId;
     if (target.kind != JV_STRING || json_str_n(&target) == 0) {
         g.drop.no_target++;
         return;
@@ -344,7 +303,7 @@ static void handle_relay(ph_peer *p, const char *type, const json_val *frame, in
     const char *from = p->id;
     if (from_hub) {
         /* A hub relays for peers on other hubs: it names the original sender. */
-        json_val f = json_get(frame, "fromPeerId");
+        json_val f = frame->fromPeerId;
         if (f.kind == JV_STRING && is_peer_id(json_str_p(&f), json_str_n(&f))) from = json_str_p(&f);
     }
     const char *tid = json_str_p(&target);
@@ -368,17 +327,10 @@ static void handle_relay(ph_peer *p, const char *type, const json_val *frame, in
         return;
     }
 
-    json_val data = json_get(frame, "data");
     ph_writer w;
-    frame_begin(&w, type);
-    if (data.kind != JV_NONE) {
-        w_str(&w, ",\"data\":");
-        w_raw(&w, data.p, data.n);
-    }
-    w_key_str(&w, "fromPeerId", from, PH_PEER_ID_LEN);
-    w_key_str(&w, "targetPeerId", tid, tid_len);
-    w_key_str(&w, "networkName", net, net_len);
-    frame_end(&w, ts);
+    frame_relay(&w, type, &frame->data);
+    w_fmt(&w, ",\"fromPeerId\":\"%S\",\"targetPeerId\":\"%S\",\"networkName\":\"%S\",\"timestamp\":%d}",
+          from, (uint32_t)PH_PEER_ID_LEN, tid, tid_len, net, net_len, ts);
     if (t) {
         send_out(t, &w);
         return;
@@ -395,22 +347,16 @@ static void handle_relay(ph_peer *p, const char *type, const json_val *frame, in
     if (!hubs) g.drop.unknown_target++;
 }
 
-static void handle_goodbye(ph_peer *p, const json_val *frame, int64_t ts)
+static void handle_goodbye(ph_peer *p, const json_top *frame, int64_t ts)
 {
     if (!p->announced) {
         log_peer('D', p, "said goodbye outside any network");
         return;
     }
-    json_val data = json_get(frame, "data");
     ph_writer w;
-    frame_begin(&w, "goodbye");
-    if (data.kind != JV_NONE) {
-        w_str(&w, ",\"data\":");
-        w_raw(&w, data.p, data.n);
-    }
-    w_key_str(&w, "fromPeerId", p->id, PH_PEER_ID_LEN);
-    w_key_str(&w, "networkName", p->net, p->net_len);
-    frame_end(&w, ts);
+    frame_relay(&w, "goodbye", &frame->data);
+    w_fmt(&w, ",\"fromPeerId\":\"%S\",\"networkName\":\"%S\",\"timestamp\":%d}", p->id,
+          (uint32_t)PH_PEER_ID_LEN, p->net, (uint32_t)p->net_len, ts);
 
     uint32_t members = 0, others = 0;
     for (uint32_t i = 0; i < MAX_PEERS; i++) {
@@ -435,7 +381,7 @@ static void handle_goodbye(ph_peer *p, const json_val *frame, int64_t ts)
 }
 
 /* A hub forwards a peer it knows: pass it to our clients of that network (protocol.md §6.2). */
-static void handle_hub_discovered(ph_peer *p, const json_val *frame, int64_t ts)
+static void handle_hub_discovered(ph_peer *p, const json_top *frame, int64_t ts)
 {
     if (!p->announced || !p->is_hub) {
         log_peer('D', p, "sent peer-discovered but is not a hub: ignored");
@@ -443,7 +389,7 @@ static void handle_hub_discovered(ph_peer *p, const json_val *frame, int64_t ts)
     }
     const char *net;
     uint32_t net_len;
-    json_val data = json_get(frame, "data");
+    json_val data = frame->data;
     json_val pid = data.kind == JV_OBJECT ? json_get(&data, "peerId") : data;
     if (!frame_network(frame, &net, &net_len) || pid.kind != JV_STRING) {
         g.drop.invalid_json++;
@@ -456,13 +402,9 @@ static void handle_hub_discovered(ph_peer *p, const json_val *frame, int64_t ts)
             continue;   /* never introduce a peer to itself */
         }
         ph_writer w;
-        frame_begin(&w, "peer-discovered");
-        w_str(&w, ",\"data\":");
-        w_raw(&w, data.p, data.n);
-        w_key_str(&w, "networkName", net, net_len);
-        w_system_to(&w, q);
-        frame_end(&w, ts);
-        send_out(q, &w);
+        frame_fmt(&w, "{\"type\":\"peer-discovered\",\"data\":%S,\"networkName\":\"%S\"", data.p,
+                  data.n, net, net_len);
+        send_system(q, &w, ts);
     }
 }
 
@@ -516,27 +458,16 @@ int32_t init(void)
     g_hub_id[PH_PEER_ID_LEN] = '\0';
     g.last_now = millis();
 
-    ph_writer *w = log_begin('I');
-    w_str(w, "hub ");
-    w_id8(w, g_hub_id);
-    w_str(w, " ready: abi ");
-    w_u32(w, PH_ABI_VERSION);
-    w_str(w, ", max ");
-    w_u32(w, MAX_PEERS);
-    w_str(w, " peers, frames up to ");
-    w_u32(w, MAX_MESSAGE_SIZE);
-    w_str(w, " bytes");
-    log_end();
+    log_fmt("I hub %8 ready: abi %u, max %u peers, frames up to %u bytes", g_hub_id,
+            (uint32_t)PH_ABI_VERSION, (uint32_t)MAX_PEERS, (uint32_t)MAX_MESSAGE_SIZE);
     return 0;
 }
 
 int32_t start_server(int32_t port)
 {
     int32_t rc = ws_server_start(port);
-    ph_writer *w = log_begin(rc == 0 ? 'I' : 'E');
-    w_str(w, rc == 0 ? "listening on port " : "ws_server_start failed for port ");
-    w_i64(w, port);
-    log_end();
+    log_fmt(rc == 0 ? "I listening on port %d" : "E ws_server_start failed for port %d",
+            (int64_t)port);
     if (rc == 0) g.running = 1;
     return rc;
 }
@@ -578,15 +509,17 @@ static const char *url_peer_id(const char *url, uint32_t n, uint32_t *len)
 static void refuse(int32_t conn, const char *reason, uint32_t reason_len, const char *why)
 {
     ws_close_peer(conn, PH_CLOSE_POLICY, reason, (int32_t)reason_len);
-    ph_writer *w = log_begin('W');
-    w_str(w, "connection ");
-    w_i64(w, conn);
-    w_str(w, " refused: ");
-    w_str(w, why);
-    log_end();
+    log_fmt("W connection %d refused: %s", (int64_t)conn, why);
 }
 
 #define REFUSE(conn, reason, why) refuse(conn, reason, sizeof reason - 1, why)
+
+/* "I peer 0123abcd… connected (3/20)": slots in use, including those being closed. */
+static void log_slots(const ph_peer *p, const char *what)
+{
+    log_fmt("I peer %8%s%u/%u)", p->id, what, (uint32_t)(MAX_PEERS - peer_count(PEER_FREE)),
+            (uint32_t)MAX_PEERS);
+}
 
 void on_peer_connected(int32_t conn)
 {
@@ -618,23 +551,10 @@ void on_peer_connected(int32_t conn)
     p->last_activity = now;
 
     ph_writer w;
-    frame_begin(&w, "connected");
-    w_str(&w, ",\"data\":{\"peerId\":\"");
-    w_raw(&w, p->id, PH_PEER_ID_LEN);
-    w_str(&w, "\"}");
-    w_key_str(&w, "fromPeerId", "system", 6);
-    frame_end(&w, wall_clock_ms());
+    frame_fmt(&w, "{\"type\":\"connected\",\"data\":{\"peerId\":\"%S\"},\"fromPeerId\":\"system\","
+                  "\"timestamp\":%d}", p->id, (uint32_t)PH_PEER_ID_LEN, wall_clock_ms());
     send_out(p, &w);
-
-    ph_writer *lw = log_begin('I');
-    w_str(lw, "peer ");
-    w_id8(lw, p->id);
-    w_str(lw, " connected (");
-    w_u32(lw, MAX_PEERS - peer_count(PEER_FREE));
-    w_ch(lw, '/');
-    w_u32(lw, MAX_PEERS);
-    w_ch(lw, ')');
-    log_end();
+    log_slots(p, " connected (");
 }
 
 void on_peer_disconnected(int32_t conn)
@@ -644,15 +564,7 @@ void on_peer_disconnected(int32_t conn)
     now_ms();
     if (p->state == PEER_OPEN) leave_network(p, "Connection closed", wall_clock_ms());
     p->state = PEER_FREE;
-    ph_writer *w = log_begin('I');
-    w_str(w, "peer ");
-    w_id8(w, p->id);
-    w_str(w, " disconnected (");
-    w_u32(w, MAX_PEERS - peer_count(PEER_FREE));
-    w_ch(w, '/');
-    w_u32(w, MAX_PEERS);
-    w_ch(w, ')');
-    log_end();
+    log_slots(p, " disconnected (");
 }
 
 void on_message(int32_t conn, const char *ptr, int32_t len)
@@ -675,11 +587,11 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
     p->last_activity = now_ms();
     p->pinged = 0;
 
-    int rc = json_validate(ptr, (uint32_t)len);
-    json_val frame = {ptr, (uint32_t)len, JV_OBJECT};
-    json_val type = {0, 0, JV_NONE};
-    if (rc == PH_JSON_OK) type = json_get(&frame, "type");
-    if (type.kind != JV_STRING) {
+    /* One validating pass that also records the top-level members the handlers need. */
+    json_top frame;
+    int rc = json_scan(ptr, (uint32_t)len, &frame);
+    json_val type = frame.type;
+    if (rc != PH_JSON_OK || type.kind != JV_STRING) {
         g.drop.invalid_json++;
         log_peer('D', p, rc == PH_JSON_UTF8    ? "sent invalid UTF-8: ignored"
                          : rc == PH_JSON_DEPTH ? "sent JSON nested too deep: ignored"
@@ -700,13 +612,8 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
         handle_announce(p, &frame, ts);
     } else if (json_str_equals(&type, "ping")) {
         ph_writer w;
-        frame_begin(&w, "pong");
-        w_str(&w, ",\"data\":{\"timestamp\":");
-        w_i64(&w, ts);
-        w_ch(&w, '}');
-        w_system_to(&w, p);
-        frame_end(&w, ts);
-        send_out(p, &w);
+        frame_fmt(&w, "{\"type\":\"pong\",\"data\":{\"timestamp\":%d}", ts);
+        send_system(p, &w, ts);
     } else if (json_str_equals(&type, "goodbye")) {
         handle_goodbye(p, &frame, ts);
     } else if (json_str_equals(&type, "cleanup")) {
@@ -764,11 +671,7 @@ int32_t get_peer_count(void) { return (int32_t)peer_count(PEER_OPEN); }
 static void w_fields(ph_writer *w, const char *keys, const uint32_t *vals, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
-        if (i) w_ch(w, ',');
-        w_ch(w, '"');
-        w_str(w, keys);
-        w_str(w, "\":");
-        w_u32(w, vals[i]);
+        w_fmt(w, &",\"%s\":%u"[i == 0], keys, vals[i]);
         keys += ph_strlen(keys) + 1;
     }
 }
@@ -806,16 +709,12 @@ void get_stats(char *buf, int32_t size)
 #endif
     ph_writer w;
     w_init(&w, buf, (uint32_t)size - 1);   /* room for the NUL */
-    w_str(&w, "{\"running\":");
-    w_bool(&w, g.running);
-    w_key_str(&w, "hubId", g_hub_id, PH_PEER_ID_LEN);
-    w_ch(&w, ',');
+    w_fmt(&w, "{\"running\":%b,\"hubId\":\"%S\",", (int)g.running, g_hub_id,
+          (uint32_t)PH_PEER_ID_LEN);
     w_fields(&w, STAT_KEYS, stats, sizeof stats / sizeof stats[0]);
     w_str(&w, ",\"dropped\":{");
     w_fields(&w, DROP_KEYS, drops, sizeof drops / sizeof drops[0]);
-    w_str(&w, "},\"uptimeMs\":");
-    w_i64(&w, (int64_t)g.uptime_ms);
-    w_str(&w, ",\"memory\":{");
+    w_fmt(&w, "},\"uptimeMs\":%d,\"memory\":{", (int64_t)g.uptime_ms);
     w_fields(&w, MEM_KEYS, mem, sizeof mem / sizeof mem[0]);
     w_str(&w, "}}");
     if (w.overflow) w.len = 0;   /* never a cut-off document: an empty string says "too small" */

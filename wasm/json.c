@@ -3,6 +3,8 @@
  * hostile nesting costs no C stack; lookups rely on validation having happened and stay simple.
  */
 #include "json.h"
+#include "frame.h"
+#include "ph_port.h"
 
 #if PH_JSON_MAX_DEPTH > 32
 #error "PH_JSON_MAX_DEPTH must fit the 32-bit container stack"
@@ -45,41 +47,79 @@ static uint32_t utf8_len(const unsigned char *s, uint32_t n, uint32_t i)
     return len;
 }
 
+/* Word-at-a-time scanning of string bodies: a frame is mostly the body of one string (an SDP), and
+ * an interpreter pays per executed instruction, so eight bytes are classified with one i64 load and
+ * a dozen ALU ops instead of a dozen ops per byte. The result has bit 7 of byte k set when byte k is
+ * '"', '\\', a control character (< 0x20) or >= 0x80. Additions carry into the next byte only out
+ * of a byte >= 0x80, which is itself flagged, so the LOWEST flagged byte is always exact (higher
+ * ones may be false): the scanner jumps there and handles that one byte exactly. */
+#define SWAR_ONES 0x0101010101010101ull
+#define SWAR_HIGH 0x8080808080808080ull
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "json.c's word-at-a-time scanner assumes little-endian loads (wasm32 always is)"
+#endif
+
+static uint64_t special_bytes(uint64_t x)
+{
+    uint64_t ok = (x + SWAR_ONES * 0x60)                          /* bit 7: byte >= 0x20 */
+                  & ((x ^ SWAR_ONES * '"') + SWAR_ONES * 0x7F)     /* bit 7: byte != '"'  */
+                  & ((x ^ SWAR_ONES * '\\') + SWAR_ONES * 0x7F);   /* bit 7: byte != '\\' */
+    return (~ok | x) & SWAR_HIGH;
+}
+
+/* Bit k set: "\<0x60 + k>" is a valid escape (\b \f \n \r \t); '"', '\\' and '/' are tested apart. */
+#define ESCAPE_LETTERS (1u << ('b' - 0x60) | 1u << ('f' - 0x60) | 1u << ('n' - 0x60) | \
+                        1u << ('r' - 0x60) | 1u << ('t' - 0x60))
+
 /* s[i] is the opening quote. Returns the index after the closing quote, or a PH_JSON_* error. */
 static int64_t scan_string(const char *s, uint32_t n, uint32_t i)
 {
     const unsigned char *u = (const unsigned char *)s;
     i++;
-    while (i < n) {
-        unsigned char c = u[i];
-        if (c == '"') return (int64_t)i + 1;
-        if (c < 0x20) return PH_JSON_SYNTAX;
-        if (c == '\\') {
-            if (i + 1 >= n) return PH_JSON_SYNTAX;
-            char e = s[i + 1];
-            if (e == 'u') {
-                if (n - i < 6) return PH_JSON_SYNTAX;
-                for (uint32_t k = 2; k < 6; k++) {
-                    if (!is_hex(s[i + k])) return PH_JSON_SYNTAX;
-                }
-                /* Lone surrogates and \u0000 are legal JSON (JSON.parse accepts them) and stay
-                 * escaped ASCII when relayed, so they are allowed. */
-                i += 6;
-            } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
-                       e == 'r' || e == 't') {
-                i += 2;
-            } else {
-                return PH_JSON_SYNTAX;
+    for (;;) {
+        for (;;) {   /* plain bytes, eight at a time */
+            if (n - i < 8) {   /* i <= n always holds here: the tail byte by byte */
+                if (i >= n) return PH_JSON_SYNTAX;   /* truncated */
+                break;
             }
+            uint64_t x;
+            memcpy(&x, s + i, 8);   /* one unaligned i64.load */
+            uint64_t m = special_bytes(x);
+            if (m) {
+                i += (uint32_t)__builtin_ctzll(m) >> 3;
+                break;
+            }
+            i += 8;
+        }
+        unsigned char c = u[i];
+        if (c == '\\') {   /* first: SDP bodies hold an escaped CR LF per line */
+            if (n - i < 2) return PH_JSON_SYNTAX;
+            unsigned char e = u[i + 1];
+            if (e >= 0x60 ? e < 0x80 && (ESCAPE_LETTERS >> (e - 0x60)) & 1
+                          : e == '"' || e == '\\' || e == '/') {
+                i += 2;
+                continue;
+            }
+            if (e != 'u' || n - i < 6) return PH_JSON_SYNTAX;
+            for (uint32_t k = 2; k < 6; k++) {
+                if (!is_hex(s[i + k])) return PH_JSON_SYNTAX;
+            }
+            /* Lone surrogates and \u0000 are legal JSON (JSON.parse accepts them) and stay
+             * escaped ASCII when relayed, so they are allowed. */
+            i += 6;
+        } else if (c == '"') {
+            return (int64_t)i + 1;
+        } else if (c < 0x20) {
+            return PH_JSON_SYNTAX;
         } else if (c < 0x80) {
-            i++;
+            i++;   /* the byte-by-byte tail */
         } else {
             uint32_t len = utf8_len(u, n, i);
             if (!len) return PH_JSON_UTF8;
             i += len;
         }
     }
-    return PH_JSON_SYNTAX;   /* truncated */
 }
 
 static uint32_t digits(const char *s, uint32_t n, uint32_t i)
@@ -118,18 +158,63 @@ static int64_t scan_literal(const char *s, uint32_t n, uint32_t i, const char *l
     return i;
 }
 
+static json_kind kind_of(char c)
+{
+    switch (c) {
+    case '"': return JV_STRING;
+    case '{': return JV_OBJECT;
+    case '[': return JV_ARRAY;
+    case 't': return JV_TRUE;
+    case 'f': return JV_FALSE;
+    case 'n': return JV_NULL;
+    default: return JV_NUMBER;
+    }
+}
+
 enum { ST_VALUE, ST_VALUE_OR_CLOSE, ST_KEY, ST_KEY_OR_CLOSE, ST_AFTER };
 
-int json_validate(const char *s, uint32_t n)
+/* json_top's members in order, as fixed-width names (NUL-padded) with their lengths. */
+static const char TOP_KEYS[][13] = {"type", "data", "networkName", "targetPeerId", "fromPeerId"};
+static const uint8_t TOP_LENS[] = {4, 4, 11, 12, 10};
+
+/* The json_top member a top-level key (raw content p/n, no quotes) names, or NULL. Keys compare
+ * decoded (as JSON.parse): an escaped key takes the exact path, the usual plain key is compared
+ * raw, which is the same thing when it holds no backslash. */
+static json_val *top_member(json_top *top, const char *p, uint32_t n)
+{
+    int escaped = 0;
+    for (uint32_t i = 0; i < n; i++) escaped |= p[i] == '\\';
+    json_val key = {p - 1, n + 2, JV_STRING};
+    for (uint32_t k = 0; k < sizeof TOP_LENS; k++) {
+        if (escaped ? json_str_equals(&key, TOP_KEYS[k])
+                    : n == TOP_LENS[k] && memcmp(p, TOP_KEYS[k], n) == 0) {
+            return &top->type + k;
+        }
+    }
+    return 0;
+}
+
+int json_scan(const char *s, uint32_t n, json_top *top)
 {
     uint32_t i = skip_ws(s, n, 0);
+    json_val *field = 0;    /* member of the top-level object whose value is being scanned */
+    uint32_t field_at = 0;
     /* The grammar is checked for any top-level value so the log can tell "valid JSON, but not an
      * object" from garbage. */
     int object = i < n && s[i] == '{';
     uint32_t objects = 0;   /* bit d set: level d is an object (else an array) */
     uint32_t depth = 0;
     int state = ST_VALUE;
+    if (top) memset(top, 0, sizeof *top);
     for (;;) {
+        if (field && state == ST_AFTER && depth == 1) {
+            /* A top-level member's value just ended: record its span (a later duplicate key
+             * overwrites it, as JSON.parse keeps the last). */
+            field->p = s + field_at;
+            field->n = i - field_at;
+            field->kind = kind_of(s[field_at]);
+            field = 0;
+        }
         if (state == ST_AFTER && depth == 0) {
             if (skip_ws(s, n, i) != n) return PH_JSON_SYNTAX;
             return object ? PH_JSON_OK : PH_JSON_NOT_OBJECT;
@@ -178,6 +263,10 @@ int json_validate(const char *s, uint32_t n)
             if (c != '"') return PH_JSON_SYNTAX;
             r = scan_string(s, n, i);
             if (r < 0) return (int)r;
+            if (top && depth == 1 && object) {
+                field = top_member(top, s + i + 1, (uint32_t)r - i - 2);
+                field_at = skip_ws(s, n, skip_ws(s, n, (uint32_t)r) + 1);   /* after the ':' */
+            }
             i = skip_ws(s, n, (uint32_t)r);
             if (i >= n || s[i] != ':') return PH_JSON_SYNTAX;
             i++;
@@ -228,19 +317,6 @@ static const char *skip_value(const char *p, const char *end)
     }
     while (p < end && *p != ',' && *p != '}' && *p != ']' && !is_ws(*p)) p++;
     return p;
-}
-
-static json_kind kind_of(char c)
-{
-    switch (c) {
-    case '"': return JV_STRING;
-    case '{': return JV_OBJECT;
-    case '[': return JV_ARRAY;
-    case 't': return JV_TRUE;
-    case 'f': return JV_FALSE;
-    case 'n': return JV_NULL;
-    default: return JV_NUMBER;
-    }
 }
 
 void json_iter_init(json_iter *it, const json_val *obj)

@@ -40,7 +40,17 @@ typedef struct {
     const char *end;
 } json_iter;
 
-int json_validate(const char *s, uint32_t n);
+/* The top-level members the hub routes on, captured by the validating pass so nothing rescans the
+ * frame; kind JV_NONE when absent. */
+typedef struct {
+    json_val type, data, networkName, targetPeerId, fromPeerId;
+} json_top;
+
+/* Validates the whole text (PH_JSON_*); when `top` is not NULL and the text is an object, also
+ * records the spans of the members above (keys compared decoded, the last duplicate wins). On an
+ * error `top` holds whatever was seen so far: do not use it. */
+int json_scan(const char *s, uint32_t n, json_top *top);
+static inline int json_validate(const char *s, uint32_t n) { return json_scan(s, n, 0); }
 
 /* `obj` must be a JV_OBJECT value (or a whole validated frame). */
 void json_iter_init(json_iter *it, const json_val *obj);

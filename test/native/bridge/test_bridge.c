@@ -812,6 +812,244 @@ static void test_hub_full(void)
 }
 
 /* ------------------------------------------------------------------------------------------------ */
+/* Module swap (ph_bridge_swap)                                                                     */
+
+/* What clients have seen so far: frames, closes and pings over all connections. */
+typedef struct { int frames, closes, pings; } seen_totals;
+
+static seen_totals totals(fake_transport *t)
+{
+    seen_totals s = { 0, 0, 0 };
+    for (int i = 0; i < t->conn_count; i++) {
+        s.frames += t->conns[i].frame_count;
+        s.closes += t->conns[i].close_calls;
+        s.pings += t->conns[i].pings;
+    }
+    return s;
+}
+
+static blob copy_blob(blob b)
+{
+    blob c = { malloc(b.len), b.len };
+    memcpy(c.data, b.data, b.len);
+    return c;
+}
+
+static void test_hub_swap_keeps_peers_silently(void)
+{
+    if (!g_hub.data) SKIP("HUB_WASM not set");
+    fake_transport *t = start(g_hub, NULL);
+    if (!t) { CHECK(0, "hub.wasm refused"); return; }
+    CHECK(ph_bridge_start(t->bridge, 3000) == 0, "start");
+    int32_t a = hub_join(t, peer_a, "demo"), b = hub_join(t, peer_b, "demo");
+    CHECK(received(t, a, "\"type\":\"peer-discovered\"", peer_b), "A did not discover B");
+    seen_totals before = totals(t);
+    int starts = t->server_starts;
+
+    /* A separate copy: the new module's bytes, as an upload would bring them. */
+    blob next = copy_blob(g_hub);
+    char err[256] = "";
+    ph_result rc = ph_bridge_swap(t->bridge, next.data, next.len, err, sizeof err);
+    pump(t);
+    CHECK(rc == PH_OK, "swap failed: %d %s", rc, err);
+    seen_totals after = totals(t);
+    CHECK(after.frames == before.frames && after.closes == before.closes && after.pings == before.pings,
+          "clients saw something during the swap: frames %d->%d closes %d->%d pings %d->%d",
+          before.frames, after.frames, before.closes, after.closes, before.pings, after.pings);
+    CHECK(t->server_starts == starts, "the transport was asked to start listening again");
+    CHECK(ph_bridge_peer_count(t->bridge) == 2, "new module knows %d peers", ph_bridge_peer_count(t->bridge));
+    CHECK(ph_bridge_connection_count(t->bridge) == 2, "connections %u", ph_bridge_connection_count(t->bridge));
+    CHECK(ph_bridge_last_swap_replayed(t->bridge) == 2, "replayed %u", ph_bridge_last_swap_replayed(t->bridge));
+
+    /* The new module relays between the peers it only knows from the replay... */
+    char *o = offer(peer_b, 500);
+    frame(t, a, o);
+    free(o);
+    CHECK(received(t, b, "\"type\":\"offer\"", "\"fromPeerId\":\"a1a1"), "B did not get A's offer after the swap");
+    /* ...and knows their networks: a newcomer is introduced to both, both to it. */
+    int32_t c = hub_join(t, peer_c, "demo");
+    CHECK(received(t, c, "\"type\":\"connected\"", peer_c), "C got no 'connected'");
+    CHECK(received(t, a, "\"type\":\"peer-discovered\"", peer_c), "A did not discover C after the swap");
+    CHECK(received(t, b, "\"type\":\"peer-discovered\"", peer_c), "B did not discover C after the swap");
+    CHECK(received(t, c, "\"type\":\"peer-discovered\"", peer_a), "C did not discover A");
+    CHECK(count_received(t, a, "\"type\":\"connected\"") == 1, "A got a second 'connected'");
+    CHECK(count_received(t, a, peer_b) >= 1 && count_received(t, b, "\"type\":\"peer-discovered\"") == 2,
+          "B's discoveries: %d (A once, C once)", count_received(t, b, "\"type\":\"peer-discovered\""));
+    /* Outbox accounting survived: everything sent was acknowledged by pump(). */
+    char stats[8192];
+    CHECK(ph_bridge_stats_json(t->bridge, stats, sizeof stats) > 0, "stats");
+    CHECK(strstr(stats, "\"outboxBytes\":0,") && strstr(stats, "\"swaps\":1,") &&
+          strstr(stats, "\"lastSwapReplayed\":2,") && strstr(stats, "\"lastSwapAnnounces\":2,"), "%s", stats);
+    /* Closing after the swap: the new module gets the disconnect and tells the others. */
+    ph_bridge_on_close(t->bridge, a);
+    pump(t);
+    CHECK(received(t, b, "\"type\":\"peer-disconnected\"", peer_a), "B not told A left");
+    CHECK(ph_bridge_peer_count(t->bridge) == 2, "peers after close %d", ph_bridge_peer_count(t->bridge));
+    ft_free(t);
+    free(next.data);
+}
+
+static void test_hub_swap_forgets_announce_after_goodbye(void)
+{
+    if (!g_hub.data) SKIP("HUB_WASM not set");
+    fake_transport *t = start(g_hub, NULL);
+    if (!t) { CHECK(0, "hub.wasm refused"); return; }
+    int32_t a = hub_join(t, peer_a, "demo");
+    int32_t b = hub_join(t, peer_b, "demo");
+    frame(t, b, "{\"type\":\"goodbye\",\"data\":{}}");
+    /* A frame whose NESTED type says announce is not an announce. */
+    char url[128];
+    snprintf(url, sizeof url, "/?peerId=%s", peer_c);
+    int32_t c = open_conn(t, url);
+    frame(t, c, "{\"type\":\"ping\",\"data\":{\"type\":\"announce\"},\"networkName\":\"demo\"}");
+    char err[256] = "";
+    CHECK(ph_bridge_swap(t->bridge, g_hub.data, g_hub.len, err, sizeof err) == PH_OK, "%s", err);
+    pump(t);
+    char stats[8192];
+    ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    CHECK(strstr(stats, "\"lastSwapReplayed\":3,") && strstr(stats, "\"lastSwapAnnounces\":1,"), "%s", stats);
+    int32_t d = hub_join(t, "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4", "demo");
+    CHECK(received(t, a, "\"type\":\"peer-discovered\"", "d4d4"), "A (announced) did not discover D");
+    CHECK(!received(t, b, "\"type\":\"peer-discovered\"", "d4d4"), "B said goodbye, yet discovered D");
+    CHECK(!received(t, c, "\"type\":\"peer-discovered\"", "d4d4"), "C never announced, yet discovered D");
+    CHECK(received(t, d, "\"type\":\"peer-discovered\"", peer_a), "D did not discover A");
+    ft_free(t);
+}
+
+static void expect_swap_refused(fake_transport *t, int32_t a, const uint8_t *data, size_t len,
+                                ph_result code, const char *message, const char *what)
+{
+    const char *hub_id = ph_bridge_hub_id(t->bridge);
+    char id_before[41];
+    snprintf(id_before, sizeof id_before, "%s", hub_id);
+    seen_totals before = totals(t);
+    char err[256] = "";
+    ph_result rc = ph_bridge_swap(t->bridge, data, len, err, sizeof err);
+    pump(t);
+    CHECK(rc == code, "%s: result %d, expected %d (%s)", what, rc, code, err);
+    CHECK(strstr(err, message) != NULL, "%s: message \"%s\" lacks \"%s\"", what, err, message);
+    seen_totals after = totals(t);
+    CHECK(after.frames == before.frames && after.closes == before.closes,
+          "%s: clients saw frames/closes from a refused module", what);
+    /* The old module still serves: same hub id, same peers, echo works. */
+    CHECK(strcmp(ph_bridge_hub_id(t->bridge), id_before) == 0, "%s: hub id changed", what);
+    CHECK(ph_bridge_peer_count(t->bridge) == 2, "%s: peer count %d", what, ph_bridge_peer_count(t->bridge));
+    CHECK(ph_bridge_input_buffer_size(t->bridge) == 4096, "%s: input buffer", what);
+    frame(t, a, "Estill here");
+    CHECK(strcmp(last_frame(t, a), "Estill here") == 0, "%s: old module does not echo: \"%s\"", what,
+          last_frame(t, a));
+}
+
+static void test_swap_refusals_leave_old_module_serving(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    CHECK(ph_bridge_start(t->bridge, 3000) == 0, "start");
+    int32_t a = open_conn(t, "/?peerId=aaaa");
+    open_conn(t, "/?peerId=bbbb");
+    static const struct { const char *name; ph_result code; const char *message; } variants[] = {
+#include "variants.inc"
+    };
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        blob b = fixture(variants[i].name);
+        expect_swap_refused(t, a, b.data, b.len, variants[i].code, variants[i].message, variants[i].name);
+        free(b.data);
+    }
+    const char *text = "<html>not a module</html>";
+    expect_swap_refused(t, a, (const uint8_t *)text, strlen(text), PH_ERR_NOT_WASM,
+                        "not a WebAssembly module: starts with 3c 68 74 6d", "non-wasm");
+    expect_swap_refused(t, a, g_fixture.data, g_fixture.len - 7, PH_ERR_LOAD, "module is truncated: its ",
+                        "truncated");
+    blob flipped = copy_blob(g_fixture);
+    for (size_t i = 8; i < flipped.len; i += 97) flipped.data[i] ^= 0xFF;   /* corrupt: bytes flipped */
+    char err[256] = "";
+    seen_totals before = totals(t);
+    ph_result rc = ph_bridge_swap(t->bridge, flipped.data, flipped.len, err, sizeof err);
+    pump(t);
+    CHECK(rc != PH_OK && err[0], "corrupt module accepted");
+    CHECK(totals(t).frames == before.frames, "corrupt: clients saw frames");
+    frame(t, a, "Ecorrupt survived");
+    CHECK(strcmp(last_frame(t, a), "Ecorrupt survived") == 0, "old module gone after corrupt swap");
+    free(flipped.data);
+    /* Loads, but traps while taking over a connection: refused, old module keeps it. */
+    blob traps = fixture("connect_traps");
+    expect_swap_refused(t, a, traps.data, traps.len, PH_ERR_INIT,
+                        "new module's on_peer_connected trapped while replaying conn", "connect_traps");
+    free(traps.data);
+    char stats[1024];
+    ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    CHECK(strstr(stats, "\"swaps\":0,") && strstr(stats, "\"swapFailures\":15,"), "%s", stats);
+    ft_free(t);
+}
+
+static void test_swap_new_module_refusing_a_conn_closes_it_after(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/"), b = open_conn(t, "/");
+    blob refuses = fixture("connect_refuses");
+    char err[256] = "";
+    CHECK(ph_bridge_swap(t->bridge, refuses.data, refuses.len, err, sizeof err) == PH_OK, "%s", err);
+    /* The closes are requested after the swap, with the new module's code and reason, and
+     * the new module hears of them (it logs "D gone" once per connection). */
+    fake_conn *ca = conn_rec(t, a), *cb = conn_rec(t, b);
+    CHECK(ca->close_code == 4000 && strcmp(ca->close_reason, "bye") == 0, "a: %u %s", ca->close_code,
+          ca->close_reason);
+    CHECK(cb->close_code == 4000 && cb->close_calls == 1, "b: %u x%d", cb->close_code, cb->close_calls);
+    CHECK(ca->frame_count == 1 && cb->frame_count == 1, "only the old module's hello reached clients");
+    CHECK(count_logs(t, "D gone") == 0, "disconnect before the transport reported the close");
+    pump(t);
+    CHECK(count_logs(t, "D gone") == 2, "new module got %d disconnects", count_logs(t, "D gone"));
+    CHECK(ph_bridge_connection_count(t->bridge) == 0, "connections %u", ph_bridge_connection_count(t->bridge));
+    CHECK(count_logs(t, "new module closed conn") == 2, "not logged");
+    ft_free(t);
+    free(refuses.data);
+}
+
+static void test_swap_50_times_no_leak(void)
+{
+    /* ASan's leak check at exit fails the run if a swap leaks a runtime, an announce or a URL. */
+    blob mods[2] = { copy_blob(g_hub.data ? g_hub : g_fixture), copy_blob(g_hub.data ? g_hub : g_fixture) };
+    fake_transport *t = start(mods[0], NULL);
+    if (!t) { CHECK(0, "module refused"); free(mods[0].data); free(mods[1].data); return; }
+    ph_bridge_start(t->bridge, 3000);
+    int32_t a, b;
+    if (g_hub.data) {
+        a = hub_join(t, peer_a, "demo");
+        b = hub_join(t, peer_b, "demo");
+    } else {
+        a = open_conn(t, "/");
+        b = open_conn(t, "/");
+    }
+    seen_totals before = totals(t);
+    for (int i = 0; i < 50; i++) {
+        char err[256] = "";
+        ph_result rc = ph_bridge_swap(t->bridge, mods[(i + 1) % 2].data, mods[(i + 1) % 2].len, err, sizeof err);
+        CHECK(rc == PH_OK, "swap %d: %s", i, err);
+        if (rc != PH_OK) break;
+        /* a failed swap in between must not leak either */
+        rc = ph_bridge_swap(t->bridge, mods[0].data, mods[0].len / 2, err, sizeof err);
+        CHECK(rc == PH_ERR_LOAD, "truncated swap %d: %d", i, rc);
+    }
+    pump(t);
+    CHECK(totals(t).frames == before.frames, "clients saw frames during 100 swaps");
+    if (g_hub.data) {
+        CHECK(ph_bridge_peer_count(t->bridge) == 2, "peers %d", ph_bridge_peer_count(t->bridge));
+        char *o = offer(peer_a, 200);
+        frame(t, b, o);
+        free(o);
+        CHECK(received(t, a, "\"type\":\"offer\"", "\"fromPeerId\":\"b2b2"), "relay after 50 swaps");
+    } else {
+        frame(t, a, "Eafter 50");
+        CHECK(strcmp(last_frame(t, a), "Eafter 50") == 0, "echo after 50 swaps");
+        (void)b;
+    }
+    ft_free(t);
+    free(mods[0].data);
+    free(mods[1].data);
+}
+
+/* ------------------------------------------------------------------------------------------------ */
 
 typedef struct { const char *name; void (*fn)(void); } test_case;
 
@@ -855,6 +1093,11 @@ int main(int argc, char **argv)
         { "hub_outbox_overflow_1013", test_hub_outbox_overflow_1013 },
         { "hub_trap_1011_and_stack", test_hub_trap_1011_and_stack },
         { "hub_full", test_hub_full },
+        { "hub_swap_keeps_peers_silently", test_hub_swap_keeps_peers_silently },
+        { "hub_swap_forgets_announce_after_goodbye", test_hub_swap_forgets_announce_after_goodbye },
+        { "swap_refusals_leave_old_module_serving", test_swap_refusals_leave_old_module_serving },
+        { "swap_new_module_refusing_a_conn_closes_it_after", test_swap_new_module_refusing_a_conn_closes_it_after },
+        { "swap_50_times_no_leak", test_swap_50_times_no_leak },
     };
     int passed = 0, failed = 0, skipped = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {

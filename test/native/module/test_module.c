@@ -373,10 +373,20 @@ static void test_mutations(long iterations)
         /* Also parse an exact-size heap copy: a read past `n` hits ASan's redzone. */
         char *exact = malloc(n ? n : 1);
         memcpy(exact, buf, n);
-        if (json_validate(exact, (uint32_t)n) == PH_JSON_OK) {
+        json_top top;
+        int rc = json_scan(exact, (uint32_t)n, &top);
+        CHECK(rc == json_validate(exact, (uint32_t)n), "json_scan and json_validate disagree");
+        if (rc == PH_JSON_OK) {
             json_val doc = {exact, (uint32_t)n, JV_OBJECT};
             json_val t = json_get(&doc, "type");
             if (t.kind == JV_STRING) (void)json_safe_prefix(json_str_p(&t), json_str_n(&t), 64);
+            /* the one-pass capture must find exactly what a separate lookup finds */
+            static const char *const names[] = {"type", "data", "networkName", "targetPeerId", "fromPeerId"};
+            for (int k = 0; k < 5; k++) {
+                json_val want = json_get(&doc, names[k]), got = (&top.type)[k];
+                CHECK(want.kind == got.kind && want.n == got.n && want.p == got.p,
+                      "json_scan span of %s differs from json_get", names[k]);
+            }
         }
         free(exact);
 

@@ -1,0 +1,304 @@
+"""`POST /module` on the PC hub: the firmware's over-the-air module upload (src/http_endpoints.c),
+answered the same way, so `pigeonhub upload` and its tests work against both.
+
+    POST /module
+    Authorization: Bearer <token>      403 when missing/wrong, or when no token is configured
+    X-Module-SHA256: <64 hex>          400 when missing or malformed
+    Content-Length: <bytes>            411 when missing or 0; 413 when above one module slot (64 KiB)
+    <the .wasm file>
+
+The module is written to the slot that is not running (ModuleStore), checked by the bridge core
+(the same checks as the board: 422 "module rejected: <reason>") and swapped in place: open
+connections and their announces are replayed into the new module (Bridge.swap). Every refusal
+answers {"error": "<specific reason>"} and leaves the running module untouched. Success:
+
+    200 {"ok":true,"slot":"hubmod1","bytes":N,"size":N,"sha256":"..","hubId":"..",
+         "confirmAfterSeconds":60,"peersReplayed":K}
+
+(`size` and `peersReplayed` are PC additions; the board answers the other members.)
+
+websockets' HTTP parser accepts GET only and never reads a body, so `UploadConnection` (a
+ServerConnection subclass handed to websockets' serve(create_connection=...)) looks at the first
+bytes of every connection: "POST " and "OPTIONS " requests are answered here, on the same port as
+the board does; everything else goes to websockets untouched. websockets' opening-handshake timeout
+(10 s) still runs for such a connection, so an upload must arrive within 10 s: a 64 KiB module takes
+well under a second on a LAN.
+"""
+
+import hashlib
+import hmac
+import json
+import re
+
+from .module_store import SLOT_BYTES, StoreError, slot_name
+
+MAX_HEADER_BYTES = 8192          # request line + headers of an upload
+TOKEN_MAX = 64                   # http_endpoints.c TOKEN_MAX
+_SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
+           422: "Unprocessable Entity", 431: "Request Header Fields Too Large",
+           500: "Internal Server Error", 503: "Service Unavailable", 507: "Insufficient Storage"}
+
+
+def check_token(headers, token):
+    """None when the request carries the upload token, else the 403 reason (firmware wording)."""
+    if not token:
+        return ("uploads are disabled until an upload token is set "
+                "(pigeonhub serve --upload-token <secret>; on a board: console `token <secret>` or "
+                "CONFIG_PIGEONHUB_UPLOAD_TOKEN)")
+    got = headers.get("authorization")
+    if got is None or len(got) > TOKEN_MAX + 7:
+        return "missing or oversized Authorization header (expected: Bearer <token>)"
+    if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
+        return "wrong upload token"
+    return None
+
+
+def precheck(headers, token, slot_bytes=SLOT_BYTES):
+    """Checks that need no body, in the firmware's order. Returns (status, reason) or None."""
+    reason = check_token(headers, token)
+    if reason:
+        return 403, reason
+    sha = headers.get("x-module-sha256", "")
+    if not _SHA_RE.fullmatch(sha.strip()):
+        return 400, "X-Module-SHA256 header with the 64-hex SHA-256 of the body is required"
+    length = content_length(headers)
+    if length is None or length == 0:
+        return 411, "empty body: send the .wasm file with a Content-Length"
+    if length > slot_bytes:
+        return 413, f"module is {length} bytes; a module slot holds {slot_bytes}"
+    return None
+
+
+def content_length(headers):
+    raw = headers.get("content-length")
+    if raw is None or not raw.strip().isdigit():
+        return None
+    return int(raw.strip())
+
+
+def handle_upload(headers, body, hub, store, token):
+    """The whole POST /module after the body was read. `hub` provides swap(wasm) -> replayed
+    connections (raising hub.SwapError / BridgeError with the reason), check(wasm) (raises with the
+    reason), hub_id and log. Returns (status, json object)."""
+    refused = precheck(headers, token, store.slot_bytes)
+    if refused:
+        return refused[0], {"error": refused[1]}
+    length = content_length(headers)
+    if len(body) != length:
+        return 400, {"error": f"body ended after {len(body)} of {length} bytes"}
+    expected = headers["x-module-sha256"].strip().lower()
+    got = hashlib.sha256(body).hexdigest()
+    if got != expected:
+        # Checked before anything is written: a bad transfer never touches a slot.
+        return 400, {"error": f"SHA-256 mismatch: received {got}, X-Module-SHA256 says {expected}"}
+    try:
+        slot = store.store(body, expected)
+    except (StoreError, OSError) as exc:
+        return 507, {"error": f"storing the module failed: {exc}"}
+    hub.log.info(f"module upload: {len(body)} bytes written to slot {slot}, checking it")
+    try:
+        hub.check(body)
+    except Exception as exc:  # BridgeError: the bridge's specific reason
+        store.discard(slot)
+        return 422, {"error": f"module rejected: {exc}"}
+    try:
+        replayed = hub.swap(body)
+    except Exception as exc:
+        store.discard(slot)
+        return 500, {"error": f"swap failed, the previous module keeps running: {exc}"}
+    store.activate(slot)
+    return 200, {"ok": True, "slot": slot_name(slot), "bytes": len(body), "size": len(body),
+                 "sha256": got, "hubId": hub.hub_id, "confirmAfterSeconds": store.confirm_after,
+                 "peersReplayed": replayed}
+
+
+def http_response(status, obj=None, extra_headers=()):
+    body = b"" if obj is None else json.dumps(obj).encode()
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+             "Content-Type: application/json",
+             f"Content-Length: {len(body)}",
+             "Access-Control-Allow-Origin: *",
+             "Connection: close"]
+    lines.extend(extra_headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _parse_head(head: bytes):
+    """Request line and headers (names lower-cased). Raises ValueError."""
+    text = head.decode("latin-1")
+    lines = text.split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise ValueError(f"malformed request line {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError(f"malformed header line {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return parts[0], parts[1], headers
+
+
+def make_connection_class(base, endpoint):
+    """A websockets ServerConnection subclass that answers POST/OPTIONS itself. `endpoint` is a
+    callable (method, path, headers, body) -> (status, obj) plus a `precheck(method, path,
+    headers)` attribute returning (status, obj) or None for refusals that need no body."""
+
+    class UploadConnection(base):
+        # "undecided" until the first bytes tell; then "http" (ours), "ws" (websockets') or
+        # "done" (answered; anything more, e.g. the body of a refused upload, is discarded).
+        _http_state = "undecided"
+        _http_buf = b""
+
+        def data_received(self, data):
+            if self._http_state == "ws":
+                return super().data_received(data)
+            if self._http_state == "done":
+                return None
+            if self._http_state == "drain":
+                self._http_drain -= len(data)
+                if self._http_drain <= 0:
+                    self._http_state = "done"
+                    self.transport.close()
+                return None
+            self._http_buf += data
+            if self._http_state == "undecided":
+                buf = self._http_buf
+                if buf.startswith(b"POST ") or buf.startswith(b"OPTIONS "):
+                    self._http_state = "http"
+                elif len(buf) >= 8 or not (b"POST ".startswith(buf) or b"OPTIONS ".startswith(buf)):
+                    self._http_state = "ws"
+                    self._http_buf = b""
+                    return super().data_received(buf)
+                else:
+                    return None            # a prefix of "POST "/"OPTIONS ": wait for more
+            self._http_step()
+            return None
+
+        def _http_reply(self, status, obj, extra=(), drain=0):
+            """Answer and close. A refusal sent before the body has arrived first reads (and drops)
+            the rest of a body of acceptable size: closing with unread data makes the kernel reset
+            the connection, and the client might lose the answer. Oversized bodies are not read
+            (the board closes them too)."""
+            self.transport.write(http_response(status, obj, extra))
+            if 0 < drain <= 2 * SLOT_BYTES:
+                self._http_state, self._http_drain = "drain", drain
+                return
+            self._http_state = "done"
+            self.transport.close()   # websockets' handshake task sees connection_lost and exits
+
+        def _http_step(self):
+            buf = self._http_buf
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEADER_BYTES:
+                    self._http_reply(431, {"error": "request headers larger than 8 KiB"})
+                return
+            try:
+                method, path, headers = _parse_head(buf[:end])
+            except ValueError as exc:
+                self._http_reply(400, {"error": str(exc)})
+                return
+            if method == "OPTIONS":
+                self._http_reply(204, None, (
+                    "Access-Control-Allow-Methods: GET, POST, OPTIONS",
+                    "Access-Control-Allow-Headers: Content-Type, Authorization, X-Module-SHA256"))
+                return
+            body = buf[end + 4:]
+            length = content_length(headers) or 0
+            early = endpoint.precheck(method, path, headers)
+            if early is not None:          # before the body, as the board does
+                self._http_reply(*early, drain=length - len(body) if early[0] != 413 else 0)
+                return
+            if len(body) < length:
+                return                     # wait for the rest
+            status, obj = endpoint(method, path, headers, body[:length])
+            self._http_reply(status, obj)
+
+        def eof_received(self):
+            if self._http_state == "http":
+                buf = self._http_buf
+                end = buf.find(b"\r\n\r\n")
+                if end >= 0:
+                    try:
+                        _method, path, headers = _parse_head(buf[:end])
+                    except ValueError:
+                        path, headers = "/module", {}
+                    length = content_length(headers) or 0
+                    reason = f"body ended after {len(buf) - end - 4} of {length} bytes"
+                    refuse = getattr(endpoint, "refuse", None)
+                    self._http_reply(*(refuse(path, 400, reason) if refuse else (400, {"error": reason})))
+                return False
+            if self._http_state != "ws":
+                return False
+            return super().eof_received()
+
+    return UploadConnection
+
+
+class UploadService:
+    """POST /module for a running PC hub (pigeonhub.server.PcHub or anything with its `bridge`,
+    `bridge_mod`, `log` and `module_info` attributes). Called on the event loop thread, between
+    bridge calls, so the swap never races a frame."""
+
+    def __init__(self, hub, store, token):
+        self.hub = hub
+        self.store = store
+        self.token = token or ""
+        self.confirm_timer = None
+
+    # what handle_upload needs
+    @property
+    def log(self):
+        return self.hub.log
+
+    @property
+    def hub_id(self):
+        return self.hub.bridge.hub_id if self.hub.bridge is not None else None
+
+    def check(self, wasm):
+        self.hub.bridge_mod.check_module(wasm)
+
+    def swap(self, wasm):
+        if self.hub.bridge is None:
+            raise RuntimeError("the hub is not running a module")
+        return self.hub.bridge.swap(wasm)
+
+    # the endpoint interface of make_connection_class
+    def precheck(self, method, path, headers):
+        if path.split("?", 1)[0] != "/module":
+            return self.refuse(path, 404, f"no such endpoint: {method} {path.split('?', 1)[0]} "
+                                           "(modules are uploaded with POST /module)")
+        if method != "POST":
+            return self.refuse(path, 405, f"{method} /module is not supported: use POST")
+        refused = precheck(headers, self.token, self.store.slot_bytes)
+        return self.refuse(path, *refused) if refused else None
+
+    def __call__(self, method, path, headers, body):
+        status, obj = handle_upload(headers, body, self, self.store, self.token)
+        if status != 200:
+            return self.refuse(path, status, obj["error"])
+        import asyncio
+        info = {"path": str(self.store.slot_path(self.store.running)), "size": obj["size"],
+                "sha256": obj["sha256"], "source": obj["slot"]}
+        self.hub.module_info = info
+        peers = self.hub.bridge.peer_count
+        self.log.info(f"module swapped: {obj['sha256'][:8]} ({obj['size']} bytes), {peers} peers kept")
+        self.schedule_confirm(asyncio.get_running_loop())
+        return status, obj
+
+    def schedule_confirm(self, loop):
+        """Confirm the active module once it has run store.confirm_after seconds."""
+        if self.confirm_timer is not None:
+            self.confirm_timer.cancel()
+        self.confirm_timer = loop.call_later(self.store.confirm_after, self.store.confirm)
+
+    def refuse(self, path, status, reason):
+        # The board's send_error() line: "W (..) pigeonhub: /module 403 Forbidden: <reason>".
+        self.log.warning(f"{path.split('?', 1)[0]} {status} {REASONS.get(status, 'Error')}: {reason}")
+        return status, {"error": reason}
