@@ -12,10 +12,10 @@ The module is written to the slot that is not running (ModuleStore), checked by 
 connections and their announces are replayed into the new module (Bridge.swap). Every refusal
 answers {"error": "<specific reason>"} and leaves the running module untouched. Success:
 
-    200 {"ok":true,"slot":"hubmod1","bytes":N,"size":N,"sha256":"..","hubId":"..",
+    200 {"ok":true,"slot":"hubmod1","bytes":N,"sha256":"..","hubId":"..",
          "confirmAfterSeconds":60,"peersReplayed":K}
 
-(`size` and `peersReplayed` are PC additions; the board answers the other members.)
+(the board, src/hub_task.c, answers the same members.)
 
 websockets' HTTP parser accepts GET only and never reads a body, so `UploadConnection` (a
 ServerConnection subclass handed to websockets' serve(create_connection=...)) looks at the first
@@ -110,7 +110,7 @@ def handle_upload(headers, body, hub, store, token):
         store.discard(slot)
         return 500, {"error": f"swap failed, the previous module keeps running: {exc}"}
     store.activate(slot)
-    return 200, {"ok": True, "slot": slot_name(slot), "bytes": len(body), "size": len(body),
+    return 200, {"ok": True, "slot": slot_name(slot), "bytes": len(body),
                  "sha256": got, "hubId": hub.hub_id, "confirmAfterSeconds": store.confirm_after,
                  "peersReplayed": replayed}
 

@@ -320,8 +320,12 @@ def upload_module_action(env, environ=os.environ, upload=None, log=print) -> int
     if upload is None:
         upload = import_package_module(Path(env.subst("$PROJECT_DIR")),
                                        "pigeonhub.upload").upload_module
-    result = upload(host, token, str(path), port=port)
-    return 0 if result in (None, 0, True) else 1
+    try:
+        upload(host, token, str(path), port=port)
+    except Exception as exc:  # pigeonhub.upload.UploadError carries .problem and .fix
+        log(f"Error: {getattr(exc, 'problem', exc)}\n  fix: {getattr(exc, 'fix', 'see the message above')}")
+        return 1
+    return 0
 
 
 def module_info_action(env, cli_main=None) -> int:

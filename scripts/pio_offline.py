@@ -227,9 +227,24 @@ def platformio_version() -> str:
                              f"`{sys.executable} -m pip install platformio`") from None
 
 
+def check_scons_requirement(pio_version: str) -> None:
+    """PlatformIO pins its tool-scons; another pin would send it to the registry for its own."""
+    from platformio.dependencies import get_core_dependencies
+    from semantic_version import SimpleSpec, Version  # a PlatformIO dependency
+
+    required = get_core_dependencies()["tool-scons"]
+    provided = pio_package_version(SCONS_VERSION)
+    if Version(provided) not in SimpleSpec(required):
+        raise ProvisionError(f"PlatformIO {pio_version} wants tool-scons {required}; this script "
+                             f"provides SCons {SCONS_VERSION} ({provided})",
+                             "install the PlatformIO version of pyproject.toml's test extra, or "
+                             "update SCONS_VERSION in scripts/pio_offline.py (and scons== there)")
+
+
 def provision(core_dir: Path) -> None:
     started = time.monotonic()
     version = platformio_version()
+    check_scons_requirement(version)
     core_dir.mkdir(parents=True, exist_ok=True)
     tool = provision_scons(core_dir)
     mark_core_current(core_dir, version)

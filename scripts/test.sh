@@ -19,5 +19,8 @@ stage "C unit tests under ASan/UBSan: bridge core with WASM3"
 # the bridge suite needs the test hooks (its trap tests send "__test_trap")
 HUB_WASM="$PWD/build/hub-test-hooks.wasm" make -s -C test/native/bridge
 
+stage "PlatformIO native env offline: bridge suite built and run by pio test (real pre-build step)"
+python3 scripts/pio_offline.py test
+
 stage "pytest: module under WASM3 and wasmtime, bridge, PC hub conformance, interop, firmware config, budgets"
 HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" pytest "$@"

@@ -323,9 +323,9 @@ static int swap_to_slot(int slot, char *out, size_t cap)
     char hex[65];
     module_store_sha_hex(img.sha256, hex);
     snprintf(out, cap, "{\"ok\":true,\"slot\":\"%s\",\"bytes\":%u,\"sha256\":\"%s\",\"hubId\":\"%s\","
-                       "\"confirmAfterSeconds\":%d}",
+                       "\"confirmAfterSeconds\":%d,\"peersReplayed\":%" PRIu32 "}",
              slot_name(slot), (unsigned)img.len, hex, ph_bridge_hub_id(s_bridge),
-             CONFIG_PIGEONHUB_MODULE_CONFIRM_S);
+             CONFIG_PIGEONHUB_MODULE_CONFIRM_S, ph_bridge_last_swap_replayed(s_bridge));
     return 200;
 }
 

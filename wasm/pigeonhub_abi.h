@@ -11,6 +11,10 @@
  *     by the bridge. An id is never reused while the module may still hold it.
  *   - Every connection the bridge reports with on_peer_connected gets exactly one
  *     on_peer_disconnected later, also when the module itself asked to close it.
+ *   - Outgoing hub links (ABI 2): ws_connect returns a connection id at once; the bridge calls
+ *     on_link_open when the handshake completed, on_message for its frames, and
+ *     on_peer_disconnected exactly once when it closes or could not be opened. Sends, pings and
+ *     closes work on links as on accepted connections; ws_get_request_url returns the dialed URL.
  *   - The bridge never calls into the module re-entrantly: events caused by an import call
  *     (e.g. a close requested by ws_close_peer) are delivered after the current export returns.
  */
@@ -19,7 +23,7 @@
 
 /* Bumped on any incompatible change to the tables below. A bridge refuses a module whose
  * abi_version() differs from the one it was built with. */
-#define PH_ABI_VERSION 1
+#define PH_ABI_VERSION 2  /* 2: outgoing hub links (ws_connect, get_bootstrap_hub, on_link_open) */
 
 /*
  * Imports: the functions a bridge must provide.
@@ -37,7 +41,9 @@
     X(ws_get_request_url,   "i(i*i)",   "ext")      /* (conn, buf, len) -> full URL length or -1 */ \
     X(ws_close_peer,        "v(ii*i)",  "ext")      /* (conn, code, reason, len) WebSocket close */ \
     X(ws_ping_peer,         "i(i)",     "ext")      /* (conn) send a WebSocket ping -> 0 / <0    */ \
-    X(wall_clock_ms,        "I()",      "ext")      /* ms since Unix epoch; uptime if unknown    */
+    X(wall_clock_ms,        "I()",      "ext")      /* ms since Unix epoch; uptime if unknown    */ \
+    X(ws_connect,           "i(*i)",    "ext")      /* (url, len) dial a hub link -> conn or <0  */ \
+    X(get_bootstrap_hub,    "i(i*i)",   "ext")      /* (index, buf, len) -> URL length, -1 = end */
 
 /*
  * Exports: the functions a module must provide (all are required).
@@ -58,7 +64,8 @@
     X(abi_version,          "i()",      "ext")      /* -> PH_ABI_VERSION                         */ \
     X(get_input_buffer,     "i()",      "ext")      /* -> ptr where the bridge writes a frame    */ \
     X(get_input_buffer_size,"i()",      "ext")      /* -> its size = largest accepted frame      */ \
-    X(on_pong,              "v(i)",     "ext")      /* (conn) a WebSocket pong arrived           */
+    X(on_pong,              "v(i)",     "ext")      /* (conn) a WebSocket pong arrived           */ \
+    X(on_link_open,         "v(i)",     "ext")      /* (conn) a link from ws_connect is open     */
 
 /* Results of ws_send_to_peer. */
 #define PH_SEND_OK            0

@@ -9,7 +9,6 @@ on a copy of the project holding a failing suite.
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -54,6 +53,15 @@ def test_scons_release_maps_to_platformios_package_version():
     for bad in ("4.11", "4.11.1a", "4.100.1"):
         with pytest.raises(ValueError):
             pio_offline.pio_package_version(bad)
+
+
+@needs_platformio
+def test_the_provided_scons_is_the_one_this_platformio_requires(monkeypatch):
+    pio_offline.check_scons_requirement("installed")
+    monkeypatch.setattr(pio_offline, "SCONS_VERSION", "4.8.1")
+    with pytest.raises(pio_offline.ProvisionError,
+                       match=r"wants tool-scons .*; this script provides SCons 4\.8\.1 \(4\.40801"):
+        pio_offline.check_scons_requirement("installed")
 
 
 @needs_platformio

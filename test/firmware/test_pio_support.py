@@ -195,6 +195,23 @@ def test_upload_module_sends_the_built_file_to_the_configured_port(project):
     assert sent == [("10.0.0.7", "s3cret-token", str(out), 3001)]
 
 
+def test_upload_module_reports_a_refused_upload_with_its_fix(project):
+    from pigeonhub.upload import UploadError
+
+    env = make_env(project, ESP_OPTIONS)
+    pio_support.pre_build(env, writer(EMPTY_MODULE), fake_wasm3, log=lambda s: None)
+
+    def refuse(host, token, path, port=3000):
+        raise UploadError("the hub refused the token (HTTP 403)", "use the token set on the board", 3)
+
+    lines = []
+    rc = pio_support.upload_module_action(
+        env, environ={"PIGEONHUB_HOST": "10.0.0.7", "PIGEONHUB_TOKEN": "wrong"}, upload=refuse,
+        log=lines.append)
+    assert rc == 1
+    assert lines == ["Error: the hub refused the token (HTTP 403)\n  fix: use the token set on the board"]
+
+
 def test_shim_passes_its_environment_to_pre_build(project, monkeypatch):
     seen = []
     monkeypatch.setattr(pio_support, "pre_build", seen.append)

@@ -5,7 +5,7 @@ win, as they would with make, so `CC=clang pio test -e native` works.
 """
 import os
 
-from SCons.Script import AlwaysBuild, Default, DefaultEnvironment
+from SCons.Script import Default, DefaultEnvironment
 
 env = DefaultEnvironment()
 
@@ -17,10 +17,4 @@ env.Replace(
     PROGSUFFIX="",
 )
 
-program = env.BuildProgram()
-
-# `pio run -e native -t exec`: build, then run the program (arguments after --program-arg).
-AlwaysBuild(env.Alias("exec", program,
-                      env.VerboseAction("$PROGPATH $PROGRAM_ARGS", "Running $PROGPATH")))
-
-Default([program])
+Default([env.BuildProgram()])
