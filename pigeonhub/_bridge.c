@@ -3,7 +3,8 @@
  *
  * The same C code the firmware runs; only the transport differs: here it is any Python object
  * with send/close/ping/log/millis/wall_clock_ms/device_id methods (pigeonhub/server.py's asyncio
- * WebSocket server). All calls happen with the GIL held, on the thread that owns the Bridge.
+ * WebSocket server), and optionally connect(conn, url) for outgoing hub links (ABI 2): without it
+ * the module's ws_connect fails and the bridge logs that this transport has no outgoing links. All calls happen with the GIL held, on the thread that owns the Bridge.
  *
  *   from pigeonhub._bridge import Bridge, BridgeError, check_module, ABI_VERSION
  *
@@ -35,6 +36,7 @@ typedef struct {
     PyObject *transport;
     /* Bound methods, looked up once: the hot path (send) avoids a getattr per frame. */
     PyObject *send, *close, *ping, *log, *millis, *wall_clock_ms, *device_id;
+    PyObject *connect;      /* optional: NULL when the transport has no outgoing links */
     uint32_t stats_cap;
 } BridgeObject;
 
@@ -103,6 +105,24 @@ static int cb_ping(void *ctx, int32_t conn)
     PyObject *r = call_transport(self->ping, "(i)", (int)conn);
     if (!r) return -1;
     int rc = 0;
+    if (PyLong_Check(r) && PyLong_AsLong(r) < 0) rc = -1;
+    if (PyErr_Occurred()) PyErr_Clear();
+    Py_DECREF(r);
+    return rc;
+}
+
+static int cb_connect(void *ctx, int32_t conn, const char *url, size_t len)
+{
+    BridgeObject *self = ctx;
+    PyObject *text = PyUnicode_DecodeUTF8(url, (Py_ssize_t)len, "replace");
+    if (!text) {
+        PyErr_WriteUnraisable(self->connect);
+        return -1;
+    }
+    PyObject *r = call_transport(self->connect, "(iO)", (int)conn, text);
+    Py_DECREF(text);
+    if (!r) return -1;
+    int rc = 0;   /* None (or anything but a negative int) means dialing */
     if (PyLong_Check(r) && PyLong_AsLong(r) < 0) rc = -1;
     if (PyErr_Occurred()) PyErr_Clear();
     Py_DECREF(r);
@@ -181,6 +201,7 @@ static int Bridge_traverse(BridgeObject *self, visitproc visit, void *arg)
     Py_VISIT(self->millis);
     Py_VISIT(self->wall_clock_ms);
     Py_VISIT(self->device_id);
+    Py_VISIT(self->connect);
     return 0;
 }
 
@@ -196,6 +217,7 @@ static int Bridge_clear(BridgeObject *self)
     Py_CLEAR(self->millis);
     Py_CLEAR(self->wall_clock_ms);
     Py_CLEAR(self->device_id);
+    Py_CLEAR(self->connect);
     return 0;
 }
 
@@ -211,19 +233,56 @@ static void Bridge_dealloc(BridgeObject *self)
 
 static int Bridge_init(BridgeObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = { "wasm", "transport", "max_connections", "outbox_limit", "memory_limit", NULL };
-    PyObject *wasm, *transport;
+    static char *kwlist[] = { "wasm", "transport", "max_connections", "outbox_limit", "memory_limit",
+                              "bootstrap", "max_links", NULL };
+    PyObject *wasm, *transport, *bootstrap = NULL;
     unsigned int max_connections = 24, outbox_limit = 65536, memory_limit = 65536;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$III:Bridge", kwlist, &wasm, &transport,
-                                     &max_connections, &outbox_limit, &memory_limit))
+    unsigned int max_links = PH_BRIDGE_DEFAULT_MAX_LINKS;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$IIIOI:Bridge", kwlist, &wasm, &transport,
+                                     &max_connections, &outbox_limit, &memory_limit, &bootstrap,
+                                     &max_links))
         return -1;
     if (self->bridge) {
         PyErr_SetString(PyExc_RuntimeError, "Bridge is already initialised");
         return -1;
     }
-    if (max_connections < 1 || max_connections > 1024) {
-        PyErr_Format(PyExc_ValueError, "max_connections must be 1..1024, not %u", max_connections);
+    if (max_connections < 1 || max_connections > 1024 - PH_BRIDGE_MAX_LINKS) {
+        PyErr_Format(PyExc_ValueError, "max_connections must be 1..%d, not %u",
+                     1024 - PH_BRIDGE_MAX_LINKS, max_connections);
         return -1;
+    }
+    if (max_links > PH_BRIDGE_MAX_LINKS) {
+        PyErr_Format(PyExc_ValueError, "max_links must be 0..%d, not %u", PH_BRIDGE_MAX_LINKS, max_links);
+        return -1;
+    }
+    /* bootstrap: a sequence of str URLs; the bridge copies them during ph_bridge_create. */
+    PyObject *urls = NULL;
+    if (bootstrap && bootstrap != Py_None) {
+        if (PyUnicode_Check(bootstrap)) {
+            PyErr_SetString(PyExc_TypeError, "bootstrap must be a list of URLs, not a str");
+            return -1;
+        }
+        urls = PySequence_Fast(bootstrap, "bootstrap must be a list of URLs");
+        if (!urls) return -1;
+    }
+    Py_ssize_t url_count = urls ? PySequence_Fast_GET_SIZE(urls) : 0;
+    const char **url_ptrs = url_count ? PyMem_Calloc((size_t)url_count, sizeof *url_ptrs) : NULL;
+    if (url_count && !url_ptrs) {
+        Py_DECREF(urls);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < url_count; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(urls, i);
+        url_ptrs[i] = PyUnicode_Check(item) ? PyUnicode_AsUTF8(item) : NULL;
+        if (!url_ptrs[i]) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "bootstrap[%zd] must be a str, not %.80s", i,
+                             Py_TYPE(item)->tp_name);
+            PyMem_Free(url_ptrs);
+            Py_DECREF(urls);
+            return -1;
+        }
     }
     /* bytes are immutable, so the module cannot change under WASM3; other buffers are copied. */
     PyObject *bytes = PyBytes_Check(wasm) ? Py_NewRef(wasm) : PyBytes_FromObject(wasm);
@@ -240,30 +299,41 @@ static int Bridge_init(BridgeObject *self, PyObject *args, PyObject *kwds)
         PyObject *m = PyObject_GetAttrString(transport, methods[i].name);
         if (!m) {
             PyErr_Format(PyExc_TypeError, "transport has no method %s()", methods[i].name);
+            PyMem_Free(url_ptrs);
+            Py_XDECREF(urls);
             return -1;
         }
         Py_XSETREF(*methods[i].slot, m);
     }
+    PyObject *connect = PyObject_GetAttrString(transport, "connect");   /* optional */
+    if (!connect) PyErr_Clear();
+    Py_XSETREF(self->connect, connect);
 
     ph_transport_ops ops = {
         .ctx = self, .send = cb_send, .close = cb_close, .ping = cb_ping, .log = cb_log,
         .millis = cb_millis, .wall_clock_ms = cb_wall_clock_ms, .device_id = cb_device_id,
         .server_start = NULL, .server_stop = NULL,   /* the asyncio server is already listening */
+        .connect = self->connect ? cb_connect : NULL,
     };
     ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
     config.max_connections = max_connections;
     config.outbox_limit_bytes = outbox_limit;
     config.memory_limit_bytes = memory_limit;
+    config.max_links = max_links;
+    config.bootstrap_urls = url_ptrs;
+    config.bootstrap_count = (uint32_t)url_count;
 
     ph_result rc = PH_OK;
     char err[256];
     self->bridge = ph_bridge_create((const uint8_t *)PyBytes_AS_STRING(bytes),
                                     (size_t)PyBytes_GET_SIZE(bytes), &ops, &config, &rc, err, sizeof err);
+    PyMem_Free(url_ptrs);
+    Py_XDECREF(urls);
     if (!self->bridge) {
         set_bridge_error(rc, err);
         return -1;
     }
-    self->stats_cap = ph_bridge_input_buffer_size(self->bridge) + 2048;
+    self->stats_cap = (uint32_t)ph_bridge_stats_capacity(self->bridge);
     return 0;
 }
 
@@ -332,6 +402,7 @@ static PyObject *Bridge_frame(BridgeObject *self, PyObject *args)
     }
 CONN_METHOD(pong, ph_bridge_on_pong)
 CONN_METHOD(closed, ph_bridge_on_close)
+CONN_METHOD(link_open, ph_bridge_on_link_open)
 #undef CONN_METHOD
 
 static PyObject *Bridge_tick(BridgeObject *self, PyObject *Py_UNUSED(ignored))
@@ -377,7 +448,7 @@ static PyObject *Bridge_swap(BridgeObject *self, PyObject *arg)
         return NULL;
     }
     Py_SETREF(self->wasm, bytes);   /* the old runtime is gone: its bytes may go too */
-    self->stats_cap = ph_bridge_input_buffer_size(self->bridge) + 2048;
+    self->stats_cap = (uint32_t)ph_bridge_stats_capacity(self->bridge);
     return PyLong_FromUnsignedLong(ph_bridge_last_swap_replayed(self->bridge));
 }
 
@@ -414,6 +485,11 @@ static PyObject *Bridge_get_connection_count(BridgeObject *self, void *Py_UNUSED
     return live(self) ? PyLong_FromUnsignedLong(ph_bridge_connection_count(self->bridge)) : NULL;
 }
 
+static PyObject *Bridge_get_link_count(BridgeObject *self, void *Py_UNUSED(closure))
+{
+    return live(self) ? PyLong_FromUnsignedLong(ph_bridge_link_count(self->bridge)) : NULL;
+}
+
 static PyObject *Bridge_get_input_buffer_size(BridgeObject *self, void *Py_UNUSED(closure))
 {
     return live(self) ? PyLong_FromUnsignedLong(ph_bridge_input_buffer_size(self->bridge)) : NULL;
@@ -432,7 +508,11 @@ static PyMethodDef Bridge_methods[] = {
       "accepts(conn, length) -> bool: False when the frame is too big (the bridge closed it 1009)" },
     { "frame", (PyCFunction)Bridge_frame, METH_VARARGS, "frame(conn, data): a complete frame" },
     { "pong", (PyCFunction)Bridge_pong, METH_VARARGS, "pong(conn): a WebSocket pong arrived" },
-    { "closed", (PyCFunction)Bridge_closed, METH_VARARGS, "closed(conn): the socket is closed" },
+    { "closed", (PyCFunction)Bridge_closed, METH_VARARGS,
+      "closed(conn): the socket is closed, or the hub link conn could not be opened" },
+    { "link_open", (PyCFunction)Bridge_link_open, METH_VARARGS,
+      "link_open(conn): the hub link transport.connect(conn, url) dialed is open (the module\n"
+      "sends its hub announce from inside this call)" },
     { "tick", (PyCFunction)Bridge_tick, METH_NOARGS, "tick(): run the module's loop() (>= once a second)" },
     { "sent", (PyCFunction)Bridge_sent, METH_VARARGS,
       "sent(conn, nbytes): nbytes given to transport.send() were written or dropped" },
@@ -448,7 +528,8 @@ static PyMethodDef Bridge_methods[] = {
 static PyGetSetDef Bridge_getset[] = {
     { "hub_id", (getter)Bridge_get_hub_id, NULL, "the module's 40-hex hub id", NULL },
     { "peer_count", (getter)Bridge_get_peer_count, NULL, "the module's get_peer_count()", NULL },
-    { "connection_count", (getter)Bridge_get_connection_count, NULL, "open bridge connections", NULL },
+    { "connection_count", (getter)Bridge_get_connection_count, NULL, "open accepted connections", NULL },
+    { "link_count", (getter)Bridge_get_link_count, NULL, "hub links dialing or open", NULL },
     { "input_buffer_size", (getter)Bridge_get_input_buffer_size, NULL, "largest accepted frame", NULL },
     { "module_sha256", (getter)Bridge_get_module_sha256, NULL, "SHA-256 (hex) of the running module", NULL },
     { "module_size", (getter)Bridge_get_module_size, NULL, "bytes of the running module", NULL },
@@ -459,7 +540,7 @@ static PyTypeObject BridgeType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pigeonhub._bridge.Bridge",
     .tp_doc = PyDoc_STR("Bridge(wasm, transport, *, max_connections=24, outbox_limit=65536, "
-                        "memory_limit=65536)\n\nRuns hub.wasm in WASM3 for one transport. Raises "
+                        "memory_limit=65536, bootstrap=None, max_links=2)\n\nRuns hub.wasm in WASM3 for one transport. Raises "
                         "BridgeError (.code, message) when the module is refused."),
     .tp_basicsize = sizeof(BridgeObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
@@ -511,11 +592,12 @@ PyMODINIT_FUNC PyInit__bridge(void)
     if (!BridgeError || PyModule_AddObject(m, "BridgeError", Py_NewRef(BridgeError)) < 0) goto fail;
     if (PyModule_AddObject(m, "Bridge", Py_NewRef((PyObject *)&BridgeType)) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "ABI_VERSION", PH_ABI_VERSION) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "MAX_LINKS", PH_BRIDGE_MAX_LINKS) < 0) goto fail;
     static const struct { const char *name; int value; } codes[] = {
         { "ERR_NOT_WASM", PH_ERR_NOT_WASM }, { "ERR_ABI_VERSION", PH_ERR_ABI_VERSION },
         { "ERR_MISSING_EXPORT", PH_ERR_MISSING_EXPORT }, { "ERR_MEMORY", PH_ERR_MEMORY },
         { "ERR_LOAD", PH_ERR_LOAD }, { "ERR_INIT", PH_ERR_INIT }, { "ERR_NO_MEMORY", PH_ERR_NO_MEMORY },
-        { "ERR_FULL", PH_ERR_FULL },
+        { "ERR_FULL", PH_ERR_FULL }, { "ERR_CONFIG", PH_ERR_CONFIG },
     };
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (PyModule_AddIntConstant(m, codes[i].name, codes[i].value) < 0) goto fail;

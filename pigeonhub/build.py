@@ -27,13 +27,13 @@ from pigeonhub import SOURCE_ROOT
 
 WASM_DIR = SOURCE_ROOT / "wasm"
 ABI_HEADER = WASM_DIR / "pigeonhub_abi.h"
-SOURCES = ("hub.c", "json.c", "frame.c", "peers.c", "sha1.c", "libc.c")
+SOURCES = ("hub.c", "json.c", "frame.c", "peers.c", "sha1.c", "libc.c", "buffers.c")   # buffers last: see buffers.c
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "hub.wasm"
 
 PAGE = 65536
 MODULE_BUDGET_BYTES = 16 * 1024     # flash/RAM budget of the module binary itself
 BRIDGE_HEADER = SOURCE_ROOT / "lib" / "pigeonhub_bridge" / "src" / "ph_bridge.h"
-STACK_SIZE = 4096                   # -z stack-size; hub.c gets the same value as PH_STACK_SIZE.
+STACK_SIZE = 3072                   # -z stack-size; hub.c gets the same value as PH_STACK_SIZE.
                                     # Deepest use measured: 704 B (get_stats stackHighWater after
                                     # announce + relays + init's SHA-1); json.c is iterative, so
                                     # nesting depth does not deepen the C stack
@@ -41,6 +41,11 @@ INITIAL_PAGES = 1                   # everything (stack, data, bss) inside one 6
 MAX_PAGES = 2                       # original design: --max-memory=131072
 INSPECT_PAGES = 16                  # inspection link only: 1 MiB, so any layout links
 MEMORY_EXPORT = "memory"            # the linker's memory export; hosts read frames through it
+
+WASM_OPT_FLAGS = ["-Oz"]            # binaryen's size optimiser, after the link (shrinks ~13 %)
+MISSING_WASM_OPT = (
+    "wasm-opt (binaryen) not found, and the module only fits its budget once optimised. Fix: "
+    "install binaryen (Debian/Ubuntu: sudo apt-get install binaryen; or pip install binaryen)")
 
 MISSING_TOOLCHAIN = (
     "no C-to-WebAssembly toolchain found. Fix: install clang-14 and lld-14 "
@@ -479,6 +484,28 @@ def find_toolchain(which=shutil.which, find_spec=importlib.util.find_spec) -> To
     raise ToolchainError(MISSING_TOOLCHAIN)
 
 
+def find_wasm_opt(which=shutil.which):
+    """binaryen's wasm-opt (Debian package binaryen), or None."""
+    return which("wasm-opt")
+
+
+def _wasm_opt(wasm_opt: str, src: Path, dst: Path, bulk_memory: bool) -> list:
+    """wasm-opt -Oz on the linked module. Features are pinned to what the link used (MVP, plus bulk
+    memory unless --mvp), so the optimiser never introduces an instruction WASM3 0.5.0 lacks."""
+    cmd = [wasm_opt, *WASM_OPT_FLAGS, "--mvp-features"]
+    if bulk_memory:
+        cmd.append("--enable-bulk-memory")
+    cmd += [str(src), "-o", str(dst)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as exc:
+        raise ToolchainError(f"cannot run {wasm_opt}: {exc}") from None
+    if proc.returncode != 0:
+        raise ToolchainError(f"wasm-opt failed (exit {proc.returncode}):\n{proc.stderr.strip()}\n"
+                             f"command: {' '.join(cmd)}")
+    return cmd
+
+
 # --- building ---------------------------------------------------------------------------------
 
 @dataclass
@@ -491,6 +518,8 @@ class BuildResult:
     test_hooks: bool
     command: list
     bulk_memory: bool = True
+    linked_size: int = 0            # bytes as wasm-ld wrote it, before wasm-opt
+    optimizer: str = ""             # the wasm-opt command line used, "" when none ran
 
     @property
     def size(self):
@@ -501,9 +530,27 @@ class BuildResult:
         return self.info.sha256
 
 
+def _no_wasm_opt_dir(tmp: Path) -> Path:
+    """A directory with a do-nothing `wasm-opt`, for clang's -B.
+
+    clang 14's wasm32 driver runs the first wasm-opt it finds (-B dirs, its own directory, PATH)
+    on the linked file in place, without feature flags, so binaryen 108 rejects the bulk-memory
+    module ("bulk memory is disabled") and the link fails. The stub found first leaves the file
+    as linked; build_module then runs the real wasm-opt itself, with the features the module
+    uses."""
+    stub_dir = tmp / "no-wasm-opt"
+    stub_dir.mkdir(exist_ok=True)
+    stub = stub_dir / "wasm-opt"
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    return stub_dir
+
+
 def _compile(toolchain: Toolchain, out: Path, defines: dict, inspect: bool,
              bulk_memory: bool = True) -> list:
     cmd = list(toolchain.cc) + toolchain.flags(inspect=inspect, bulk_memory=bulk_memory)
+    if toolchain.kind == "clang":
+        cmd.append(f"-B{_no_wasm_opt_dir(out.parent)}")
     cmd += [f"-I{WASM_DIR}"]
     cmd += [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
     cmd += [str(WASM_DIR / src) for src in SOURCES] + ["-o", str(out)]
@@ -518,14 +565,17 @@ def _compile(toolchain: Toolchain, out: Path, defines: dict, inspect: bool,
 
 
 def build_module(out_path=None, defines=None, test_hooks=False, toolchain=None,
-                 max_bytes=MODULE_BUDGET_BYTES, bulk_memory=True) -> BuildResult:
+                 max_bytes=MODULE_BUDGET_BYTES, bulk_memory=True, wasm_opt=find_wasm_opt) -> BuildResult:
     """Compile hub.wasm into out_path (default pigeonhub/data/hub.wasm) and check its budgets.
 
-    The file is written only when every check passes, so a stale module never looks fresh.
-    Raises ToolchainError (no compiler, compile error) or BudgetError.
+    When binaryen's wasm-opt is found (`wasm_opt()` returns its path) the linked module is
+    optimised with `wasm-opt -Oz`; without it, a module over the size budget fails with a message
+    naming the fix. The file is written only when every check passes, so a stale module never
+    looks fresh. Raises ToolchainError (no compiler, compile error) or BudgetError.
     """
     out = Path(out_path) if out_path is not None else DEFAULT_OUT
     toolchain = toolchain or find_toolchain()
+    optimizer = wasm_opt() if wasm_opt else None
     all_defines = {"PH_STACK_SIZE": STACK_SIZE}
     all_defines.update(defines or {})
     if test_hooks:
@@ -539,16 +589,29 @@ def build_module(out_path=None, defines=None, test_hooks=False, toolchain=None,
         if layout.heap_base > INITIAL_PAGES * PAGE:   # would not even link with one page
             raise BudgetError([_layout_problem(layout)], layout=layout)
         cmd = _compile(toolchain, shipped, all_defines, inspect=False, bulk_memory=bulk_memory)
+        linked_size = shipped.stat().st_size
+        opt_cmd = []
+        if optimizer:
+            optimised = Path(tmp) / "hub-opt.wasm"
+            opt_cmd = _wasm_opt(optimizer, shipped, optimised, bulk_memory)
+            shipped = optimised
         wasm = shipped.read_bytes()
         info = inspect_module(wasm)
         layout = layout_from_inspection(info, inspected)
-        check_budgets(info, layout, max_bytes=max_bytes)
+        try:
+            check_budgets(info, layout, max_bytes=max_bytes)
+        except BudgetError as exc:
+            if not optimizer and info.size > max_bytes:
+                exc.problems.append(MISSING_WASM_OPT)
+                raise BudgetError(exc.problems, info=info, layout=layout) from None
+            raise
         out.parent.mkdir(parents=True, exist_ok=True)
         partial = out.with_name(out.name + ".partial")
         partial.write_bytes(wasm)
         os.replace(partial, out)
     return BuildResult(out, info, layout, toolchain.description, all_defines, test_hooks, cmd,
-                       bulk_memory)
+                       bulk_memory, linked_size, " ".join(opt_cmd[:1] and
+                                                          ["wasm-opt", *opt_cmd[1:-3]]))
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -563,6 +626,9 @@ def format_report(result: BuildResult) -> str:
              f"memory     {initial} page initial, {maximum} pages max",
              f"toolchain  {result.toolchain}" + ("  [test hooks]" if result.test_hooks else "")
              + ("" if result.bulk_memory else "  [MVP: no bulk memory]"),
+             (f"wasm-opt   {result.optimizer}: {result.linked_size} -> {info.size} bytes "
+              f"(saved {result.linked_size - info.size})" if result.optimizer else
+              f"wasm-opt   not found (binaryen): module left as linked, {result.linked_size} bytes"),
              "",
              f"{'region':<20} {'start':>7} {'end':>7} {'bytes':>7}"]
     for name, start, end in lay.rows():

@@ -284,11 +284,11 @@ class UploadService:
         if status != 200:
             return self.refuse(path, status, obj["error"])
         import asyncio
-        info = {"path": str(self.store.slot_path(self.store.running)), "size": obj["size"],
+        info = {"path": str(self.store.slot_path(self.store.running)), "size": obj["bytes"],
                 "sha256": obj["sha256"], "source": obj["slot"]}
         self.hub.module_info = info
-        peers = self.hub.bridge.peer_count
-        self.log.info(f"module swapped: {obj['sha256'][:8]} ({obj['size']} bytes), {peers} peers kept")
+        self.log.info(f"module swapped: {obj['sha256'][:8]} ({obj['bytes']} bytes), "
+                      f"{obj['peersReplayed']} peers kept")
         self.schedule_confirm(asyncio.get_running_loop())
         return status, obj
 

@@ -33,6 +33,9 @@ HTTP_BANNER = "PeerPigeon WebSocket Signaling Server"  # the reference server's 
 CLOSE_FULL = (1008, "Maximum connections reached")      # PH_CLOSE_POLICY, PH_REASON_FULL
 FORCE_CLOSE_AFTER = 1.0       # s a requested close may wait behind a blocked send before it jumps the queue
 SHUTDOWN_GRACE = 3.0          # s for clients to answer the 1001 close on Ctrl-C / reset
+LINK_OPEN_TIMEOUT = 10.0      # s for a bootstrap hub to complete the WebSocket handshake
+DEFAULT_MAX_LINKS = 2         # PH_BRIDGE_DEFAULT_MAX_LINKS: PigeonHub's default list has two hubs
+MAX_LINKS = 16                # PH_BRIDGE_MAX_LINKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  pigeonhub serve                      # ws://127.0.0.1:3000, the packaged hub.wasm\n"
         "  pigeonhub serve --host 0.0.0.0       # reachable from the LAN (browsers, phones)\n"
         "  pigeonhub serve --module build/hub.wasm --port 0\n"
+        "  pigeonhub serve --port 3001 --bootstrap ws://127.0.0.1:3000/   # link to another hub\n"
         "clients connect to ws://HOST:PORT/?peerId=<40 hex> (any path works).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; 0.0.0.0 for the LAN)")
@@ -61,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a board uses its MAC address)")
     parser.add_argument("--pty", action="store_true",
                         help="also open a pseudo-terminal that behaves like a board's serial port: "
-                             "writing a line 'reset' to it restarts the hub and prints the boot log "
+                             "writing a line 'reset' (or 'restart', as on the board's console) to it restarts the hub and prints the boot log "
                              "there (for pytest-embedded --embedded-services serial --port PTY)")
     parser.add_argument("--upload-token", default=None, metavar="T",
                         help="secret for over-the-air module uploads (POST /module, `pigeonhub "
@@ -76,6 +80,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an uploaded module counts as good after running this long "
                              "(default 60, as CONFIG_PIGEONHUB_MODULE_CONFIRM_S); one that has not "
                              "when the hub dies is skipped at the next boot")
+    parser.add_argument("--bootstrap", action="append", default=[], metavar="URL",
+                        help="a hub to link to (ws:// or wss://, e.g. a PigeonHub or another "
+                             "pigeonhub serve): clients on both hubs discover and signal each other. "
+                             "Repeatable and/or comma-separated, like PigeonHub's BOOTSTRAP_HUBS; a "
+                             "URL naming this hub itself is skipped. The module dials each and "
+                             "re-dials with backoff when a link drops")
+    parser.add_argument("--max-links", type=int, default=None, metavar="N",
+                        help=f"hub link slots reserved next to the client slots (default: the "
+                             f"number of --bootstrap hubs, at least {DEFAULT_MAX_LINKS}; at most "
+                             f"{MAX_LINKS})")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also print debug lines (connections opened/closed)")
 
@@ -87,6 +101,15 @@ def run(args) -> int:
         return 2
     if not 0 <= args.port <= 65535:
         log.error(f"--port must be 0..65535, not {args.port}")
+        return 2
+    try:
+        args.bootstrap_urls = parse_bootstrap(getattr(args, "bootstrap", None) or [])
+    except ValueError as exc:
+        log.error(f"--bootstrap: {exc}")
+        return 2
+    max_links = getattr(args, "max_links", None)
+    if max_links is not None and not 0 <= max_links <= MAX_LINKS:
+        log.error(f"--max-links must be 0..{MAX_LINKS}, not {max_links}")
         return 2
     module_path = args.module if args.module is not None else DEFAULT_MODULE
     if args.module is None and not module_path.exists():
@@ -113,6 +136,56 @@ def run(args) -> int:
         return 130
 
 
+def parse_bootstrap(values):
+    """--bootstrap values (each may be a comma-separated list) -> [URL]; ValueError says which
+    entry is wrong. Empty entries are dropped (a trailing comma is harmless)."""
+    from urllib.parse import urlsplit
+    urls = []
+    for value in values:
+        for url in (part.strip() for part in value.split(",")):
+            if not url:
+                continue
+            try:
+                parts = urlsplit(url)
+                parts.port  # noqa: B018 — raises ValueError for a bad port
+            except ValueError as exc:
+                raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
+            if parts.scheme not in ("ws", "wss") or not parts.hostname:
+                raise ValueError(f"{url!r} is not a ws:// or wss:// URL with a host")
+            if len(url) > 448:   # bridge: PH_MAX_URL_BYTES - room for ?peerId=<40 hex>
+                raise ValueError(f"{url[:40]}... is {len(url)} characters long; at most 448")
+            if url not in urls:
+                urls.append(url)
+    return urls
+
+
+_LOOPBACK = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
+
+
+def _is_self(url, bind_host, port):
+    """Does url name this hub (the reference skips a bootstrap URI whose host and port are its
+    own)? Loopback names count as the same host, and so does any name when bound to all
+    interfaces with a loopback or this machine's host name."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    url_port = parts.port or (443 if parts.scheme == "wss" else 80)
+    if url_port != port:
+        return False
+    host = (parts.hostname or "").lower()
+    bind = bind_host.lower().strip("[]")
+    if host == bind:
+        return True
+    local = _LOOPBACK | {socket.gethostname().lower()}
+    if bind in ("0.0.0.0", "::", ""):
+        return host in local or host.startswith("127.")
+    return (host in _LOOPBACK or host.startswith("127.")) and (bind in _LOOPBACK or bind.startswith("127."))
+
+
+def _public_url(url):
+    """The dialed URL without its query (the module appends ?peerId=<our hub id>) for log lines."""
+    return url.split("?", 1)[0]
+
+
 class BootError(Exception):
     """Boot failed; the message is already the user-facing reason."""
 
@@ -131,11 +204,13 @@ class _Close:
 
 
 class Connection:
-    """One accepted WebSocket and the bridge's id for it."""
+    """One WebSocket and the bridge's id for it: accepted, or an outgoing hub link (url set; ws
+    stays None while it is dialing)."""
 
-    __slots__ = ("ws", "conn", "queue", "sender", "close_requested", "gone", "closer")
+    __slots__ = ("ws", "conn", "queue", "sender", "close_requested", "gone", "closer", "url",
+                 "dialer")
 
-    def __init__(self, ws, conn):
+    def __init__(self, ws, conn, url=None):
         self.ws = ws
         self.conn = conn
         self.queue = asyncio.Queue()   # bytes frames and one _Close; the bridge bounds its size
@@ -143,6 +218,8 @@ class Connection:
         self.close_requested = False
         self.gone = False              # b.closed() was called: no more b.* calls for this id
         self.closer = None
+        self.url = url                 # hub links: the URL the module dialed
+        self.dialer = None             # hub links: the task running the attempt
 
 
 class _LibraryLog(logging.Handler):
@@ -190,7 +267,10 @@ class PcHub:
         self.pty_attached = False
         self.tasks = set()
         self.totals = {"connections": 0, "refused": 0, "frames_in": 0, "frames_out": 0,
-                       "bytes_in": 0, "bytes_out": 0}
+                       "bytes_in": 0, "bytes_out": 0, "link_attempts": 0, "link_failures": 0}
+        self.bootstrap = list(getattr(args, "bootstrap_urls", None) or [])  # after self-skip: boot()
+        self.bootstrap_skipped = []
+        self.link_errors = {}          # URL without query -> last failure text (for /stats)
 
     # ---- transport callbacks (called by the bridge, on the loop thread, must not block) ---------
 
@@ -214,6 +294,10 @@ class PcHub:
         if c is None or c.gone or c.close_requested:
             return
         c.close_requested = True
+        if c.ws is None:               # a hub link still dialing: give the attempt up
+            if c.dialer is not None:
+                c.dialer.cancel()
+            return
         c.queue.put_nowait(_Close(code, reason))
         # A sender stuck behind a client that does not read (the 1013 case) must not hold the
         # close back: after a short grace the close jumps the queue.
@@ -225,6 +309,15 @@ class PcHub:
         if c is None or c.gone or c.close_requested:
             return -1
         self._spawn(self._ping(c))
+        return 0
+
+    def connect(self, conn, url):
+        """Dial a hub link for the module (ws_connect): one attempt; the module re-dials."""
+        c = Connection(None, conn, url=url)
+        self.conns[conn] = c
+        self.totals["link_attempts"] += 1
+        self.log.info(f"connecting to bootstrap hub {_public_url(url)}")
+        c.dialer = self._spawn(self._dial(c))
         return 0
 
     def millis(self):
@@ -262,7 +355,8 @@ class PcHub:
                 continue
             path = self.module_path if slot == PACKAGED else store.slot_path(slot)
             try:
-                bridge = self.bridge_mod.Bridge(wasm, _Transport(self), max_connections=slots)
+                bridge = self.bridge_mod.Bridge(wasm, _Transport(self), max_connections=slots,
+                                                **self._link_options())
             except self.bridge_mod.BridgeError as exc:
                 if slot == PACKAGED:
                     raise BootError(f"cannot load module {path}: {exc}")
@@ -286,12 +380,14 @@ class PcHub:
         if self.server is None:
             await self._listen()
         slots = self.args.max_peers if self.args.max_peers is not None else DEFAULT_SLOTS
+        self._pick_bootstrap()
         if self.store is not None:
             self.bridge, path = self._boot_from_store(slots)
         else:
             path = self.module_path
             try:
-                self.bridge = self.bridge_mod.Bridge(wasm, _Transport(self), max_connections=slots)
+                self.bridge = self.bridge_mod.Bridge(wasm, _Transport(self), max_connections=slots,
+                                                     **self._link_options())
             except self.bridge_mod.BridgeError as exc:
                 raise BootError(f"cannot load module {self.module_path}: {exc}")
         info = self.module_info
@@ -304,12 +400,35 @@ class PcHub:
         log.info(f"hub id {self.bridge.hub_id}")
         if self.args.max_peers is not None:
             log.info(f"max peers {self.args.max_peers} (beyond: 1008 Maximum connections reached)")
+        if self.bootstrap:
+            log.info(f"bootstrap hubs: {', '.join(self.bootstrap)} "
+                     f"({self._link_options()['max_links']} link slots)")
         rc = self._call("start", self.port)
         if rc is None or rc < 0:
             raise BootError(f"the module refused to start on port {self.port} (start_server -> {rc})",
                             code=1)
         self.ready.set()
         log.info(f"listening on ws://{_url_host(self.args.host)}:{self.port}")
+        # The two lines a board prints (src/wifi.c, src/hub_task.c): tests and users key on them.
+        log.info(f"IPv4 address: {_ipv4_address(self.args.host)}")
+        log.info(f"WebSocket server listening on port {self.port}")
+
+    def _pick_bootstrap(self):
+        """The --bootstrap URLs minus this hub itself (known once the port is bound)."""
+        keep, self.bootstrap_skipped = [], []
+        for url in getattr(self.args, "bootstrap_urls", None) or []:
+            if _is_self(url, self.args.host, self.port):
+                self.bootstrap_skipped.append(url)
+                self.log.info(f"bootstrap hub {url} is this hub itself: skipped")
+            else:
+                keep.append(url)
+        self.bootstrap = keep
+
+    def _link_options(self):
+        max_links = getattr(self.args, "max_links", None)
+        if max_links is None:
+            max_links = min(MAX_LINKS, max(DEFAULT_MAX_LINKS, len(self.bootstrap)))
+        return {"bootstrap": self.bootstrap, "max_links": max_links}
 
     async def _listen(self):
         from websockets.asyncio.server import ServerConnection, serve
@@ -349,8 +468,11 @@ class PcHub:
             deadline = time.monotonic() + SHUTDOWN_GRACE + FORCE_CLOSE_AFTER
             while self.conns and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            for c in list(self.conns.values()):  # clients that never answered the close
-                c.ws.transport.abort()
+            for c in list(self.conns.values()):  # peers that never answered the close
+                if c.ws is not None:
+                    c.ws.transport.abort()
+                elif c.dialer is not None:
+                    c.dialer.cancel()
             while self.conns and time.monotonic() < deadline + 1:
                 await asyncio.sleep(0.02)
             self.bridge = None
@@ -444,7 +566,7 @@ class PcHub:
                     break
                 line = bytes(buf[:cut]).strip()
                 del buf[:cut + 1]
-                if line == b"reset":
+                if line in (b"reset", b"restart"):  # restart: the board console's command
                     self.reset_requested.set()
 
         loop.add_reader(master, readable)
@@ -477,7 +599,12 @@ class PcHub:
         self.conns[conn] = c
         c.sender = asyncio.ensure_future(self._sender(c))
         self.log.debug(f"conn {conn} open {url} from {_peer_addr(ws)}")
+        await self._serve(c)
+
+    async def _serve(self, c):
+        """Frames from c's socket to the bridge until it closes; then _finish (b.closed once)."""
         from websockets.exceptions import ConnectionClosed
+        ws, conn = c.ws, c.conn
         try:
             while True:
                 data = await ws.recv()  # text is UTF-8 checked by the library (1007 otherwise)
@@ -495,6 +622,52 @@ class PcHub:
             pass
         finally:
             await self._finish(c)
+
+    async def _dial(self, c):
+        """One attempt at a hub link (transport.connect): open -> b.link_open + frames; refused,
+        unreachable, timed out or given up by the module -> b.closed (its on_peer_disconnected;
+        the module decides when to dial again)."""
+        from websockets.asyncio.client import connect
+        public = _public_url(c.url)
+        try:
+            c.ws = await connect(
+                c.url,
+                open_timeout=LINK_OPEN_TIMEOUT,
+                ping_interval=None,      # the module sends application pings on links
+                compression=None,        # as the server side: no permessage-deflate
+                max_size=MAX_WS_MESSAGE,  # the bridge enforces the module's limit with 1009
+                max_queue=64,
+                close_timeout=SHUTDOWN_GRACE,
+                user_agent_header=f"PigeonHub-WASM/{__version__}",
+                proxy=None,              # dial directly, as a board does (no HTTP(S)_PROXY detour)
+                logger=logging.getLogger("pigeonhub.websockets"),
+            )
+        except asyncio.CancelledError:
+            c.ws = None
+            self.log.debug(f"hub link {public}: attempt given up")
+        except Exception as exc:  # noqa: BLE001 — refused, DNS, timeout, bad handshake: all one outcome
+            c.ws = None
+            self.totals["link_failures"] += 1
+            reason = _link_error(exc)
+            self.link_errors[public] = reason
+            self.log.warning(f"bootstrap hub {public} unreachable: {reason}")
+        if c.ws is None:
+            c.gone = True
+            self.conns.pop(c.conn, None)
+            self._call("closed", c.conn)
+            return
+        self.link_errors.pop(public, None)
+        if c.close_requested or c.gone or self.bridge is None:
+            await c.ws.close(1001, "Server shutting down")
+            c.gone = True
+            self.conns.pop(c.conn, None)
+            self._call("closed", c.conn)
+            return
+        self.totals["connections"] += 1
+        c.sender = asyncio.ensure_future(self._sender(c))
+        self.log.debug(f"conn {c.conn} hub link open {public} to {_peer_addr(c.ws)}")
+        self._call("link_open", c.conn)
+        await self._serve(c)
 
     async def _finish(self, c):
         """Every frame handed to send() gets exactly one b.sent(); then exactly one b.closed()."""
@@ -514,7 +687,8 @@ class PcHub:
         self.conns.pop(c.conn, None)
         self._call("closed", c.conn)
         ws = c.ws
-        self.log.debug(f"conn {c.conn} closed {ws.close_code} {ws.close_reason or ''}".rstrip())
+        if ws is not None:
+            self.log.debug(f"conn {c.conn} closed {ws.close_code} {ws.close_reason or ''}".rstrip())
 
     async def _sender(self, c):
         from websockets.exceptions import ConnectionClosed
@@ -610,6 +784,7 @@ class PcHub:
         module = stats.get("module") if isinstance(stats.get("module"), dict) else {}
         stats["module"] = {**module, **self.module_info}
         b = self.bridge
+        stats["links"] = self._links(module, stats.get("bridge"))
         stats.update({
             "hubId": b.hub_id if b else None,
             "uptime": round(time.monotonic() - self.started, 6),
@@ -623,9 +798,42 @@ class PcHub:
                 "connections": b.connection_count if b else 0,
                 "peers": b.peer_count if b else 0,
                 "totals": dict(self.totals),
+                "bootstrap": list(self.bootstrap),
+                "bootstrapSkipped": list(self.bootstrap_skipped),
             },
         })
         return stats
+
+    def _links(self, module, bridge):
+        """One entry per hub link: the module's view (state incl. backoff, peers learned, frames
+        relayed, reconnects) merged with the bridge's (conn, frames in/out) and the last
+        transport error. Matched by URL (the bridge's carries the module's ?peerId=...)."""
+        mod_links = module.get("links") if isinstance(module.get("links"), list) else []
+        br_links = bridge.get("links") if isinstance(bridge, dict) and isinstance(bridge.get("links"), list) else []
+        out, used = [], set()
+        for ml in mod_links:
+            if not isinstance(ml, dict):
+                continue
+            entry = dict(ml)
+            url = str(ml.get("url", ""))
+            for i, bl in enumerate(br_links):
+                if i not in used and (bl.get("url") == url or _public_url(bl.get("url", "")) == _public_url(url)):
+                    used.add(i)
+                    entry.update({"conn": bl.get("conn"), "framesIn": bl.get("framesIn"),
+                                  "framesOut": bl.get("framesOut"), "socket": bl.get("state")})
+                    break
+            if _public_url(url) in self.link_errors:
+                entry["lastError"] = self.link_errors[_public_url(url)]
+            out.append(entry)
+        for i, bl in enumerate(br_links):   # a module that does not report links (or not this one)
+            if i not in used:
+                entry = {"url": bl.get("url"), "state": bl.get("state"), "conn": bl.get("conn"),
+                         "framesIn": bl.get("framesIn"), "framesOut": bl.get("framesOut"),
+                         "socket": bl.get("state")}
+                if _public_url(bl.get("url", "")) in self.link_errors:
+                    entry["lastError"] = self.link_errors[_public_url(bl.get("url", ""))]
+                out.append(entry)
+        return out
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -653,6 +861,7 @@ class _Transport:
 
     def __init__(self, hub):
         self.send = hub.send
+        self.connect = hub.connect
         self.close = hub.close
         self.ping = hub.ping
         self.millis = hub.millis
@@ -706,6 +915,16 @@ def _int(value):
     return value if isinstance(value, int) else 0
 
 
+def _ipv4_address(host):
+    """The address peers on the LAN would use: the bound one, or this machine's for a wildcard."""
+    if host not in ("0.0.0.0", "", "::"):
+        return host
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 def _url_host(host):
     return f"[{host}]" if ":" in host else host
 
@@ -713,6 +932,22 @@ def _url_host(host):
 def _peer_addr(ws):
     addr = ws.remote_address
     return f"{addr[0]}:{addr[1]}" if addr else "?"
+
+
+def _link_error(exc):
+    """A short reason for a failed link attempt: "connection refused", "timed out", "HTTP 404"."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return f"no handshake within {LINK_OPEN_TIMEOUT:g} s"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror or exc})"
+    response = getattr(exc, "response", None)
+    if response is not None and getattr(response, "status_code", None):
+        return f"HTTP {response.status_code} instead of a WebSocket handshake"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _websockets_version():

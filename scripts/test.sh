@@ -22,5 +22,8 @@ HUB_WASM="$PWD/build/hub-test-hooks.wasm" make -s -C test/native/bridge
 stage "PlatformIO native env offline: bridge suite built and run by pio test (real pre-build step)"
 python3 scripts/pio_offline.py test
 
+stage "pytest-embedded against the PC twin on a pty (on a board: --embedded-services esp --port /dev/ttyUSB0)"
+HUB_WASM="$PWD/build/hub.wasm" pytest test/embedded --embedded-services serial
+
 stage "pytest: module under WASM3 and wasmtime, bridge, PC hub conformance, interop, firmware config, budgets"
 HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" pytest "$@"

@@ -36,10 +36,6 @@ void app_main(void)
     if (module_store_init() != ESP_OK) {
         ESP_LOGW(TAG, "no module slots: only the embedded module can run, uploads are refused");
     }
-    if (strlen(CONFIG_PIGEONHUB_BOOTSTRAP_HUBS) > 0) {
-        ESP_LOGI(TAG, "bootstrap hubs configured (%s); hub-to-hub links are not implemented in "
-                      "this firmware yet", CONFIG_PIGEONHUB_BOOTSTRAP_HUBS);
-    }
     ESP_ERROR_CHECK(wifi_start());
     if (strlen(CONFIG_PIGEONHUB_SNTP_SERVER) > 0) {
         esp_sntp_config_t sntp = ESP_NETIF_SNTP_DEFAULT_CONFIG(CONFIG_PIGEONHUB_SNTP_SERVER);

@@ -1,5 +1,6 @@
 /*
- * console.c — `wifi <ssid> [password]`, `token <secret>`, `status`, `restart` on the console UART
+ * console.c — `wifi <ssid> [password]`, `token <secret>`, `bootstrap <url,url>`, `status`,
+ * `restart` on the console UART
  * (or USB Serial/JTAG when that is the configured console). Values go to NVS and win over Kconfig.
  */
 #include "console.h"
@@ -49,6 +50,39 @@ static int cmd_token(int argc, char **argv)
     return 0;
 }
 
+/* Stored in NVS; read when the module starts (start_server dials them), so: restart to apply. */
+static int cmd_bootstrap(int argc, char **argv)
+{
+    char list[512];
+    if (argc != 2) {
+        settings_get_str(SETTINGS_KEY_BOOTSTRAP, CONFIG_PIGEONHUB_BOOTSTRAP_HUBS, list, sizeof(list));
+        printf("usage: bootstrap <ws://host:port/,...>   (comma-separated; `bootstrap none` clears)\n"
+               "current: %s\n", list[0] ? list : "(none)");
+        return argc == 1 ? 0 : 1;
+    }
+    const char *value = strcmp(argv[1], "none") == 0 ? "" : argv[1];
+    if (strlen(value) >= sizeof(list)) {
+        printf("the list is longer than %u characters\n", (unsigned)sizeof(list) - 1);
+        return 1;
+    }
+    strlcpy(list, value, sizeof(list));
+    for (char *save = NULL, *url = strtok_r(list, ",", &save); url; url = strtok_r(NULL, ",", &save)) {
+        while (*url == ' ') {
+            url++;
+        }
+        if (*url && strncmp(url, "ws://", 5) != 0 && strncmp(url, "wss://", 6) != 0) {
+            printf("'%s' is not a ws:// or wss:// URL; nothing saved\n", url);
+            return 1;
+        }
+    }
+    if (settings_set_str(SETTINGS_KEY_BOOTSTRAP, value) != ESP_OK) {
+        printf("failed to store the bootstrap list\n");
+        return 1;
+    }
+    printf("bootstrap hubs saved (%s); `restart` to link to them\n", value[0] ? value : "none");
+    return 0;
+}
+
 static int cmd_status(int argc, char **argv)
 {
     (void)argc;
@@ -74,6 +108,8 @@ esp_err_t console_start(void)
           .hint = "<ssid> [password]", .func = cmd_wifi },
         { .command = "token", .help = "Set the token POST /module requires (stored in NVS)",
           .hint = "<secret>", .func = cmd_token },
+        { .command = "bootstrap", .help = "Set the hubs to link to (stored in NVS, used after restart)",
+          .hint = "<ws://host:port/,...|none>", .func = cmd_bootstrap },
         { .command = "status", .help = "Show Wi-Fi state, IP address and free heap",
           .hint = NULL, .func = cmd_status },
         { .command = "restart", .help = "Reboot the hub", .hint = NULL, .func = cmd_restart },

@@ -23,7 +23,7 @@
 
 static const char *TAG = "pigeonhub";
 
-#define JSON_BUF 1536          /* /health and /stats bodies                           */
+#define JSON_BUF 4096          /* /health and /stats bodies (stats grow with hub links) */
 #define TOKEN_MAX 64
 #define UPLOAD_RECV_RETRIES 3  /* httpd_req_recv timeouts tolerated per chunk          */
 

@@ -24,11 +24,16 @@
 #include "module_store.h"
 #include "ph_bridge.h"
 #include "pigeonhub_abi.h"
+#include "settings.h"
+#include "ws_links.h"
 #include "ws_transport.h"
 
 static const char *TAG = "pigeonhub";
 
-#define HUB_MAX_LINKS WS_MAX_OPEN_SOCKETS  /* one entry per socket the HTTP server may hold   */
+/* One entry per socket the HTTP server may hold, plus the outgoing hub links (ws_links.c). */
+#define HUB_MAX_LINKS (WS_MAX_OPEN_SOCKETS + CONFIG_PIGEONHUB_MAX_HUB_LINKS)
+#define HUB_BOOTSTRAP_MAX 8                /* URLs read from the bootstrap list               */
+#define HUB_BOOTSTRAP_BYTES 512            /* the whole comma-separated list (NVS / Kconfig)  */
 #define HUB_CALL_WAIT_MS 10000             /* HTTP handlers give up on the hub task after this */
 #define HUB_INBOX_POLL_MS 10
 #define HUB_ERR_LEN 160
@@ -36,8 +41,9 @@ static const char *TAG = "pigeonhub";
 /* A WebSocket the hub task knows: transport session ↔ bridge connection. */
 typedef struct {
     uint32_t session; /* 0 = free entry */
-    int fd;
+    int fd;           /* -1: an outgoing hub link, served by ws_links.c */
     int32_t conn;
+    bool outgoing;
 } hub_link;
 
 typedef enum { CALL_HEALTH, CALL_STATS, CALL_SWAP } call_kind;
@@ -89,6 +95,9 @@ static int op_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
 {
     (void)ctx;
     hub_link *l = link_by_conn(conn);
+    if (l && l->outgoing) {
+        return ws_links_send(l->session, conn, frame, len);
+    }
     return l ? ws_transport_send(l->fd, l->session, conn, frame, len) : -1;
 }
 
@@ -96,7 +105,9 @@ static void op_close(void *ctx, int32_t conn, uint16_t code, const char *reason,
 {
     (void)ctx;
     hub_link *l = link_by_conn(conn);
-    if (l) {
+    if (l && l->outgoing) {
+        ws_links_close(l->session, code, reason, len);
+    } else if (l) {
         ws_transport_close(l->fd, l->session, code, reason, len);
     }
 }
@@ -105,6 +116,9 @@ static int op_ping(void *ctx, int32_t conn)
 {
     (void)ctx;
     hub_link *l = link_by_conn(conn);
+    if (l && l->outgoing) {
+        return ws_links_ping(l->session);
+    }
     return l ? ws_transport_ping(l->fd, l->session) : -1;
 }
 
@@ -164,6 +178,24 @@ static void op_server_stop(void *ctx)
     ESP_LOGI(TAG, "WebSocket server stopped accepting");
 }
 
+/* ABI 2 ws_connect: one attempt through ws_links.c; its events arrive as HUB_EV_LINK_OPEN /
+ * HUB_EV_FRAME / HUB_EV_CLOSE with the session returned here. */
+static int op_connect(void *ctx, int32_t conn, const char *url, size_t len)
+{
+    (void)ctx;
+    hub_link *l = link_by_session(0);
+    uint32_t session = l ? ws_links_open(conn, url, len) : 0;
+    if (session == 0) {
+        return -1;
+    }
+    ESP_LOGI(TAG, "connecting to bootstrap hub %.*s", (int)len, url);
+    l->session = session;
+    l->fd = -1;
+    l->conn = conn;
+    l->outgoing = true;
+    return 0;
+}
+
 static const ph_transport_ops s_ops = {
     .ctx = NULL,
     .send = op_send,
@@ -175,6 +207,7 @@ static const ph_transport_ops s_ops = {
     .device_id = op_device_id,
     .server_start = op_server_start,
     .server_stop = op_server_stop,
+    .connect = op_connect,
 };
 
 /* httpd task: bytes of a frame left the outbox. ph_bridge_on_sent is safe from any thread. */
@@ -203,11 +236,46 @@ static void log_module(const module_image *img)
     ESP_LOGI(TAG, "hub id %s", ph_bridge_hub_id(s_bridge));
 }
 
+/* The bootstrap list: NVS (console `bootstrap`) or CONFIG_PIGEONHUB_BOOTSTRAP_HUBS, split at commas
+ * into `urls` (pointers into buf, spaces trimmed, empty entries dropped). */
+static uint32_t bootstrap_list(char *buf, size_t cap, const char **urls, uint32_t max)
+{
+    uint32_t n = 0;
+    settings_get_str(SETTINGS_KEY_BOOTSTRAP, CONFIG_PIGEONHUB_BOOTSTRAP_HUBS, buf, cap);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ') {
+            tok++;
+        }
+        size_t len = strlen(tok);
+        while (len > 0 && tok[len - 1] == ' ') {
+            tok[--len] = '\0';
+        }
+        if (len == 0) {
+            continue;
+        }
+        if (n == max) {
+            ESP_LOGW(TAG, "bootstrap hub %s ignored: at most %u are read", tok, (unsigned)max);
+            continue;
+        }
+        urls[n++] = tok;
+    }
+    return n;
+}
+
 static ph_bridge *create_bridge(const module_image *img, char *err, size_t cap)
 {
     ph_bridge_config cfg = PH_BRIDGE_CONFIG_DEFAULT;
     ph_result res = PH_OK;
-    cfg.max_connections = HUB_MAX_LINKS;
+    static char list[HUB_BOOTSTRAP_BYTES];   /* hub task only; the bridge copies the URLs */
+    const char *urls[HUB_BOOTSTRAP_MAX];
+    cfg.bootstrap_count = bootstrap_list(list, sizeof(list), urls, HUB_BOOTSTRAP_MAX);
+    cfg.bootstrap_urls = urls;
+    cfg.max_links = CONFIG_PIGEONHUB_MAX_HUB_LINKS;
+    for (uint32_t i = 0; i < cfg.bootstrap_count; i++) {
+        ESP_LOGI(TAG, "bootstrap hub %s", urls[i]);
+    }
+    /* Accepted sockets only: the bridge reserves max_links slots for outgoing links on top. */
+    cfg.max_connections = WS_MAX_OPEN_SOCKETS;
     cfg.outbox_limit_bytes = CONFIG_PIGEONHUB_OUTBOX_LIMIT;
     cfg.memory_limit_bytes = CONFIG_PIGEONHUB_MODULE_MEMORY_LIMIT;
     cfg.wasm_stack_bytes = CONFIG_PIGEONHUB_WASM_STACK;
@@ -232,6 +300,7 @@ static void set_load_error(const char *err)
 static void module_running(const module_image *img)
 {
     ws_transport_set_frame_limit(ph_bridge_input_buffer_size(s_bridge));
+    ws_links_set_frame_limit(ph_bridge_input_buffer_size(s_bridge));
     module_store_set_running(img->slot);
     s_load_error[0] = '\0';
     log_module(img);
@@ -398,6 +467,7 @@ static void on_open(const hub_event *ev)
     l->session = ev->session;
     l->fd = ev->fd;
     l->conn = conn;
+    l->outgoing = false;
 }
 
 static void dispatch(hub_event *ev)
@@ -421,6 +491,11 @@ static void dispatch(hub_event *ev)
     case HUB_EV_PONG:
         if (l && s_bridge) {
             ph_bridge_on_pong(s_bridge, l->conn);
+        }
+        break;
+    case HUB_EV_LINK_OPEN:
+        if (l && s_bridge) {
+            ph_bridge_on_link_open(s_bridge, l->conn); /* the module sends its hub announce */
         }
         break;
     case HUB_EV_CLOSE:
@@ -464,6 +539,11 @@ static void hub_task(void *arg)
                  esp_err_to_name(err));
         vTaskDelete(NULL);
         return;
+    }
+    err = ws_links_start(on_sent);
+    if (err != ESP_OK) {
+        ESP_LOGW(TAG, "hub links unavailable (%s): no outgoing links to bootstrap hubs",
+                 esp_err_to_name(err));
     }
     load_boot_module();
 

@@ -25,12 +25,13 @@ typedef enum {
     HUB_EV_PONG,
     HUB_EV_CLOSE,    /* the socket is gone; exactly once per opened session         */
     HUB_EV_CALL,     /* data = hub_call: a request from another task with a reply   */
+    HUB_EV_LINK_OPEN, /* an outgoing hub link (ws_links.c) completed its handshake   */
 } hub_event_type;
 
 typedef struct {
     hub_event_type type;
-    uint32_t session; /* ws_transport session id, unique per WebSocket, never reused */
-    int fd;
+    uint32_t session; /* ws_transport / ws_links session id, unique per WebSocket    */
+    int fd;           /* -1 for outgoing hub links                                   */
     uint8_t *data;    /* heap, owned by the event; freed by the hub task             */
     size_t len;
 } hub_event;

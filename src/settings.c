@@ -1,5 +1,6 @@
 /*
- * settings.c — NVS-backed strings (Wi-Fi credentials, upload token) with Kconfig fallbacks.
+ * settings.c — NVS-backed strings (Wi-Fi credentials, upload token, bootstrap hubs) with Kconfig
+ * fallbacks.
  */
 #include "settings.h"
 

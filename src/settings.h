@@ -12,6 +12,7 @@
 #define SETTINGS_KEY_WIFI_SSID "wifi_ssid"
 #define SETTINGS_KEY_WIFI_PASS "wifi_pass"
 #define SETTINGS_KEY_UPLOAD_TOKEN "upload_token"
+#define SETTINGS_KEY_BOOTSTRAP "bootstrap"   /* comma-separated hub URLs (console `bootstrap`) */
 
 /* Copy the NVS value of key into buf, or fallback (a Kconfig string) when the key is absent.
  * Returns true when the result is non-empty. */

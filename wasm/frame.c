@@ -42,6 +42,20 @@ static void w_u64(ph_writer *w, uint64_t v)
 
 void w_u32(ph_writer *w, uint32_t v) { w_u64(w, v); }
 
+void w_bootstrap_url(ph_writer *w, uint32_t index)
+{
+    uint32_t room = w->cap - w->len;
+    if (w->overflow || room < 2) return;
+    char *at = w->buf + w->len;
+    int32_t n = get_bootstrap_hub((int32_t)index, at, (int32_t)room);
+    uint32_t m = n < 0 ? 0 : (uint32_t)n < room ? (uint32_t)n : room - 1;
+    for (uint32_t i = 0; i < m; i++) {
+        unsigned char c = (unsigned char)at[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\') at[i] = '?';
+    }
+    w->len += m;
+}
+
 void w_vfmt(ph_writer *w, const char *fmt, va_list ap)
 {
     for (;;) {
@@ -67,6 +81,8 @@ void w_vfmt(ph_writer *w, const char *fmt, va_list ap)
         } else if (d == 'c') {
             char c = (char)va_arg(ap, int);
             w_raw(w, &c, 1);
+        } else if (d == 'U') {
+            w_bootstrap_url(w, va_arg(ap, uint32_t));
         } else { /* '8': peer ids are logged as 8 digits, enough to tell peers apart */
             w_raw(w, va_arg(ap, const char *), 8);
             w_raw(w, "\xE2\x80\xA6", 3);   /* U+2026 "…" */

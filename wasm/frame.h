@@ -10,6 +10,8 @@
  *   %d  int64_t in decimal             %u  uint32_t in decimal
  *   %b  int: true/false                %c  one char (int)
  *   %8  a peer id shortened for logs: its first 8 characters and "…"
+ *   %U  uint32_t: bootstrap hub URL number n (get_bootstrap_hub), as much as fits, every byte a
+ *       JSON string or log line could not carry (not printable ASCII, '"', '\\') shown as '?'
  * One call per frame instead of one per piece keeps the module small (each call site in wasm costs
  * its arguments plus the call); arguments must have exactly these types (varargs are not checked).
  */
@@ -30,6 +32,7 @@ void w_init(ph_writer *w, char *buf, uint32_t cap);
 void w_raw(ph_writer *w, const char *s, uint32_t n);
 void w_str(ph_writer *w, const char *cstr);          /* a NUL-terminated literal, unescaped */
 void w_u32(ph_writer *w, uint32_t v);
+void w_bootstrap_url(ph_writer *w, uint32_t index);   /* %U */
 void w_fmt(ph_writer *w, const char *fmt, ...);
 void w_vfmt(ph_writer *w, const char *fmt, va_list ap);
 uint32_t ph_strlen(const char *s);

@@ -6,48 +6,88 @@
  * built in. Incoming text is validated completely (json.c) before any of it is looked at; what is
  * relayed is copied byte for byte from validated input. wasm/ABI.md describes the ABI, the protocol
  * decisions and the memory layout; /work/shared/protocol.md is the wire reference.
+ *
+ * Hub mesh (ABI 2, protocol.md §6): a *hub connection* is either an incoming hub (a peer-table
+ * connection that announced as a hub) or an outgoing link this hub dialed (g_links, one per
+ * configured bootstrap hub). Both teach us remote peers (g_remote, for late joiners and routing)
+ * and carry cross-hub signaling; a short-lived hash ring (g_seen) keeps cycles of hubs from
+ * looping or amplifying frames.
  */
 #include "frame.h"
 #include "json.h"
+#include "mesh.h"
 #include "peers.h"
 #include "ph_port.h"
 #include "sha1.h"
 
 #ifndef PH_STACK_SIZE
-#define PH_STACK_SIZE 4096          /* must equal the linker's -z stack-size (build.py passes both) */
+#define PH_STACK_SIZE 3072          /* must equal the linker's -z stack-size (build.py passes both) */
 #endif
 /* Largest frame the hub builds from an input frame: its data (and networkName) + our envelope. The
  * envelope adds at most ~210 bytes to what the input had to contain anyway (a goodbye, 170) */
+#ifndef PH_OUT_SIZE
 #define PH_OUT_SIZE (MAX_MESSAGE_SIZE + 256)
+#endif
 #define PH_TYPE_ECHO_MAX 64         /* bytes of an unknown type quoted back in the error frame     */
 #define PH_DEVICE_ID_MAX 64
 #define PH_HUB_ID_PREFIX "pigeonhub-hub-id:"
 #define PH_MESH_NETWORK "pigeonhub-mesh"
+#define PH_SEEN_TTL 5000            /* ms a relayed frame's hash is remembered                      */
+#define PH_BACKOFF_MIN 1000         /* ms: first re-dial delay, doubled per failure ...             */
+#define PH_BACKOFF_MAX 60000        /* ... up to this, each +-25 % jitter                           */
+#define PH_LINK_STABLE 30000        /* ms open after which a closed link starts over at 1 s         */
+#define PH_URL_MAX 200              /* bytes of a bootstrap hub URL                                 */
+#define HUB_SLOTS (MAX_PEERS + PH_MAX_HUB_LINKS)
 
-static char g_in[MAX_MESSAGE_SIZE];
-static char g_out[PH_OUT_SIZE];
+/* The two frame buffers live in buffers.c, linked last: the linker then places the small tables
+ * first, at addresses below 8 KiB, and every access to them encodes its address in 2 bytes
+ * instead of 3 (about 0.4 KB of module). */
+extern char g_in[MAX_MESSAGE_SIZE];
+extern char g_out[PH_OUT_SIZE];
 static char g_hub_id[PH_PEER_ID_LEN + 1];
 static char g_log[192];
+/* Defined here rather than in peers.c: the tables most accessed come first in memory (see
+ * buffers.c), so more of their addresses take 2-byte constants. */
+ph_peer g_peers[MAX_PEERS];
+
+/* An outgoing hub link; slot k dials bootstrap hub `index`. The URL is not stored: it is read
+ * again with get_bootstrap_hub whenever it is needed (dial, log line, stats). */
+enum { LINK_UNUSED = 0, LINK_BACKOFF, LINK_CONNECTING, LINK_OPEN, LINK_CLOSING };
+typedef struct {
+    int32_t conn;
+    uint32_t due;                  /* millis() of the next dial (BACKOFF)                       */
+    uint32_t delay;                /* ms, base of the next backoff                              */
+    uint32_t since;                /* millis() it opened                                        */
+    uint32_t last_activity, last_ping;
+    uint32_t learned, relayed, reconnects, wait;   /* stats (wait: set by get_stats)     */
+    uint8_t state, opened, index;
+} ph_link;
+static ph_link g_links[PH_MAX_HUB_LINKS];
 
 static struct {
     uint8_t running;
+    uint8_t seen_next, remote_next;
+    int32_t port;
+    uint32_t rng;                  /* xorshift32 state: backoff jitter                         */
     uint32_t last_now;             /* millis() at the previous reading, for uptime across wrap */
     uint64_t uptime_ms;
     uint32_t frames_in, frames_out;
     struct {
         uint32_t invalid_json, unknown_type, no_target, unknown_target, cross_network,
-            send_failed, too_big, bad_announce, unknown_conn, hub_mesh;
+            send_failed, too_big, bad_announce, unknown_conn, hub_mesh, dedup;
     } drop;
 } g;
 
-/* connection-rejected is deliberately absent: relaying it breaks real 1.1.3 clients. Two fresh
+/* The frame types the hub acts on, NUL-separated; the first RELAY_COUNT are relayed.
+ * connection-rejected is deliberately absent: relaying it breaks real 1.1.3 clients. Two fresh
  * peers both offer; the larger id rejects the other's offer, and a delivered rejection makes the
  * smaller one close the connection it is answering at that moment (1 of 6 WebRTC connections
  * completed with relaying, 6 of 6 without). Like the reference, it gets the `error` frame. */
-static const char *const RELAY_TYPES[] = {
-    "offer", "answer", "ice-candidate", "renegotiation-offer",
-    "renegotiation-answer", "ice-restart-offer", "ice-restart-answer",
-};
+static const char TYPES[] =
+    "offer\0answer\0ice-candidate\0renegotiation-offer\0renegotiation-answer\0ice-restart-offer\0"
+    "ice-restart-answer\0announce\0ping\0goodbye\0cleanup\0peer-discovered\0peer-disconnected\0";
+enum { T_ANNOUNCE = 7, T_PING, T_GOODBYE, T_CLEANUP, T_DISCOVERED, T_DISCONNECTED, T_OTHER };
+#define RELAY_COUNT 7
 
 /* --- time, logging, sending ----------------------------------------------------------------- */
 
@@ -82,14 +122,16 @@ static void count_send(int32_t rc)
     else g.frames_out++;
 }
 
-static void send_out(const ph_peer *to, const ph_writer *w)
+static void send_conn(int32_t conn, const ph_writer *w)
 {
     if (w->overflow) {   /* cannot happen with PH_OUT_SIZE; never send half a frame if it does */
         g.drop.send_failed++;
         return;
     }
-    count_send(ws_send_to_peer(to->conn, w->buf, (int32_t)w->len));
+    count_send(ws_send_to_peer(conn, w->buf, (int32_t)w->len));
 }
+
+static void send_out(const ph_peer *to, const ph_writer *w) { send_conn(to->conn, w); }
 
 /* Starts a frame in the output buffer: w_fmt(`fmt`, ...) */
 static void frame_fmt(ph_writer *w, const char *fmt, ...)
@@ -101,13 +143,17 @@ static void frame_fmt(ph_writer *w, const char *fmt, ...)
     va_end(ap);
 }
 
-/* The tail of every frame the hub itself addresses to `to`, then sends it. */
-static void send_system(const ph_peer *to, ph_writer *w, int64_t ts)
+/* The tail of every frame the hub itself originates, then sends it: addressed to `to_id` (40
+ * chars), or without targetPeerId (NULL: an outgoing link, whose far hub id we do not know). */
+static void send_tail(int32_t conn, const char *to_id, ph_writer *w, int64_t ts)
 {
-    w_fmt(w, ",\"fromPeerId\":\"system\",\"targetPeerId\":\"%S\",\"timestamp\":%d}", to->id,
-          (uint32_t)PH_PEER_ID_LEN, ts);
-    send_out(to, w);
+    if (to_id) w_fmt(w, ",\"fromPeerId\":\"system\",\"targetPeerId\":\"%S\",\"timestamp\":%d}", to_id,
+                     (uint32_t)PH_PEER_ID_LEN, ts);
+    else w_fmt(w, ",\"fromPeerId\":\"system\",\"timestamp\":%d}", ts);
+    send_conn(conn, w);
 }
+
+static void send_system(const ph_peer *to, ph_writer *w, int64_t ts) { send_tail(to->conn, to->id, w, ts); }
 
 /* {"type":"error","error":"<a><b><c>","timestamp":T}; the parts are JSON-safe string content. */
 static void send_error(const ph_peer *to, const char *a, const char *b, uint32_t b_len,
@@ -118,25 +164,35 @@ static void send_error(const ph_peer *to, const char *a, const char *b, uint32_t
     send_out(to, &w);
 }
 
-/* peer-discovered about `about`, to `to`; networkName is about's network. */
-static void send_discovered(const ph_peer *to, const ph_peer *about, int64_t ts)
+/* peer-discovered (reason NULL) or peer-disconnected about peer `id` (40 chars) of network `net`,
+ * to `conn` (see send_tail for to_id). The one builder of both frames, local or remote peer. */
+static void tell(int32_t conn, const char *to_id, const char *id, int is_hub, const char *extra,
+                 uint32_t extra_len, const char *net, uint32_t net_len, const char *reason, int64_t ts)
 {
     ph_writer w;
-    frame_fmt(&w, "{\"type\":\"peer-discovered\",\"data\":{\"peerId\":\"%S\",\"isHub\":%b%S},"
-                  "\"networkName\":\"%S\"",
-              about->id, (uint32_t)PH_PEER_ID_LEN, (int)about->is_hub, about->extra,
-              (uint32_t)about->extra_len, about->net, (uint32_t)about->net_len);
-    send_system(to, &w, ts);
+    if (reason) {
+        frame_fmt(&w, "{\"type\":\"peer-disconnected\",\"data\":{\"peerId\":\"%S\",\"isHub\":%b,"
+                      "\"reason\":\"%s\",\"timestamp\":%d}", id, (uint32_t)PH_PEER_ID_LEN, is_hub,
+                  reason, ts);
+    } else {
+        frame_fmt(&w, "{\"type\":\"peer-discovered\",\"data\":{\"peerId\":\"%S\",\"isHub\":%b%S}", id,
+                  (uint32_t)PH_PEER_ID_LEN, is_hub, extra, extra_len);
+    }
+    w_fmt(&w, ",\"networkName\":\"%S\"", net, net_len);
+    send_tail(conn, to_id, &w, ts);
 }
 
-static void send_departed(const ph_peer *to, const ph_peer *gone, const char *reason, int64_t ts)
+/* About local peer `about` to `conn`. */
+static void tell_peer(int32_t conn, const char *to_id, const ph_peer *about, const char *reason,
+                      int64_t ts)
 {
-    ph_writer w;
-    frame_fmt(&w, "{\"type\":\"peer-disconnected\",\"data\":{\"peerId\":\"%S\",\"isHub\":%b,"
-                  "\"reason\":\"%s\",\"timestamp\":%d},\"networkName\":\"%S\"",
-              gone->id, (uint32_t)PH_PEER_ID_LEN, (int)gone->is_hub, reason, ts, gone->net,
-              (uint32_t)gone->net_len);
-    send_system(to, &w, ts);
+    tell(conn, to_id, about->id, about->is_hub, about->extra, about->extra_len, about->net,
+         about->net_len, reason, ts);
+}
+
+static void send_discovered(const ph_peer *to, const ph_peer *about, int64_t ts)
+{
+    tell_peer(to->conn, to->id, about, 0, ts);
 }
 
 /* {"type":"<type>"[,"data":<data>] — relayed frames carry `data` byte for byte, or omit it. */
@@ -153,14 +209,146 @@ static int is_mesh(const char *net, uint32_t n)
     return n == sizeof PH_MESH_NETWORK - 1 && memcmp(net, PH_MESH_NETWORK, n) == 0;
 }
 
-/* The one place a peer leaves its network: exactly one peer-disconnected per remaining member. */
+/* --- hub connections: incoming hubs and outgoing links ----------------------------------------- */
+
+/* Hub slot i < HUB_SLOTS names a peer-table entry (i < MAX_PEERS) or a link; returns its
+ * connection when that is a hub connection now (an announced incoming hub, an open link), else -1. */
+static int32_t hub_conn(uint32_t i)
+{
+    if (i < MAX_PEERS) {
+        const ph_peer *p = &g_peers[i];
+        return p->state == PEER_OPEN && p->announced && p->is_hub ? p->conn : -1;
+    }
+    const ph_link *l = &g_links[i - MAX_PEERS];
+    return l->state == LINK_OPEN ? l->conn : -1;
+}
+
+static ph_link *link_by_conn(int32_t conn)
+{
+    for (uint32_t k = 0; k < PH_MAX_HUB_LINKS; k++) {
+        ph_link *l = &g_links[k];
+        if (l->state >= LINK_CONNECTING && l->conn == conn) return l;
+    }
+    return 0;
+}
+
+/* 1 for a byte a URL may keep in a JSON string and a log line (printable ASCII but '"' '\'). */
+static int url_byte(unsigned char c) { return c > 0x20 && c < 0x7f && c != '"' && c != '\\'; }
+
+/* "L hub link <url><rest>": fmt starts with the level letter; the rest follows the URL. */
+static void log_link(const ph_link *l, const char *fmt, ...)
+{
+    ph_writer w;
+    va_list ap;
+    w_init(&w, g_log, sizeof g_log);
+    w_fmt(&w, "%c hub link %U", fmt[0], (uint32_t)l->index);
+    va_start(ap, fmt);
+    w_vfmt(&w, fmt + 1, ap);
+    va_end(ap);
+    log_message(g_log, (int32_t)w.len);
+}
+
+/* FNV-1a: network names in the remote cache, and the dedup keys. */
+#define FNV_BASIS 2166136261u
+static uint32_t fnv(uint32_t h, const char *p, uint32_t n)
+{
+    while (n--) h = (h ^ (unsigned char)*p++) * 16777619u;
+    return h;
+}
+
+static ph_remote *remote_find(const char *id)
+{
+    for (uint32_t k = 0; k < PH_REMOTE_MAX; k++) {
+        ph_remote *r = &g_remote[k];
+        if (r->id[0] && memcmp(r->id, id, PH_PEER_ID_LEN) == 0) return r;
+    }
+    return 0;
+}
+
+/* Remembers remote peer `id` of network hash `net` behind hub connection `via` (a free slot, else
+ * the oldest entry). 1 when it is news for our clients: unknown before, or in another network. */
+static int remote_learn(const char *id, uint32_t net, int32_t via)
+{
+    ph_remote *r = remote_find(id), *slot = r;
+    for (uint32_t k = 0; !slot && k < PH_REMOTE_MAX; k++) {
+        if (!g_remote[k].id[0]) slot = &g_remote[k];
+    }
+    if (!slot) {   /* full: evict in learning order, the oldest first */
+        slot = &g_remote[g.remote_next];
+        g.remote_next = (uint8_t)((g.remote_next + 1) % PH_REMOTE_MAX);
+    }
+    int news = !r || r->net != net;
+    memcpy(slot->id, id, PH_PEER_ID_LEN);
+    slot->net = net;
+    slot->via = via;
+    return news;
+}
+
+/* About remote peer `id` of network hash `net` to each local non-hub peer of that network, in its
+ * own words: peer-discovered (reason NULL) or peer-disconnected, data {peerId, isHub:false}. */
+static void tell_locals(const char *id, uint32_t net, const char *reason, int64_t ts)
+{
+    for (uint32_t i = 0; i < MAX_PEERS; i++) {
+        const ph_peer *q = &g_peers[i];
+        if (q->state == PEER_OPEN && q->announced && !q->is_hub &&
+            fnv(FNV_BASIS, q->net, q->net_len) == net && memcmp(q->id, id, PH_PEER_ID_LEN) != 0) {
+            tell(q->conn, q->id, id, 0, "", 0, q->net, q->net_len, reason, ts);
+        }
+    }
+}
+
+static void remote_forget(ph_remote *r, const char *reason, int64_t ts)
+{
+    tell_locals(r->id, r->net, reason, ts);
+    r->id[0] = 0;
+}
+
+/* A hub connection is gone: so are the peers we knew only through it. */
+static void remote_purge(int32_t via, int64_t ts)
+{
+    for (uint32_t k = 0; k < PH_REMOTE_MAX; k++) {
+        if (g_remote[k].id[0] && g_remote[k].via == via) remote_forget(&g_remote[k], "Hub connection lost", ts);
+    }
+}
+
+/* Local peer p arrived in its network (reason NULL) or left it: one frame to every hub connection
+ * not in that network (members heard it already). Incoming hubs get it addressed to their id,
+ * links without targetPeerId. Never a raw client announce/goodbye (protocol.md §6.2). */
+static void tell_hubs(const ph_peer *p, const char *reason, int64_t ts)
+{
+    for (uint32_t i = 0; i < HUB_SLOTS; i++) {
+        int32_t c = hub_conn(i);
+        if (c < 0) continue;
+        const ph_peer *q = i < MAX_PEERS ? &g_peers[i] : 0;
+        if (q && (q == p || peer_in_network(q, p->net, p->net_len))) continue;
+        tell_peer(c, q ? q->id : 0, p, reason, ts);
+    }
+}
+
+/* Introduces every local announced non-hub peer (but those of network `skip`, who were told
+ * otherwise) to hub connection `conn`: a new incoming hub (to_id its id) or a link (to_id NULL). */
+static void tell_clients(int32_t conn, const char *to_id, const char *skip, uint32_t skip_len,
+                         int64_t ts)
+{
+    for (uint32_t i = 0; i < MAX_PEERS; i++) {
+        const ph_peer *q = &g_peers[i];
+        if (q->state == PEER_OPEN && q->announced && !q->is_hub && !peer_in_network(q, skip, skip_len)) {
+            tell_peer(conn, to_id, q, 0, ts);
+        }
+    }
+}
+
+/* The one place a peer leaves its network: exactly one peer-disconnected per remaining member and
+ * per hub connection; a hub leaving takes the remote peers learned through it along. */
 static void leave_network(ph_peer *p, const char *reason, int64_t ts)
 {
     if (!p->announced) return;
     for (uint32_t i = 0; i < MAX_PEERS; i++) {
         ph_peer *q = &g_peers[i];
-        if (q != p && peer_in_network(q, p->net, p->net_len)) send_departed(q, p, reason, ts);
+        if (q != p && peer_in_network(q, p->net, p->net_len)) tell_peer(q->conn, q->id, p, reason, ts);
     }
+    if (p->is_hub) remote_purge(p->conn, ts);
+    else tell_hubs(p, reason, ts);
     p->announced = 0;
 }
 
@@ -204,24 +392,26 @@ static int is_peer_id(const char *s, uint32_t n)
     return 1;
 }
 
+/* json_top.each of an announce's data: copies every member but peerId/isHub into the writer. */
+static void keep_extra(json_top *d, const json_val *k, const json_val *v)
+{
+    if (!json_str_equals(k, "peerId") && !json_str_equals(k, "isHub")) {
+        w_fmt(d->ctx, ",%S:%S", k->p, k->n, v->p, v->n);
+    }
+}
+
 static void handle_announce(ph_peer *p, const json_top *frame, int64_t ts)
 {
     const char *net;
     uint32_t net_len;
-    if (!frame_network(frame, &net, &net_len)) {
-        g.drop.bad_announce++;
-        send_error(p, "announce networkName must be a string", "", 0, "", ts);
-        return;
-    }
-    if (net_len > PH_NETWORK_MAX) {
-        g.drop.bad_announce++;
-        send_error(p, "announce networkName too long (max ", "64", 2, " bytes)", ts);
-        return;
-    }
     json_val data = frame->data;
-    if (data.kind == JV_OBJECT && data.n > PH_ANNOUNCE_DATA_MAX) {
+    const char *bad = !frame_network(frame, &net, &net_len) ? "announce networkName must be a string"
+                      : net_len > PH_NETWORK_MAX ? "announce networkName too long (max 64 bytes)"
+                      : data.kind == JV_OBJECT && data.n > PH_ANNOUNCE_DATA_MAX
+                          ? "announce data too large (max 256 bytes)" : 0;
+    if (bad) {   /* nothing changes */
         g.drop.bad_announce++;
-        send_error(p, "announce data too large (max ", "256", 3, " bytes)", ts);
+        send_error(p, bad, "", 0, "", ts);
         return;
     }
 
@@ -230,20 +420,12 @@ static void handle_announce(ph_peer *p, const json_top *frame, int64_t ts)
     char extra[PH_ANNOUNCE_DATA_MAX];
     ph_writer x;
     w_init(&x, extra, sizeof extra);
-    int hub = is_mesh(net, net_len);
-    if (data.kind == JV_OBJECT) {
-        json_iter it;
-        json_val k, v;
-        json_iter_init(&it, &data);
-        while (json_iter_next(&it, &k, &v)) {
-            if (json_str_equals(&k, "peerId")) continue;
-            if (json_str_equals(&k, "isHub")) {
-                hub |= v.kind == JV_TRUE;
-                continue;
-            }
-            w_fmt(&x, ",%S:%S", k.p, k.n, v.p, v.n);
-        }
-    }
+    json_top d;
+    d.each = keep_extra;
+    d.ctx = &x;
+    if (data.kind != JV_OBJECT) data.n = 0;   /* anything else counts as {} */
+    json_scan(data.p, data.n, &d);
+    int hub = is_mesh(net, net_len) || d.isHub.kind == JV_TRUE;
 
     int same = p->announced && p->net_len == net_len && memcmp(p->net, net, net_len) == 0;
     if (p->announced && !same) leave_network(p, "network change", ts);
@@ -259,34 +441,61 @@ static void handle_announce(ph_peer *p, const json_top *frame, int64_t ts)
     }
     p->announced = 1;
 
+    /* Each member and the newcomer learn of each other (every connection sees its frames in
+     * the reference's order). */
     uint32_t members = 0;
     for (uint32_t i = 0; i < MAX_PEERS; i++) {
         ph_peer *q = &g_peers[i];
         if (q != p && peer_in_network(q, net, net_len)) {
             send_discovered(q, p, ts);
+            send_discovered(p, q, ts);
             members++;
         }
     }
-    for (uint32_t i = 0; i < MAX_PEERS; i++) {
-        ph_peer *q = &g_peers[i];
-        if (q != p && peer_in_network(q, net, net_len)) send_discovered(p, q, ts);
-    }
-    /* Hub links (protocol.md §6.7): a hub learns every client of every network, and hubs learn
-     * of each new client, whatever network they announced in themselves. */
-    for (uint32_t i = 0; i < MAX_PEERS; i++) {
-        ph_peer *q = &g_peers[i];
-        if (q == p || q->state != PEER_OPEN || !q->announced || peer_in_network(q, net, net_len)) {
-            continue;
+    /* Hub connections (protocol.md §6.7): a new hub learns every client of every network, and
+     * hubs learn of each new client, whatever network they announced in themselves. A new client
+     * also learns the remote peers of its network (late joiner). */
+    if (hub) {
+        tell_clients(p->conn, p->id, net, net_len, ts);
+    } else {
+        tell_hubs(p, 0, ts);
+        uint32_t h = fnv(FNV_BASIS, net, net_len);
+        for (uint32_t k = 0; k < PH_REMOTE_MAX; k++) {
+            const ph_remote *r = &g_remote[k];
+            if (r->id[0] && r->net == h && memcmp(r->id, p->id, PH_PEER_ID_LEN) != 0) {
+                tell(p->conn, p->id, r->id, 0, "", 0, net, net_len, 0, ts);
+            }
         }
-        if (hub && !q->is_hub) send_discovered(p, q, ts);
-        if (!hub && q->is_hub) send_discovered(q, p, ts);
     }
 
     log_fmt("I peer %8%s%S' (%u other peers there)", p->id,
             hub ? " announced as hub in '" : " announced in '", net, net_len, members);
 }
 
-static void handle_relay(ph_peer *p, const char *type, const json_top *frame, int64_t ts)
+/* 1 when the same signaling frame (type, sender, target, data) crossed this hub in the last
+ * PH_SEEN_TTL ms (counted in dropped.dedup); otherwise remembers it. A cycle of hubs thus delivers
+ * and forwards each frame once: the protocol has no TTL or hop field (protocol.md §6.3). */
+static int seen_before(const char *type, const char *from, const char *tid, uint32_t tid_len,
+                       const json_val *data)
+{
+    uint32_t h = fnv(FNV_BASIS, type, ph_strlen(type) + 1);   /* the NUL separates the fields */
+    h = fnv(fnv(fnv(h, from, PH_PEER_ID_LEN), tid, tid_len), data->p, data->n) | 1;
+    for (uint32_t k = 0; k < PH_SEEN_SLOTS; k++) {
+        if (g_seen[k].hash == h && g.last_now - g_seen[k].at < PH_SEEN_TTL) {
+            g.drop.dedup++;
+            return 1;
+        }
+    }
+    g_seen[g.seen_next].hash = h;
+    g_seen[g.seen_next].at = g.last_now;
+    g.seen_next = (uint8_t)((g.seen_next + 1) % PH_SEEN_SLOTS);
+    return 0;
+}
+
+/* Signaling from connection `src`: a client (p), an incoming hub (p, from_hub) or a link (p NULL,
+ * from_hub). Hubs relay for peers elsewhere, so their frames keep the fromPeerId they carry. */
+static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const char *type,
+                         const json_top *frame, int64_t ts)
 {
     json_val target = frame->targetPeerId;
     if (target.kind != JV_STRING || json_str_n(&target) == 0) {
@@ -299,16 +508,18 @@ static void handle_relay(ph_peer *p, const char *type, const json_top *frame, in
         g.drop.cross_network++;
         return;
     }
-    int from_hub = p->announced && p->is_hub;
-    const char *from = p->id;
-    if (from_hub) {
-        /* A hub relays for peers on other hubs: it names the original sender. */
-        json_val f = frame->fromPeerId;
-        if (f.kind == JV_STRING && is_peer_id(json_str_p(&f), json_str_n(&f))) from = json_str_p(&f);
+    const char *from = p ? p->id : 0;
+    json_val f = frame->fromPeerId;
+    if (from_hub && f.kind == JV_STRING && is_peer_id(json_str_p(&f), json_str_n(&f))) from = json_str_p(&f);
+    if (!from) {   /* a link frame that names no sender: nobody could answer it */
+        g.drop.invalid_json++;
+        return;
     }
     const char *tid = json_str_p(&target);
     uint32_t tid_len = json_str_n(&target);
     ph_peer *t = peer_by_id(tid, tid_len);
+    ph_link *l = link_by_conn(src);
+    int mesh = is_mesh(net, net_len);
     if (t) {
         const char *tnet;
         uint32_t tnet_len;
@@ -318,14 +529,21 @@ static void handle_relay(ph_peer *p, const char *type, const json_top *frame, in
             return;
         }
         /* Hubs must not build the npm 1.1.x WebRTC hub mesh through us (protocol.md §6.4). */
-        if (from_hub && t->is_hub && is_mesh(net, net_len)) {
+        if (from_hub && t->is_hub && mesh) {
             g.drop.hub_mesh++;
             return;
         }
-    } else if (from_hub || is_mesh(net, net_len) || !is_peer_id(tid, tid_len)) {
-        g.drop.unknown_target++;   /* never hub -> hub onwards: no loops without a TTL field */
+    } else if (mesh || !is_peer_id(tid, tid_len)) {
+        /* pigeonhub-mesh signaling is never relayed between hubs; an offer for our own hub id
+         * is a hub trying to build that mesh with us. */
+        if (from_hub && mesh && tid_len == PH_PEER_ID_LEN && memcmp(tid, g_hub_id, tid_len) == 0) {
+            g.drop.hub_mesh++;
+        } else {
+            g.drop.unknown_target++;
+        }
         return;
     }
+    if ((from_hub || !t) && seen_before(type, from, tid, tid_len, &frame->data)) return;
 
     ph_writer w;
     frame_relay(&w, type, &frame->data);
@@ -333,18 +551,22 @@ static void handle_relay(ph_peer *p, const char *type, const json_top *frame, in
           from, (uint32_t)PH_PEER_ID_LEN, tid, tid_len, net, net_len, ts);
     if (t) {
         send_out(t, &w);
+        if (l) l->relayed++;
         return;
     }
-    /* Unknown here: hand it to the attached hubs, which may hold the target. */
-    uint32_t hubs = 0;
-    for (uint32_t i = 0; i < MAX_PEERS; i++) {
-        ph_peer *h = &g_peers[i];
-        if (h != p && h->state == PEER_OPEN && h->announced && h->is_hub) {
-            send_out(h, &w);
-            hubs++;
-        }
+    /* Not here: to the hub connection the target was learned from, else to every hub connection
+     * (never back to where it came from). */
+    const ph_remote *r = remote_find(tid);
+    uint32_t sent = 0;
+    for (uint32_t i = 0; i < HUB_SLOTS; i++) {
+        int32_t c = hub_conn(i);
+        if (c < 0 || c == src || (r && c != r->via)) continue;
+        send_conn(c, &w);
+        sent++;
+        if (i >= MAX_PEERS) g_links[i - MAX_PEERS].relayed++;
     }
-    if (!hubs) g.drop.unknown_target++;
+    if (!sent) g.drop.unknown_target++;
+    else if (l) l->relayed++;
 }
 
 static void handle_goodbye(ph_peer *p, const json_top *frame, int64_t ts)
@@ -358,7 +580,10 @@ static void handle_goodbye(ph_peer *p, const json_top *frame, int64_t ts)
     w_fmt(&w, ",\"fromPeerId\":\"%S\",\"networkName\":\"%S\",\"timestamp\":%d}", p->id,
           (uint32_t)PH_PEER_ID_LEN, p->net, (uint32_t)p->net_len, ts);
 
+    /* ws_broadcast also reaches links (from when the bridge has them open, which may be before
+     * on_link_open arrives): any link forbids it, a raw goodbye must never cross one. */
     uint32_t members = 0, others = 0;
+    for (uint32_t k = 0; k < PH_MAX_HUB_LINKS; k++) others += g_links[k].state >= LINK_CONNECTING;
     for (uint32_t i = 0; i < MAX_PEERS; i++) {
         ph_peer *q = &g_peers[i];
         if (q == p || q->state != PEER_OPEN) continue;
@@ -380,32 +605,49 @@ static void handle_goodbye(ph_peer *p, const json_top *frame, int64_t ts)
     log_peer('I', p, "said goodbye");
 }
 
-/* A hub forwards a peer it knows: pass it to our clients of that network (protocol.md §6.2). */
-static void handle_hub_discovered(ph_peer *p, const json_top *frame, int64_t ts)
+/* A hub connection tells us about a peer (protocol.md §6.2): a non-hub peer is remembered and
+ * introduced to our clients of that network exactly as a late joiner later learns it
+ * ({peerId, isHub:false}, targetPeerId = the recipient); clients read only data.peerId. */
+static void hub_discovered(int32_t src, ph_link *l, const json_top *frame, int64_t ts)
 {
-    if (!p->announced || !p->is_hub) {
-        log_peer('D', p, "sent peer-discovered but is not a hub: ignored");
-        return;
-    }
     const char *net;
     uint32_t net_len;
     json_val data = frame->data;
-    json_val pid = data.kind == JV_OBJECT ? json_get(&data, "peerId") : data;
-    if (!frame_network(frame, &net, &net_len) || pid.kind != JV_STRING) {
+    json_top d = {0};
+    if (data.kind == JV_OBJECT) json_scan(data.p, data.n, &d);
+    json_val pid = d.peerId;
+    if (!frame_network(frame, &net, &net_len) || net_len > PH_NETWORK_MAX ||
+        pid.kind != JV_STRING || !is_peer_id(json_str_p(&pid), json_str_n(&pid))) {
         g.drop.invalid_json++;
         return;
     }
-    for (uint32_t i = 0; i < MAX_PEERS; i++) {
-        ph_peer *q = &g_peers[i];
-        if (q->is_hub || !peer_in_network(q, net, net_len)) continue;
-        if (json_str_n(&pid) == PH_PEER_ID_LEN && memcmp(json_str_p(&pid), q->id, PH_PEER_ID_LEN) == 0) {
-            continue;   /* never introduce a peer to itself */
-        }
-        ph_writer w;
-        frame_fmt(&w, "{\"type\":\"peer-discovered\",\"data\":%S,\"networkName\":\"%S\"", data.p,
-                  data.n, net, net_len);
-        send_system(q, &w, ts);
+    const char *id = json_str_p(&pid);
+    if (d.isHub.kind == JV_TRUE || is_mesh(net, net_len) ||
+        memcmp(id, g_hub_id, PH_PEER_ID_LEN) == 0) {
+        return;   /* hubs are not our clients' peers */
     }
+    uint32_t h = fnv(FNV_BASIS, net, net_len);
+    if (!remote_learn(id, h, src)) return;   /* told before */
+    if (l) {
+        l->learned++;
+        log_fmt("I learned peer %8 (%S) via %U", id, net, net_len, (uint32_t)l->index);
+    } else {
+        log_fmt("I learned peer %8 (%S) via hub %8", id, net, net_len, peer_by_conn(src)->id);
+    }
+    tell_locals(id, h, 0, ts);
+}
+
+/* A hub connection reports a peer gone (with or without networkName): forget it if we learned it
+ * there, and tell our clients of its network once. Never an `error` back. */
+static void hub_departed(int32_t src, const json_top *frame, int64_t ts)
+{
+    json_val data = frame->data;
+    json_top d = {0};
+    if (data.kind == JV_OBJECT) json_scan(data.p, data.n, &d);
+    json_val pid = d.peerId;
+    if (pid.kind != JV_STRING || json_str_n(&pid) != PH_PEER_ID_LEN) return;
+    ph_remote *r = remote_find(json_str_p(&pid));
+    if (r && r->via == src) remote_forget(r, "Peer disconnected", ts);
 }
 
 /* --- exports -------------------------------------------------------------------------------- */
@@ -433,10 +675,22 @@ extern char __data_end[];
 extern char __heap_base[];
 #endif
 
+/* The device id, NUL-terminated, at most PH_DEVICE_ID_MAX bytes; returns its length. */
+static uint32_t device_id(char dev[PH_DEVICE_ID_MAX + 1])
+{
+    memset(dev, 0, PH_DEVICE_ID_MAX + 1);
+    get_device_id(dev, PH_DEVICE_ID_MAX);
+    dev[PH_DEVICE_ID_MAX] = '\0';
+    return ph_strlen(dev);
+}
+
 int32_t init(void)
 {
     memset(&g, 0, sizeof g);
     memset(g_peers, 0, sizeof g_peers);
+    memset(g_links, 0, sizeof g_links);
+    memset(g_remote, 0, sizeof g_remote);
+    memset(g_seen, 0, sizeof g_seen);
 #ifdef __wasm__
     stack_paint();
 #endif
@@ -444,10 +698,7 @@ int32_t init(void)
     char dev[PH_DEVICE_ID_MAX + 1];
     uint8_t msg[sizeof PH_HUB_ID_PREFIX - 1 + PH_DEVICE_ID_MAX];
     uint8_t digest[20];
-    memset(dev, 0, sizeof dev);
-    get_device_id(dev, PH_DEVICE_ID_MAX);
-    dev[PH_DEVICE_ID_MAX] = '\0';
-    uint32_t dev_len = ph_strlen(dev);
+    uint32_t dev_len = device_id(dev);
     memcpy(msg, PH_HUB_ID_PREFIX, sizeof PH_HUB_ID_PREFIX - 1);
     memcpy(msg + sizeof PH_HUB_ID_PREFIX - 1, dev, dev_len);
     ph_sha1(msg, (uint32_t)(sizeof PH_HUB_ID_PREFIX - 1 + dev_len), digest);
@@ -457,18 +708,116 @@ int32_t init(void)
     }
     g_hub_id[PH_PEER_ID_LEN] = '\0';
     g.last_now = millis();
+    memcpy(&g.rng, digest, sizeof g.rng);   /* jitter differs per hub ... */
 
     log_fmt("I hub %8 ready: abi %u, max %u peers, frames up to %u bytes", g_hub_id,
             (uint32_t)PH_ABI_VERSION, (uint32_t)MAX_PEERS, (uint32_t)MAX_MESSAGE_SIZE);
     return 0;
 }
 
+/* --- outgoing hub links ------------------------------------------------------------------------- */
+
+/* Schedules the next dial of l: the current delay +-25 % (so hubs restarted together do not dial
+ * in step), then doubles the delay up to PH_BACKOFF_MAX. */
+static void link_backoff(ph_link *l, uint32_t now, const char *why)
+{
+    uint32_t d = l->delay, j = d / 4;
+    g.rng ^= g.rng << 13;
+    g.rng ^= g.rng >> 17;
+    g.rng ^= g.rng << 5;
+    uint32_t wait = d - j + g.rng % (2 * j + 1);
+    l->due = now + wait;
+    l->delay = d >= PH_BACKOFF_MAX / 2 ? PH_BACKOFF_MAX : 2 * d;
+    l->state = LINK_BACKOFF;
+    log_link(l, "W %s, retry in %u.%u s", why, wait / 1000, wait / 100 % 10);
+}
+
+/* Dials bootstrap hub l->index as `<url>?peerId=<hub id>` ('&' when the URL has a query already). */
+static void link_dial(ph_link *l, uint32_t now)
+{
+    /* The URL is built in g_out: dials happen in start_server and loop, never while a frame is. */
+    int32_t n = get_bootstrap_hub(l->index, g_out, PH_URL_MAX + 1);
+    if (n <= 0 || n > PH_URL_MAX) {   /* its bytes are the bridge's to judge (ws_connect < 0) */
+        if (n > 0) log_fmt("E bootstrap hub %u: URL over %u bytes", (uint32_t)l->index, (uint32_t)PH_URL_MAX);
+        l->state = LINK_UNUSED;
+        return;
+    }
+    uint32_t query = 0;
+    for (int32_t i = 0; i < n; i++) query |= g_out[i] == '?';
+    ph_writer w;
+    w_init(&w, g_out, sizeof g_out);
+    w.len = (uint32_t)n;
+    char last = g_out[n - 1];
+    w_fmt(&w, "%speerId=%s", last == '?' || last == '&' ? "" : query ? "&" : "?", g_hub_id);
+    l->conn = ws_connect(g_out, (int32_t)w.len);
+    l->opened = 0;
+    l->last_activity = now;
+    if (l->conn < 0) {
+        link_backoff(l, now, "could not be dialed");
+        return;
+    }
+    l->state = LINK_CONNECTING;
+}
+
+void on_link_open(int32_t conn)
+{
+    uint32_t now = now_ms();
+    ph_link *l = link_by_conn(conn);
+    if (!l || l->state != LINK_CONNECTING) return;   /* e.g. closed by stop_server meanwhile */
+    l->state = LINK_OPEN;
+    l->opened = 1;
+    l->since = l->last_activity = l->last_ping = now;
+    log_link(l, "I open");
+    /* Our hub announce exactly as a PigeonHub hub sends it (protocol.md §6.1), then our clients. */
+    char host[PH_DEVICE_ID_MAX + 1];
+    uint32_t host_len = device_id(host);
+    for (uint32_t i = 0; i < host_len; i++) {
+        if (!url_byte((unsigned char)host[i])) host[i] = '?';
+    }
+    int64_t ts = wall_clock_ms();
+    ph_writer w;
+    frame_fmt(&w, "{\"type\":\"announce\",\"networkName\":\"" PH_MESH_NETWORK "\",\"data\":{\"isHub\":"
+                  "true,\"port\":%d,\"host\":\"%S\",\"capabilities\":[\"signaling\",\"relay\"],"
+                  "\"timestamp\":%d}}", (int64_t)g.port, host, host_len, ts);
+    send_conn(conn, &w);
+    tell_clients(conn, 0, "", 0, ts);
+}
+
+/* The link's socket is gone (closed, refused, timed out): forget what it taught us, and dial again
+ * later unless the server stopped. A link that was up for PH_LINK_STABLE starts over at 1 s. */
+static void link_closed(ph_link *l, uint32_t now)
+{
+    if (l->opened) remote_purge(l->conn, wall_clock_ms());
+    if (l->opened && now - l->since >= PH_LINK_STABLE) l->delay = PH_BACKOFF_MIN;
+    if (!g.running) {
+        l->state = LINK_UNUSED;
+        return;
+    }
+    link_backoff(l, now, l->opened ? "closed" : "could not be opened");
+    l->opened = 0;
+}
+
 int32_t start_server(int32_t port)
 {
+    uint32_t now = now_ms();
     int32_t rc = ws_server_start(port);
     log_fmt(rc == 0 ? "I listening on port %d" : "E ws_server_start failed for port %d",
             (int64_t)port);
-    if (rc == 0) g.running = 1;
+    if (rc != 0) return rc;
+    g.running = 1;
+    g.port = port;
+    g.rng ^= now * 2654435761u;   /* ... and per start */
+    if (!g.rng) g.rng = 1;        /* xorshift never leaves 0 */
+    /* Link k dials bootstrap hub entry k (missing/empty entries: no link). A link still closing
+     * from a previous run is re-dialed when its close arrives. */
+    for (uint32_t k = 0; k < PH_MAX_HUB_LINKS; k++) {
+        ph_link *l = &g_links[k];
+        if (l->state != LINK_UNUSED) continue;
+        memset(l, 0, sizeof *l);
+        l->index = (uint8_t)k;
+        l->delay = PH_BACKOFF_MIN;
+        link_dial(l, now);
+    }
     return rc;
 }
 
@@ -482,6 +831,18 @@ void stop_server(void)
         p->announced = 0;
         p->state = PEER_CLOSING;
     }
+    for (uint32_t k = 0; k < PH_MAX_HUB_LINKS; k++) {
+        ph_link *l = &g_links[k];
+        if (l->state == LINK_CONNECTING || l->state == LINK_OPEN) {
+            ws_close_peer(l->conn, PH_CLOSE_GOING_AWAY, PH_REASON_SHUTDOWN,
+                          sizeof PH_REASON_SHUTDOWN - 1);
+            l->state = LINK_CLOSING;
+            l->opened = 0;
+        } else if (l->state == LINK_BACKOFF) {
+            l->state = LINK_UNUSED;
+        }
+    }
+    memset(g_remote, 0, sizeof g_remote);
     g.running = 0;
     ws_server_stop();
     log_message("I server stopped", 16);
@@ -525,7 +886,7 @@ void on_peer_connected(int32_t conn)
 {
     uint32_t now = now_ms();
     if (peer_by_conn(conn)) {
-        log_message("E on_peer_connected: connection id already in use", 49);
+        log_message("E connection id reused", 22);
         return;
     }
     /* The URL goes into the input buffer: no frame is in flight during this call. The import
@@ -559,6 +920,11 @@ void on_peer_connected(int32_t conn)
 
 void on_peer_disconnected(int32_t conn)
 {
+    ph_link *l = link_by_conn(conn);
+    if (l) {
+        link_closed(l, now_ms());
+        return;
+    }
     ph_peer *p = peer_by_conn(conn);
     if (!p) return;   /* a connection refused in on_peer_connected: nothing was kept */
     now_ms();
@@ -576,60 +942,73 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
     if (len < 0 || len > MAX_MESSAGE_SIZE || (uintptr_t)ptr < (uintptr_t)g_in ||
         off > (uintptr_t)(MAX_MESSAGE_SIZE - len)) {
         g.drop.too_big++;
-        log_message("W on_message: frame outside the input buffer, dropped", 53);
+        log_message("W frame outside the input buffer", 32);
         return;
     }
-    ph_peer *p = peer_by_conn(conn);
-    if (!p || p->state != PEER_OPEN) {
+    ph_link *l = link_by_conn(conn);
+    ph_peer *p = l ? 0 : peer_by_conn(conn);
+    if (l ? l->state != LINK_OPEN : !p || p->state != PEER_OPEN) {
         g.drop.unknown_conn++;
         return;
     }
-    p->last_activity = now_ms();
-    p->pinged = 0;
+    uint32_t now = now_ms();
+    if (l) {
+        l->last_activity = now;   /* any frame, a pong to our ping included */
+    } else {
+        p->last_activity = now;
+        p->pinged = 0;
+    }
 
     /* One validating pass that also records the top-level members the handlers need. */
     json_top frame;
+    frame.each = 0;
     int rc = json_scan(ptr, (uint32_t)len, &frame);
     json_val type = frame.type;
     if (rc != PH_JSON_OK || type.kind != JV_STRING) {
         g.drop.invalid_json++;
-        log_peer('D', p, rc == PH_JSON_UTF8    ? "sent invalid UTF-8: ignored"
-                         : rc == PH_JSON_DEPTH ? "sent JSON nested too deep: ignored"
-                         : rc == PH_JSON_NOT_OBJECT ? "sent JSON that is not an object: ignored"
-                         : rc != PH_JSON_OK    ? "sent invalid JSON: ignored"
-                                               : "sent a frame without a string type: ignored");
+        /* counted only: a log line per garbage frame would let a client flood the log */
         return;
     }
     int64_t ts = wall_clock_ms();
+    int hub = l || (p->announced && p->is_hub);
 
-    for (uint32_t i = 0; i < sizeof RELAY_TYPES / sizeof RELAY_TYPES[0]; i++) {
-        if (json_str_equals(&type, RELAY_TYPES[i])) {
-            handle_relay(p, RELAY_TYPES[i], &frame, ts);
-            return;
-        }
+    /* One pass over the known types: kind is the index of the type in TYPES. */
+    const char *name = TYPES;
+    uint32_t kind = 0;
+    while (*name && !json_str_equals(&type, name)) {
+        name += ph_strlen(name) + 1;
+        kind++;
     }
-    if (json_str_equals(&type, "announce")) {
+    uint32_t type_n = json_safe_prefix(json_str_p(&type), json_str_n(&type), PH_TYPE_ECHO_MAX);
+    if (kind < RELAY_COUNT) {
+        handle_relay(conn, p, hub, name, &frame, ts);
+    } else if (hub && kind == T_DISCOVERED) {
+        hub_discovered(conn, l, &frame, ts);
+    } else if (hub && kind == T_DISCONNECTED) {
+        hub_departed(conn, &frame, ts);
+    } else if (l) {
+        /* connected, pong, error, ...: the far hub talking to us as to a client. Never answered:
+         * an error frame back would start an error ping-pong between two hubs. */
+        log_link(l, "D sent '%S': ignored", json_str_p(&type), type_n);
+    } else if (kind == T_ANNOUNCE) {
         handle_announce(p, &frame, ts);
-    } else if (json_str_equals(&type, "ping")) {
+    } else if (kind == T_PING) {
         ph_writer w;
         frame_fmt(&w, "{\"type\":\"pong\",\"data\":{\"timestamp\":%d}", ts);
         send_system(p, &w, ts);
-    } else if (json_str_equals(&type, "goodbye")) {
+    } else if (kind == T_GOODBYE) {
         handle_goodbye(p, &frame, ts);
-    } else if (json_str_equals(&type, "cleanup")) {
+    } else if (kind == T_CLEANUP) {
         log_peer('I', p, "requested cleanup");
-    } else if (json_str_equals(&type, "peer-discovered")) {
-        handle_hub_discovered(p, &frame, ts);
-    } else if (json_str_equals(&type, "peer-disconnected") && p->announced && p->is_hub) {
-        log_peer('D', p, "(hub) reported a peer-disconnected");   /* nothing cached to purge */
+    } else if (kind == T_DISCOVERED) {
+        log_peer('D', p, "is no hub: peer-discovered ignored");
 #ifdef PH_TEST_HOOKS
     } else if (json_str_equals(&type, "__test_trap")) {
         __builtin_trap();   /* bridge tests: prove the hub survives a trap */
 #endif
     } else {
         g.drop.unknown_type++;
-        uint32_t n = json_safe_prefix(json_str_p(&type), json_str_n(&type), PH_TYPE_ECHO_MAX);
-        send_error(p, "Signaling server does not route '", json_str_p(&type), n,
+        send_error(p, "Signaling server does not route '", json_str_p(&type), type_n,
                    "' messages. Use WebRTC data channels for peer-to-peer communication.", ts);
     }
 }
@@ -661,6 +1040,31 @@ void loop(void)
             p->last_ping = now;
         }
     }
+    for (uint32_t k = 0; k < PH_MAX_HUB_LINKS; k++) {
+        ph_link *l = &g_links[k];
+        if (l->state == LINK_BACKOFF) {
+            if (g.running && (int32_t)(now - l->due) >= 0) {
+                l->reconnects++;
+                link_dial(l, now);
+            }
+        } else if (l->state == LINK_CONNECTING || l->state == LINK_OPEN) {
+            if (now - l->last_activity >= PEER_TIMEOUT) {
+                /* Dead (or never answering): closed, re-dialed with backoff on its close. */
+                log_link(l, "W timed out");
+                ws_close_peer(l->conn, PH_CLOSE_GOING_AWAY, PH_REASON_TIMEOUT,
+                              sizeof PH_REASON_TIMEOUT - 1);
+                if (l->opened) remote_purge(l->conn, wall_clock_ms());
+                l->state = LINK_CLOSING;
+            } else if (l->state == LINK_OPEN && now - l->last_ping >= HEARTBEAT_INTERVAL) {
+                /* An application ping: PigeonHub hubs send no keepalive, and proxies drop idle
+                 * sockets; its pong keeps the link active (protocol.md §6.7). */
+                ph_writer w;
+                frame_fmt(&w, "{\"type\":\"ping\",\"data\":{\"timestamp\":%d}}", wall_clock_ms());
+                send_conn(l->conn, &w);
+                l->last_ping = now;
+            }
+        }
+    }
 }
 
 int32_t is_running(void) { return g.running; }
@@ -676,36 +1080,41 @@ static void w_fields(ph_writer *w, const char *keys, const uint32_t *vals, uint3
     }
 }
 
+#define MESH_TABLES (sizeof g_links + sizeof g_remote + sizeof g_seen)
 static const char STAT_KEYS[] =
-    "abiVersion\0peers\0announced\0hubs\0networks\0connections\0maxPeers\0framesIn\0framesOut";
+    "abiVersion\0peers\0announced\0hubs\0networks\0connections\0maxPeers\0framesIn\0framesOut\0"
+    "remotePeers";
 static const char DROP_KEYS[] =
     "invalidJson\0unknownType\0noTarget\0unknownTarget\0crossNetwork\0sendFailed\0tooBig\0"
-    "badAnnounce\0unknownConn\0hubMesh";
+    "badAnnounce\0unknownConn\0hubMesh\0dedup";
 static const char MEM_KEYS[] =
-    "pages\0bytes\0dataEnd\0heapBase\0stackSize\0stackHighWater\0inputBuffer\0outputBuffer\0peerTable";
+    "pages\0bytes\0dataEnd\0heapBase\0stackSize\0stackHighWater\0inputBuffer\0outputBuffer\0peerTable\0"
+    "meshTables";
+static const char LINK_KEYS[] = "peersLearned\0framesRelayed\0reconnects\0nextRetryMs";
+static const char *const LINK_STATES[] = {"", "backoff", "connecting", "open", "closing"};
 
 void get_stats(char *buf, int32_t size)
 {
     if (!buf || size <= 0) return;
-    uint32_t announced = 0, hubs = 0;
+    uint32_t announced = 0, hubs = 0, remote = 0;
+    for (uint32_t k = 0; k < PH_REMOTE_MAX; k++) remote += g_remote[k].id[0] != 0;
     for (uint32_t i = 0; i < MAX_PEERS; i++) {
         const ph_peer *p = &g_peers[i];
         announced += p->state == PEER_OPEN && p->announced;
         hubs += p->state == PEER_OPEN && p->announced && p->is_hub;
     }
     now_ms();
+    uint32_t now = g.last_now;
     uint32_t stats[] = {PH_ABI_VERSION, peer_count(PEER_OPEN), announced, hubs, network_count(),
-                        MAX_PEERS - peer_count(PEER_FREE), MAX_PEERS, g.frames_in, g.frames_out};
-    uint32_t drops[] = {g.drop.invalid_json, g.drop.unknown_type, g.drop.no_target,
-                        g.drop.unknown_target, g.drop.cross_network, g.drop.send_failed,
-                        g.drop.too_big, g.drop.bad_announce, g.drop.unknown_conn, g.drop.hub_mesh};
+                        MAX_PEERS - peer_count(PEER_FREE), MAX_PEERS, g.frames_in, g.frames_out,
+                        remote};
 #ifdef __wasm__
     uint32_t pages = (uint32_t)__builtin_wasm_memory_size(0);
     uint32_t mem[] = {pages, pages * PH_WASM_PAGE_BYTES, (uintptr_t)__data_end,
                       (uintptr_t)__heap_base, PH_STACK_SIZE, stack_high_water(),
-                      sizeof g_in, sizeof g_out, sizeof g_peers};
+                      sizeof g_in, sizeof g_out, sizeof g_peers, MESH_TABLES};
 #else
-    uint32_t mem[] = {0, 0, 0, 0, 0, 0, sizeof g_in, sizeof g_out, sizeof g_peers};
+    uint32_t mem[] = {0, 0, 0, 0, 0, 0, sizeof g_in, sizeof g_out, sizeof g_peers, MESH_TABLES};
 #endif
     ph_writer w;
     w_init(&w, buf, (uint32_t)size - 1);   /* room for the NUL */
@@ -713,8 +1122,19 @@ void get_stats(char *buf, int32_t size)
           (uint32_t)PH_PEER_ID_LEN);
     w_fields(&w, STAT_KEYS, stats, sizeof stats / sizeof stats[0]);
     w_str(&w, ",\"dropped\":{");
-    w_fields(&w, DROP_KEYS, drops, sizeof drops / sizeof drops[0]);
-    w_fmt(&w, "},\"uptimeMs\":%d,\"memory\":{", (int64_t)g.uptime_ms);
+    w_fields(&w, DROP_KEYS, &g.drop.invalid_json, sizeof g.drop / sizeof(uint32_t));
+    w_str(&w, "},\"links\":[");
+    const char *sep = "";
+    for (uint32_t k = 0; k < PH_MAX_HUB_LINKS; k++) {
+        ph_link *l = &g_links[k];
+        if (l->state == LINK_UNUSED) continue;
+        l->wait = l->state == LINK_BACKOFF && (int32_t)(l->due - now) > 0 ? l->due - now : 0;
+        w_fmt(&w, "%s{\"url\":\"%U\",\"state\":\"%s\",", sep, (uint32_t)l->index, LINK_STATES[l->state]);
+        w_fields(&w, LINK_KEYS, &l->learned, 4);
+        w_str(&w, "}");
+        sep = ",";
+    }
+    w_fmt(&w, "],\"uptimeMs\":%d,\"memory\":{", (int64_t)g.uptime_ms);
     w_fields(&w, MEM_KEYS, mem, sizeof mem / sizeof mem[0]);
     w_str(&w, "}}");
     if (w.overflow) w.len = 0;   /* never a cut-off document: an empty string says "too small" */

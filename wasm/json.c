@@ -3,6 +3,8 @@
  * hostile nesting costs no C stack; lookups rely on validation having happened and stay simple.
  */
 #include "json.h"
+
+#include <stddef.h>
 #include "frame.h"
 #include "ph_port.h"
 
@@ -173,23 +175,16 @@ static json_kind kind_of(char c)
 
 enum { ST_VALUE, ST_VALUE_OR_CLOSE, ST_KEY, ST_KEY_OR_CLOSE, ST_AFTER };
 
-/* json_top's members in order, as fixed-width names (NUL-padded) with their lengths. */
-static const char TOP_KEYS[][13] = {"type", "data", "networkName", "targetPeerId", "fromPeerId"};
-static const uint8_t TOP_LENS[] = {4, 4, 11, 12, 10};
+/* json_top's members in order, NUL-separated. */
+static const char TOP_KEYS[] = "type\0data\0networkName\0targetPeerId\0fromPeerId\0peerId\0isHub\0";
 
-/* The json_top member a top-level key (raw content p/n, no quotes) names, or NULL. Keys compare
- * decoded (as JSON.parse): an escaped key takes the exact path, the usual plain key is compared
- * raw, which is the same thing when it holds no backslash. */
-static json_val *top_member(json_top *top, const char *p, uint32_t n)
+/* The json_top member a top-level key (the JSON string token) names, or NULL. Keys compare
+ * decoded, as JSON.parse does ("t\u0079pe" is type). */
+static json_val *top_member(json_top *top, const json_val *key)
 {
-    int escaped = 0;
-    for (uint32_t i = 0; i < n; i++) escaped |= p[i] == '\\';
-    json_val key = {p - 1, n + 2, JV_STRING};
-    for (uint32_t k = 0; k < sizeof TOP_LENS; k++) {
-        if (escaped ? json_str_equals(&key, TOP_KEYS[k])
-                    : n == TOP_LENS[k] && memcmp(p, TOP_KEYS[k], n) == 0) {
-            return &top->type + k;
-        }
+    json_val *m = &top->type;
+    for (const char *k = TOP_KEYS; *k; k += ph_strlen(k) + 1, m++) {
+        if (json_str_equals(key, k)) return m;
     }
     return 0;
 }
@@ -197,7 +192,8 @@ static json_val *top_member(json_top *top, const char *p, uint32_t n)
 int json_scan(const char *s, uint32_t n, json_top *top)
 {
     uint32_t i = skip_ws(s, n, 0);
-    json_val *field = 0;    /* member of the top-level object whose value is being scanned */
+    json_val *field = 0;    /* json_top member whose value is being scanned (NULL: none) */
+    json_val key = {0, 0, JV_NONE};   /* key of the top-level member being scanned */
     uint32_t field_at = 0;
     /* The grammar is checked for any top-level value so the log can tell "valid JSON, but not an
      * object" from garbage. */
@@ -205,15 +201,15 @@ int json_scan(const char *s, uint32_t n, json_top *top)
     uint32_t objects = 0;   /* bit d set: level d is an object (else an array) */
     uint32_t depth = 0;
     int state = ST_VALUE;
-    if (top) memset(top, 0, sizeof *top);
+    if (top) memset(top, 0, offsetof(json_top, each));
     for (;;) {
-        if (field && state == ST_AFTER && depth == 1) {
+        if (key.kind && state == ST_AFTER && depth == 1) {
             /* A top-level member's value just ended: record its span (a later duplicate key
              * overwrites it, as JSON.parse keeps the last). */
-            field->p = s + field_at;
-            field->n = i - field_at;
-            field->kind = kind_of(s[field_at]);
-            field = 0;
+            json_val v = {s + field_at, i - field_at, kind_of(s[field_at])};
+            if (field) *field = v;
+            if (top->each) top->each(top, &key, &v);
+            key.kind = JV_NONE;
         }
         if (state == ST_AFTER && depth == 0) {
             if (skip_ws(s, n, i) != n) return PH_JSON_SYNTAX;
@@ -264,7 +260,10 @@ int json_scan(const char *s, uint32_t n, json_top *top)
             r = scan_string(s, n, i);
             if (r < 0) return (int)r;
             if (top && depth == 1 && object) {
-                field = top_member(top, s + i + 1, (uint32_t)r - i - 2);
+                key.p = s + i;
+                key.n = (uint32_t)r - i;
+                key.kind = JV_STRING;
+                field = top_member(top, &key);
                 field_at = skip_ws(s, n, skip_ws(s, n, (uint32_t)r) + 1);   /* after the ':' */
             }
             i = skip_ws(s, n, (uint32_t)r);
@@ -291,72 +290,25 @@ int json_scan(const char *s, uint32_t n, json_top *top)
 
 /* --- lookups on validated text --------------------------------------------------------------- */
 
-/* Index after the value starting at p[0]; the text is known to be valid. */
-static const char *skip_value(const char *p, const char *end)
-{
-    if (*p == '"') {
-        p++;
-        while (*p != '"') p += (*p == '\\') ? 2 : 1;
-        return p + 1;
-    }
-    if (*p == '{' || *p == '[') {
-        uint32_t depth = 0;
-        while (p < end) {
-            char c = *p;
-            if (c == '"') {
-                p = skip_value(p, end);
-                continue;
-            }
-            if (c == '{' || c == '[') depth++;
-            if (c == '}' || c == ']') {
-                if (--depth == 0) return p + 1;
-            }
-            p++;
-        }
-        return end;
-    }
-    while (p < end && *p != ',' && *p != '}' && *p != ']' && !is_ws(*p)) p++;
-    return p;
-}
+typedef struct {
+    const char *key;
+    json_val found;
+} json_get_ctx;
 
-void json_iter_init(json_iter *it, const json_val *obj)
+static void get_member(json_top *top, const json_val *key, const json_val *val)
 {
-    const char *p = obj->p, *end = obj->p + obj->n;
-    while (p < end && *p != '{') p++;   /* a whole frame may start with whitespace */
-    it->p = p < end ? p + 1 : end;
-    it->end = end;
-}
-
-int json_iter_next(json_iter *it, json_val *key, json_val *val)
-{
-    const char *p = it->p, *end = it->end;
-    while (p < end && (is_ws(*p) || *p == ',')) p++;
-    if (p >= end || *p != '"') {
-        it->p = end;
-        return 0;
-    }
-    key->p = p;
-    p = skip_value(p, end);
-    key->n = (uint32_t)(p - key->p);
-    key->kind = JV_STRING;
-    while (p < end && (is_ws(*p) || *p == ':')) p++;
-    val->p = p;
-    val->kind = kind_of(*p);
-    p = skip_value(p, end);
-    val->n = (uint32_t)(p - val->p);
-    it->p = p;
-    return 1;
+    json_get_ctx *c = top->ctx;
+    if (json_str_equals(key, c->key)) c->found = *val;
 }
 
 json_val json_get(const json_val *obj, const char *key)
 {
-    json_val found = {0, 0, JV_NONE}, k, v;
-    json_iter it;
-    json_iter_init(&it, obj);
-    while (json_iter_next(&it, &k, &v)) {
-        if (json_str_equals(&k, key)) found = v;
-    }
-    return found;
+    json_get_ctx c = {key, {0, 0, JV_NONE}};
+    json_top top;
+    top.each = get_member;
+    top.ctx = &c;
+    if (obj->kind == JV_OBJECT) json_scan(obj->p, obj->n, &top);
+    return c.found;
 }
 
 static int hex_val(char c)

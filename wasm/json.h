@@ -1,9 +1,9 @@
 /*
  * json.h — a validating JSON scanner that never allocates and never copies.
  *
- * json_validate() checks a whole frame (RFC 8259 grammar, UTF-8 everywhere, a nesting limit) before
- * anything else looks at it. The lookup functions then walk the validated text and hand out spans
- * that point into it: relayed `data` values are copied byte for byte from the input, so a frame the
+ * json_scan() checks a whole frame (RFC 8259 grammar, UTF-8 everywhere, a nesting limit) before
+ * anything else looks at it, and in the same pass records spans of the members the hub needs, which
+ * point into the text: relayed `data` values are copied byte for byte from the input, so a frame the
  * hub forwards is exactly as valid as the one it received.
  */
 #ifndef PH_JSON_H
@@ -34,30 +34,26 @@ typedef struct {
     json_kind kind;
 } json_val;
 
-/* Iterator over the members of a validated object. */
-typedef struct {
-    const char *p;
-    const char *end;
-} json_iter;
-
-/* The top-level members the hub routes on, captured by the validating pass so nothing rescans the
- * frame; kind JV_NONE when absent. */
-typedef struct {
-    json_val type, data, networkName, targetPeerId, fromPeerId;
-} json_top;
+/* What json_scan records about the members of the object it scans (the frame, or a `data` object
+ * scanned again): the spans of the members the hub routes on, kind JV_NONE when absent, so nothing
+ * rescans the text; and, when `each` is set, a call per member in order (key with its quotes). */
+typedef struct json_top json_top;
+struct json_top {
+    json_val type, data, networkName, targetPeerId, fromPeerId, peerId, isHub;
+    void (*each)(json_top *top, const json_val *key, const json_val *val);
+    void *ctx;                 /* for `each` */
+};
 
 /* Validates the whole text (PH_JSON_*); when `top` is not NULL and the text is an object, also
- * records the spans of the members above (keys compared decoded, the last duplicate wins). On an
- * error `top` holds whatever was seen so far: do not use it. */
+ * records the spans of the members above (keys compared decoded, the last duplicate wins) and
+ * calls top->each (if set; keep each/ctx, the rest is cleared). On an error `top` holds whatever
+ * was seen so far and `each` may have been called for members before the error: use either only
+ * on PH_JSON_OK (the hub calls `each` only on text validated before). */
 int json_scan(const char *s, uint32_t n, json_top *top);
 static inline int json_validate(const char *s, uint32_t n) { return json_scan(s, n, 0); }
 
-/* `obj` must be a JV_OBJECT value (or a whole validated frame). */
-void json_iter_init(json_iter *it, const json_val *obj);
-/* Next member: 1 and key/val set, or 0 at the end. */
-int json_iter_next(json_iter *it, json_val *key, json_val *val);
-/* The LAST member named `key` (JSON.parse keeps the last duplicate); kind JV_NONE if absent.
- * Keys are compared after decoding escapes, as JSON.parse would. */
+/* The LAST member named `key` of validated object text (JSON.parse keeps the last duplicate);
+ * kind JV_NONE if absent. Keys are compared after decoding escapes, as JSON.parse would. */
 json_val json_get(const json_val *obj, const char *key);
 
 /* Raw string content without the quotes (escapes left as they are). */

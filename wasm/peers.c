@@ -1,7 +1,7 @@
 /* peers.c — see peers.h. Linear scans: 20 slots cost less than any index would. */
 #include "peers.h"
 
-ph_peer g_peers[MAX_PEERS];
+/* g_peers is defined in hub.c (memory layout, see buffers.c). */
 
 ph_peer *peer_by_conn(int32_t conn)
 {

@@ -34,6 +34,8 @@ PH_IMPORT(ws_get_request_url) int32_t ws_get_request_url(int32_t conn, char *buf
 PH_IMPORT(ws_close_peer)      void ws_close_peer(int32_t conn, int32_t code, const char *reason, int32_t len);
 PH_IMPORT(ws_ping_peer)       int32_t ws_ping_peer(int32_t conn);
 PH_IMPORT(wall_clock_ms)      int64_t wall_clock_ms(void);
+PH_IMPORT(ws_connect)         int32_t ws_connect(const char *url, int32_t len);
+PH_IMPORT(get_bootstrap_hub)  int32_t get_bootstrap_hub(int32_t index, char *buf, int32_t len);
 
 /* The exports (hub.c defines them). */
 PH_EXPORT(init)                  int32_t init(void);
@@ -51,6 +53,7 @@ PH_EXPORT(abi_version)           int32_t abi_version(void);
 PH_EXPORT(get_input_buffer)      char *get_input_buffer(void);
 PH_EXPORT(get_input_buffer_size) int32_t get_input_buffer_size(void);
 PH_EXPORT(on_pong)               void on_pong(int32_t conn);
+PH_EXPORT(on_link_open)          void on_link_open(int32_t conn);
 
 /* libc.c on wasm32; the native build uses the C library's, so the sanitizers check the real thing. */
 #ifdef __wasm__

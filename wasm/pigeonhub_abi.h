@@ -100,6 +100,9 @@
 #ifndef PEER_TIMEOUT
 #define PEER_TIMEOUT 60000       /* ms: a connection silent this long is closed (1001)        */
 #endif
+#ifndef PH_MAX_HUB_LINKS
+#define PH_MAX_HUB_LINKS 2       /* outgoing hub links (bootstrap hubs dialed); bridges reserve  */
+#endif                           /* as many connection slots for them (Kconfig default 2)      */
 #ifndef MAX_MESSAGE_SIZE
 #define MAX_MESSAGE_SIZE 16384   /* bytes: input buffer; larger frames are closed with 1009   */
 #endif

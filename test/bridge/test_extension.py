@@ -56,7 +56,7 @@ def test_memory_limit_refuses_module_that_does_not_fit(bridge_mod, fixture_wasm)
 
 
 def test_bad_arguments(bridge_mod, fixture_wasm):
-    with pytest.raises(ValueError, match="max_connections must be 1..1024"):
+    with pytest.raises(ValueError, match="max_connections must be 1..1008"):
         bridge_mod.Bridge(fixture_wasm, RecordingTransport(), max_connections=0)
     with pytest.raises(TypeError, match="transport has no method send"):
         bridge_mod.Bridge(fixture_wasm, object())

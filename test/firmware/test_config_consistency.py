@@ -184,6 +184,10 @@ def check_sockets(cfg):
     if lwip < open_sockets + HTTPD_INTERNAL_SOCKETS:
         problems.append(f"CONFIG_LWIP_MAX_SOCKETS={lwip} < max_open_sockets {open_sockets} + 3 "
                         "(httpd_start would fail)")
+    elif lwip < open_sockets + HTTPD_INTERNAL_SOCKETS + links:
+        # ws_links.c: every outgoing hub link (esp_websocket_client) holds a socket of its own.
+        problems.append(f"CONFIG_LWIP_MAX_SOCKETS={lwip} < max_open_sockets {open_sockets} + 3 + "
+                        f"outgoing hub links {links} (a bootstrap link would fail to open)")
     if open_sockets < peers + links:
         problems.append(f"max_open_sockets {open_sockets} < MAX_PEERS {peers} + hub links {links}")
     if tcp < open_sockets + links:
@@ -191,6 +195,25 @@ def check_sockets(cfg):
                         f"hub links {links}")
     if peers != abi_define(cfg, "MAX_PEERS"):
         problems.append(f"PIGEONHUB_MAX_PEERS default {peers} != MAX_PEERS in pigeonhub_abi.h")
+    return problems
+
+
+def check_managed_components(cfg):
+    """A source using esp_websocket_client (a managed component since IDF v5) needs it in
+    src/idf_component.yml and in src/CMakeLists.txt's REQUIRES."""
+    problems = []
+    users = [n for n, t in cfg.sources.items() if '#include "esp_websocket_client.h"' in t]
+    if not users:
+        return problems
+    manifest = cfg.root / "src" / "idf_component.yml"
+    text = manifest.read_text() if manifest.is_file() else ""
+    if not re.search(r"^\s*espressif/esp_websocket_client\s*:", text, re.M):
+        problems.append(f"src/{users[0]} includes esp_websocket_client.h but src/idf_component.yml "
+                        "does not depend on espressif/esp_websocket_client")
+    cmake = (cfg.root / "src" / "CMakeLists.txt").read_text()
+    requires = re.search(r"REQUIRES(.*?)(?:\)|EMBED_FILES)", cmake, re.S)
+    if not requires or "esp_websocket_client" not in requires.group(1).split():
+        problems.append("src/CMakeLists.txt REQUIRES lacks esp_websocket_client")
     return problems
 
 
@@ -237,7 +260,8 @@ def check_platformio_ini(cfg):
     return problems
 
 
-CHECKS = [check_module_slots, check_partition_layout, check_sockets, check_kconfig_help,
+CHECKS = [check_module_slots, check_partition_layout, check_sockets, check_managed_components,
+          check_kconfig_help,
           check_config_references, check_sdkconfig_defaults, check_platformio_ini]
 
 
@@ -272,9 +296,15 @@ TAMPERS = [
      " + CONFIG_PIGEONHUB_MAX_HUB_LINKS + CONFIG_PIGEONHUB_SPARE_SOCKETS)", ")", "MAX_PEERS"),
     (check_sockets, "src/Kconfig.projbuild", "range 1 64\n        default 20",
      "range 1 64\n        default 16", "pigeonhub_abi.h"),
+    (check_sockets, "sdkconfig.defaults", "CONFIG_LWIP_MAX_SOCKETS=32",
+     "CONFIG_LWIP_MAX_SOCKETS=28", "outgoing hub links"),
+    (check_managed_components, "src/idf_component.yml", "espressif/esp_websocket_client:",
+     "espressif/esp_websocket_clients:", "idf_component.yml"),
+    (check_managed_components, "src/CMakeLists.txt", "mbedtls console esp_websocket_client",
+     "mbedtls console", "REQUIRES"),
     (check_kconfig_help, "src/Kconfig.projbuild",
-     "        help\n            Incoming links from other hubs, counted on top of the peers when "
-     "sizing sockets.\n", "", "PIGEONHUB_MAX_HUB_LINKS"),
+     "        help\n            Hub-to-hub links: incoming ones are counted on top of the peers when "
+     "sizing the\n", "", "PIGEONHUB_MAX_HUB_LINKS"),
     (check_config_references, "src/hub_task.c", "CONFIG_PIGEONHUB_OUTBOX_LIMIT",
      "CONFIG_PIGEONHUB_OUTBOX_LIMT", "OUTBOX_LIMT"),
     (check_sdkconfig_defaults, "sdkconfig.defaults", "CONFIG_HTTPD_WS_SUPPORT=y",

@@ -1,64 +1,25 @@
 """Fixtures of the hub-mesh suite (protocol.md §6, §14 items 8-9).
 
 Every test starts the hubs it needs (PC hubs via `pigeonhub serve`, reference hubs via
-reference_hub.mjs) so that what one hub tells another is only what that test did: a hub link
-sees every client of every network, so a shared session hub would mix tests.
+reference_hub.mjs), so what one hub tells another is only what that test did: a hub link carries
+every client of every network, so a shared session hub would mix tests.
 
     HUB_WASM=build/hub.wasm python3 -m pytest test/mesh -q
 
-Tests of outgoing links (`pigeonhub serve --bootstrap URL`) skip themselves while the CLI does
-not offer --bootstrap, and switch on once it does.
+Tests marked needs_bootstrap (outgoing links, `pigeonhub serve --bootstrap URL`) skip themselves
+while `pigeonhub serve --help` does not list --bootstrap, and switch on once it does.
 """
-
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "conformance"))   # hubclient (raw-frame peers)
+# meshsupport first: it puts test/conformance (hubclient) on sys.path
+from meshsupport import NEEDS_BOOTSTRAP, need_node, serve_has_bootstrap, start_reference_hub
+from hubclient import Peer  # noqa: E402  (isort: after meshsupport)
+from hubprocess import start_pc_hub  # noqa: E402
 
-from hubclient import Peer, new_id  # noqa: E402
-from hubprocess import ROOT, http_get, start_pc_hub  # noqa: E402
-
-INTEROP = HERE.parent / "interop"
-REFERENCE_HUB = HERE / "reference_hub.mjs"
-MESH_ACROSS = HERE / "mesh_across.mjs"
-NEEDS_BOOTSTRAP = "needs outgoing hub links (--bootstrap)"
-
-
-def _serve_help():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    try:
-        out = subprocess.run([sys.executable, "-m", "pigeonhub.cli", "serve", "--help"], cwd=ROOT,
-                             env=env, capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return out.stdout + out.stderr
-
-
-_HELP = None
-
-
-def serve_has_bootstrap():
-    """True when `pigeonhub serve --help` lists --bootstrap (outgoing hub links exist)."""
-    global _HELP
-    if _HELP is None:
-        _HELP = _serve_help()
-    return "--bootstrap" in _HELP
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.get_closest_marker("needs_bootstrap") and not serve_has_bootstrap():
-            item.add_marker(pytest.mark.skip(reason=NEEDS_BOOTSTRAP))
+HUB_ANNOUNCE = {"type": "announce", "networkName": "pigeonhub-mesh",
+                "data": {"isHub": True, "port": 1, "host": "127.0.0.1",
+                         "capabilities": ["signaling", "relay"], "timestamp": 1}}
 
 
 def pytest_configure(config):
@@ -66,38 +27,17 @@ def pytest_configure(config):
                                        "(outgoing hub links); skipped while the CLI lacks it")
 
 
-def need_node():
-    node = shutil.which("node")
-    if node is None or not (INTEROP / "node_modules" / "peerpigeon").is_dir():
-        pytest.skip("needs node and `npm ci --ignore-scripts` in test/interop (scripts/setup.sh test)")
-    return node
-
-
-# ---- PC hubs -----------------------------------------------------------------------------------
-
-
-def module_stats(hub):
-    """The module's get_stats() document of a PC hub (/stats -> "module")."""
-    _status, _ctype, body = http_get(hub, "/stats")
-    return json.loads(body)["module"]
-
-
-def wait_until(predicate, timeout, what, interval=0.1):
-    """Polls `predicate` until it returns something truthy; fails with `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} (not within {timeout} s; last value {last!r})")
+def pytest_collection_modifyitems(config, items):
+    mesh_items = [i for i in items if i.get_closest_marker("needs_bootstrap")]
+    if mesh_items and not serve_has_bootstrap():
+        for item in mesh_items:
+            item.add_marker(pytest.mark.skip(reason=NEEDS_BOOTSTRAP))
 
 
 @pytest.fixture
 def pc_hubs(tmp_path, request):
     """start(*serve_args, name=...) -> a fresh `pigeonhub serve` on 127.0.0.1 (port 0 unless the
-    args say --port). All are stopped at test end; an unclean exit fails the test."""
+    args give --port). All are stopped at test end; an unclean exit fails the test."""
     started = []
     request.node.mesh_hubs = getattr(request.node, "mesh_hubs", [])
 
@@ -121,23 +61,17 @@ def pc_hubs(tmp_path, request):
 
 @pytest.fixture
 def pc_hub(pc_hubs):
-    """One fresh PC hub (the bootstrap side of every link in test_hub_link.py)."""
+    """One fresh PC hub: the bootstrap side of every link in test_hub_link.py."""
     return pc_hubs(name="ours")
-
-
-# ---- raw peers ---------------------------------------------------------------------------------
-
-
-HUB_ANNOUNCE_DATA = {"isHub": True, "port": 1, "host": "127.0.0.1",
-                     "capabilities": ["signaling", "relay"], "timestamp": 1}
 
 
 @pytest.fixture
 def raw(pc_hub):
     """Raw-frame connections to `pc_hub`, closed at test end:
+    raw.connect(id=None) -> Peer that got `connected`;
     raw.client(network, **announce_data) -> Peer that got `connected` and announced;
-    raw.fake_hub() -> Peer that got `connected` and announced as a hub exactly as a PigeonHub
-    (npm peerpigeon 1.1.3) hub does on its outgoing link (protocol.md §6.1)."""
+    raw.fake_hub(id=None) -> Peer that got `connected` and announced as a hub exactly as a
+    PigeonHub (npm peerpigeon 1.1.3) hub does on its outgoing link (protocol.md §6.1)."""
 
     class Raw:
         def __init__(self):
@@ -156,8 +90,7 @@ def raw(pc_hub):
 
         def fake_hub(self, hub_id=None):
             peer = self.connect(hub_id)
-            peer.send({"type": "announce", "networkName": "pigeonhub-mesh",
-                       "data": dict(HUB_ANNOUNCE_DATA)})
+            peer.send(HUB_ANNOUNCE)
             return peer
 
     r = Raw()
@@ -166,80 +99,18 @@ def raw(pc_hub):
         peer.close()
 
 
-# ---- reference hubs and real clients ----------------------------------------------------------
-
-
-class ReferenceHub:
-    """reference_hub.mjs: npm peerpigeon 1.1.3 PeerPigeonServer(isHub) on 127.0.0.1."""
-
-    def __init__(self, proc, out_path, err_path):
-        self.proc, self.out_path, self.err_path = proc, Path(out_path), Path(err_path)
-        started = self.wait_event("started", timeout=20)
-        self.port = started["port"]
-        self.hub_id = started["hubPeerId"]
-        self.url = f"ws://127.0.0.1:{self.port}"
-
-    def events(self):
-        text = self.out_path.read_text(errors="replace") if self.out_path.exists() else ""
-        out = []
-        for line in text.splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-    def wait_event(self, event, timeout=15.0, **match):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for e in self.events():
-                if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
-                    return e
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"reference hub: no {event!r} event {match} within {timeout} s "
-                             f"(exit code {self.proc.poll()}); events:\n"
-                             + "\n".join(json.dumps(e) for e in self.events())
-                             + "\nlog tail:\n" + "\n".join(self.log().splitlines()[-60:]))
-
-    def log(self):
-        return self.err_path.read_text(errors="replace") if self.err_path.exists() else ""
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        return self.proc.returncode
-
-
 @pytest.fixture
 def reference_hubs(tmp_path, request):
-    """start(*bootstrap_urls, name=...) -> a ReferenceHub dialing those hubs ("self" = dial
-    nobody). Stopped at test end."""
+    """start(*bootstrap_urls, name=...) -> a ReferenceHub (npm 1.1.3 hub) dialing those hubs;
+    "self" = dial nobody. Stopped at test end."""
     node = need_node()
     started = []
     request.node.mesh_hubs = getattr(request.node, "mesh_hubs", [])
 
     def start(*bootstrap, name=None):
         name = name or f"ref{len(started)}"
-        out, err = tmp_path / f"{name}.out", tmp_path / f"{name}.log"
-        args = [node, str(REFERENCE_HUB)]
-        for url in bootstrap:
-            args += ["--bootstrap", url]
-        with open(out, "wb") as o, open(err, "wb") as e:
-            proc = subprocess.Popen(args, cwd=HERE, stdout=o, stderr=e, stdin=subprocess.DEVNULL)
-        try:
-            hub = ReferenceHub(proc, out, err)
-        except AssertionError:
-            proc.kill()
-            proc.wait(5)
-            raise
-        hub.name = name
+        hub = start_reference_hub(node, tmp_path / f"{name}.out", tmp_path / f"{name}.log",
+                                  bootstrap, name)
         started.append(hub)
         request.node.mesh_hubs.append(hub)
         return hub
@@ -247,42 +118,6 @@ def reference_hubs(tmp_path, request):
     yield start
     for hub in started:
         hub.stop()
-
-
-def run_mesh_across(url_a, url_b, *, network, first="a", initiator=None, gap=1.0, timeout=30):
-    """mesh_across.mjs: real client A on url_a, B on url_b. initiator "A"/"B" fixes the ids so
-    that this one has the larger id, i.e. is the one the 1.1.3 client lets send the offer.
-    Returns (completed process, events, report text)."""
-    node = need_node()
-    args = [node, str(MESH_ACROSS), "--url-a", url_a, "--url-b", url_b, "--network", network,
-            "--first", first, "--gap", str(gap), "--timeout", str(timeout)]
-    if initiator:
-        low, high = sorted([new_id(), new_id()])
-        ids = {"A": high, "B": low} if initiator == "A" else {"A": low, "B": high}
-        args += ["--id-a", ids["A"], "--id-b", ids["B"]]
-    proc = subprocess.run(args, cwd=HERE, capture_output=True, text=True, timeout=timeout + 20)
-    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    report = (f"exit {proc.returncode}\nevents:\n{proc.stdout}\nnode stderr (tail):\n"
-              + "\n".join(proc.stderr.splitlines()[-40:]))
-    return proc, events, report
-
-
-def assert_pair_said_hello(proc, events, report):
-    """Both clients discovered each other, connected over WebRTC and got the other's hello."""
-    ids = {e["peer"]: e["id"] for e in events if e["event"] == "ready"}
-    assert set(ids) == {"A", "B"}, report
-    other = {"A": ids["B"], "B": ids["A"]}
-
-    def seen(event, key):
-        return {e["peer"] for e in events if e["event"] == event and e.get(key) == other[e["peer"]]}
-
-    assert seen("peerDiscovered", "peerId") == {"A", "B"}, "both must discover the other\n" + report
-    assert seen("peerConnected", "peerId") == {"A", "B"}, "WebRTC connection not made\n" + report
-    assert seen("messageReceived", "from") == {"A", "B"}, "no data-channel hello\n" + report
-    for e in events:
-        if e["event"] == "messageReceived" and e["from"] == other[e["peer"]]:
-            assert e["content"] == f"hello from {'B' if e['peer'] == 'A' else 'A'}", report
-    assert proc.returncode == 0 and any(e["event"] == "done" for e in events), report
 
 
 @pytest.hookimpl(hookwrapper=True)

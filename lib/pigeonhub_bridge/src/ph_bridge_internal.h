@@ -60,6 +60,12 @@ typedef enum {
     PH_SLOT_GONE,       /* the transport reported it closed; on_peer_disconnected due or running */
 } ph_slot_state;
 
+/* What a link slot is doing (ph_slot.link). An accepted connection is always "open". */
+typedef enum {
+    PH_LINK_DIALING = 0,   /* ws_connect returned its id; waiting for on_link_open or on_close  */
+    PH_LINK_UP,            /* handshake done: frames flow                                      */
+} ph_link_state;
+
 typedef struct ph_slot {
     /* (generation << 32) | bytes handed to ops->send and not yet reported by on_sent. One word,
      * so on_sent (any thread) only ever subtracts from the connection it was meant for. */
@@ -72,6 +78,12 @@ typedef struct ph_slot {
     char *url;                 /* request URL (path + query), owned                         */
     uint16_t announce_len;
     uint8_t *announce;         /* last top-level "announce" frame, owned, for swap replay    */
+    bool link;                 /* an outgoing hub link (ws_connect), not an accepted socket  */
+    uint8_t link_state;        /* ph_link_state, links only                                  */
+    bool adopted;              /* swap: the new module dialed this link's URL again          */
+    bool dial_pending;         /* swap: dialed by the new module, ops->connect after commit  */
+    uint32_t frames_in;        /* frames delivered to the module / queued by it (stats)      */
+    uint32_t frames_out;
 } ph_slot;
 
 /* A close the new module asked for while connections were replayed into it (ph_swap.c):
@@ -117,8 +129,13 @@ struct ph_bridge {
     char hub_id[41];
 
     ph_slot *slots;
-    uint32_t slot_count;
-    uint32_t open_count;
+    uint32_t slot_count;       /* max_connections + max_links                                 */
+    uint32_t open_count;       /* slots in use                                                */
+    uint32_t accepted_count;   /* of those, accepted connections (at most max_connections)   */
+    uint32_t link_count;       /* of those, hub links (at most max_links)                    */
+
+    char **bootstrap;          /* copy of config.bootstrap_urls (config's pointer is cleared) */
+    uint32_t bootstrap_count;
 
     int depth;                 /* export calls in progress (0 or 1: nothing re-enters)       */
     bool closes_pending;       /* some slot has closed_pending set                            */
@@ -137,6 +154,8 @@ struct ph_bridge {
     uint32_t outbox_overflows;
     uint32_t traps;
     uint32_t refused_full;
+    uint32_t links_refused;    /* ws_connect calls answered <0                               */
+    uint32_t links_opened;     /* on_link_open delivered                                     */
     uint32_t swaps;            /* successful module swaps                                    */
     uint32_t swap_failures;
     uint32_t last_swap_replayed;   /* connections replayed by the last successful swap       */
@@ -174,9 +193,17 @@ void ph_track_announce(ph_bridge *b, ph_slot *s, const uint8_t *data, size_t len
 /* Muted close during replay: recorded in b->deferred instead of reaching the transport. */
 void ph_defer_close(ph_bridge *b, int32_t conn, uint16_t code, const char *reason, size_t len);
 
+/* Take a free slot for a new connection (accepted or link); NULL when none. The slot is OPEN
+ * and counted; url is copied (already limited to PH_MAX_URL_BYTES by the caller). */
+ph_slot *ph_slot_take(ph_bridge *b, bool link, const char *url, size_t url_len);
+/* Give back a slot the module never learned about (no on_peer_disconnected owed). */
+void ph_slot_release(ph_bridge *b, ph_slot *s);
+
 /* ph_imports.c */
 ph_result ph_link_imports(ph_bridge *b, char *err, size_t err_cap);
 int32_t ph_queue_frame(ph_bridge *b, int32_t conn, const uint8_t *frame, uint32_t len);
+/* Ask the transport to dial slot s (a link); on failure the slot is released, returns <0. */
+int32_t ph_dial(ph_bridge *b, ph_slot *s);
 
 /* ph_module_check.c */
 typedef struct ph_module_info {
@@ -191,6 +218,9 @@ ph_result ph_check_bytes(const uint8_t *wasm, size_t len, ph_module_info *info, 
 ph_result ph_check_memory(const ph_module_info *info, uint32_t memory_limit, char *err,
                           size_t err_cap);
 ph_result ph_check_exports(ph_bridge *b, char *err, size_t err_cap);
+/* Call abi_version() (when the module has it with the right signature) and refuse any other
+ * version than PH_ABI_VERSION, saying which side is older. */
+ph_result ph_check_abi_version(ph_bridge *b, char *err, size_t err_cap);
 ph_result ph_check_globals(ph_bridge *b, char *err, size_t err_cap);
 
 /* snprintf into err (if any), returning result: keeps failure paths one line each. */

@@ -26,6 +26,9 @@
 PH_ABI_IMPORTS(PH_DECLARE_HOST)
 #undef PH_DECLARE_HOST
 
+#define PH_STR_(x) #x
+#define PH_STR(x) PH_STR_(x)
+
 #define PH_BRIDGE_OF(runtime) ((ph_bridge *)m3_GetUserData(runtime))
 
 /* [ptr, ptr + len) lies inside linear memory, and ptr is not NULL unless len is 0. WASM3's
@@ -184,6 +187,7 @@ static m3ApiRawFunction(ph_host_ws_ping_peer)
 
     ph_slot *s = ph_slot_of(b, conn);
     if (!s || s->state != PH_SLOT_OPEN || !b->ops.ping) m3ApiReturn(-1);
+    if (s->link && s->link_state != PH_LINK_UP) m3ApiReturn(-1);   /* still dialing */
     if (b->replaying) m3ApiReturn(0);   /* the old module's liveness checks carry over */
     m3ApiReturn(b->ops.ping(b->ops.ctx, conn) < 0 ? -1 : 0);
 }
@@ -194,6 +198,105 @@ static m3ApiRawFunction(ph_host_wall_clock_ms)
     ph_bridge *b = PH_BRIDGE_OF(runtime);
 
     m3ApiReturn(b->ops.wall_clock_ms ? b->ops.wall_clock_ms(b->ops.ctx) : 0);
+}
+
+/* Results of ws_connect below zero (pigeonhub_abi.h only promises "<0"; the log says which). */
+#define PH_CONNECT_BAD_URL   (-1)   /* empty, too long, not ws:// or wss://                      */
+#define PH_CONNECT_NO_SLOT   (-2)   /* max_links links dialing or open already                  */
+#define PH_CONNECT_BAD_ARGS  (-3)   /* pointer/length outside linear memory                     */
+#define PH_CONNECT_FAILED    (-4)   /* the transport has no outgoing links or could not dial     */
+
+int32_t ph_dial(ph_bridge *b, ph_slot *s)
+{
+    int32_t conn = ph_conn_id(s, (uint32_t)(s - b->slots));
+    if (b->ops.connect && b->ops.connect(b->ops.ctx, conn, s->url, s->url_len) >= 0) return conn;
+    ph_log(b, 'W', "bridge: transport could not dial %.*s", (int)s->url_len, s->url);
+    return PH_CONNECT_FAILED;
+}
+
+/* (url, len) -> a connection id for a new outgoing hub link, or < 0. The id is returned at once;
+ * the transport reports the handshake later (ph_bridge_on_link_open) or the failure
+ * (ph_bridge_on_close -> on_peer_disconnected). */
+static m3ApiRawFunction(ph_host_ws_connect)
+{
+    m3ApiReturnType (int32_t)
+    m3ApiGetArgMem  (const char *, url)
+    m3ApiGetArg     (int32_t, len)
+    ph_bridge *b = PH_BRIDGE_OF(runtime);
+
+    if (len < 0 || !ph_MemOk(url, (uint32_t)len)) {
+        b->links_refused++;
+        m3ApiReturn(PH_CONNECT_BAD_ARGS);
+    }
+    bool scheme = (len > 5 && memcmp(url, "ws://", 5) == 0) || (len > 6 && memcmp(url, "wss://", 6) == 0);
+    if (!scheme || len > PH_MAX_URL_BYTES) {
+        b->links_refused++;
+        ph_log(b, 'W', "bridge: ws_connect refused: %s (%d bytes: %.*s)",
+               scheme ? "URL longer than " PH_STR(PH_MAX_URL_BYTES) " bytes" : "not a ws:// or wss:// URL",
+               (int)len, len > 80 ? 80 : (int)len, url);
+        m3ApiReturn(PH_CONNECT_BAD_URL);
+    }
+    if (!b->ops.connect) {
+        b->links_refused++;
+        /* Once per bridge: the module re-dials with backoff and would repeat this forever. */
+        ph_log(b, b->links_refused == 1 ? 'W' : 'D',
+               "bridge: this transport has no outgoing links; ws_connect %.*s refused", (int)len, url);
+        m3ApiReturn(PH_CONNECT_FAILED);
+    }
+    if (b->replaying) {
+        /* A swapped-in module dials its bootstrap hubs from start_server: a link the old module
+         * has to the same URL is handed over instead of dialed twice (the far hub keeps the old
+         * module's announce, which is right: the hub id is the same). */
+        for (uint32_t i = 0; i < b->slot_count; i++) {
+            ph_slot *s = &b->slots[i];
+            if (s->state == PH_SLOT_OPEN && s->link && s->seen && !s->adopted && !s->dial_pending &&
+                s->url_len == (uint32_t)len && memcmp(s->url, url, (size_t)len) == 0) {
+                s->adopted = true;
+                m3ApiReturn(ph_conn_id(s, i));
+            }
+        }
+    }
+    ph_slot *s = b->link_count < b->config.max_links ? ph_slot_take(b, true, url, (size_t)len) : NULL;
+    if (!s) {
+        b->links_refused++;
+        ph_log(b, 'W', "bridge: ws_connect %.*s refused: all %u hub link slots are in use", (int)len,
+               url, (unsigned)b->config.max_links);
+        m3ApiReturn(PH_CONNECT_NO_SLOT);
+    }
+    s->seen = true;   /* the module holds the id: on_peer_disconnected is owed from here */
+    if (b->replaying) {
+        s->adopted = true;
+        s->dial_pending = true;   /* dialed once the swap has succeeded (ph_swap.c) */
+        m3ApiReturn(ph_conn_id(s, (uint32_t)(s - b->slots)));
+    }
+    int32_t conn = ph_dial(b, s);
+    if (conn < 0) {
+        b->links_refused++;
+        ph_slot_release(b, s);   /* the module gets < 0: it never held the id */
+    }
+    m3ApiReturn(conn);
+}
+
+/* (index, buf, len) -> the index-th bootstrap hub URL, snprintf's contract (at most len - 1
+ * bytes and a NUL; the full length is returned), -1 past the end, -3 for a bad pointer. */
+static m3ApiRawFunction(ph_host_get_bootstrap_hub)
+{
+    m3ApiReturnType (int32_t)
+    m3ApiGetArg     (int32_t, index)
+    m3ApiGetArgMem  (char *, buf)
+    m3ApiGetArg     (int32_t, len)
+    ph_bridge *b = PH_BRIDGE_OF(runtime);
+
+    if (len < 0 || !ph_MemOk(buf, (uint32_t)len)) m3ApiReturn(PH_CONNECT_BAD_ARGS);
+    if (index < 0 || (uint32_t)index >= b->bootstrap_count) m3ApiReturn(-1);
+    const char *url = b->bootstrap[index];
+    size_t full = strlen(url);
+    if (len > 0) {
+        size_t n = full < (size_t)len - 1 ? full : (size_t)len - 1;
+        memcpy(buf, url, n);
+        buf[n] = '\0';
+    }
+    m3ApiReturn((int32_t)full);
 }
 
 /* ------------------------------------------------------------------------------------------------ */

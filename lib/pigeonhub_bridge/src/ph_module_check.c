@@ -190,6 +190,30 @@ ph_result ph_check_exports(ph_bridge *b, char *err, size_t err_cap)
     return PH_OK;
 }
 
+ph_result ph_check_abi_version(ph_bridge *b, char *err, size_t err_cap)
+{
+    IM3Function f = NULL;
+    M3Result r = m3_FindFunction(&f, b->runtime, "abi_version");
+    if (r) return PH_OK;   /* missing: ph_check_exports names it */
+    char actual[24];
+    describe_signature(f, actual, sizeof actual);
+    if (strcmp(actual, "i()") != 0) return PH_OK;   /* mis-typed: ph_check_exports says how */
+    b->fn[PH_EXPORT_abi_version] = f;
+    int32_t version = 0;
+    if ((r = ph_call(b, PH_EXPORT_abi_version, -1, false, 0, NULL, &version)) != m3Err_none)
+        return ph_fail(err, err_cap, PH_ERR_ABI_VERSION, "abi_version() trapped: %s", r);
+    if (version == PH_ABI_VERSION) return PH_OK;
+    if (version < PH_ABI_VERSION)
+        return ph_fail(err, err_cap, PH_ERR_ABI_VERSION,
+                       "module implements hub ABI version %d, this bridge implements version %d: "
+                       "the module is older (ABI 1 has no hub links); rebuild it from this "
+                       "release's wasm/ with `pigeonhub build`", (int)version, PH_ABI_VERSION);
+    return ph_fail(err, err_cap, PH_ERR_ABI_VERSION,
+                   "module implements hub ABI version %d, this bridge implements version %d: the "
+                   "module is newer; update the firmware / pigeonhub to run it", (int)version,
+                   PH_ABI_VERSION);
+}
+
 ph_result ph_check_globals(ph_bridge *b, char *err, size_t err_cap)
 {
     IM3Module m = b->module;

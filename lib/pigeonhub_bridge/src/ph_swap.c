@@ -155,6 +155,12 @@ static ph_result swap_fail(ph_bridge *b, const ph_instance *old, ph_result rc)
     ph_instance_free(&fresh);
     ph_instance_restore(b, old);
     b->replaying = false;
+    /* Links the new module asked for were never dialed, and the old module never knew them. */
+    for (uint32_t i = 0; i < b->slot_count; i++) {
+        ph_slot *s = &b->slots[i];
+        if (s->state != PH_SLOT_FREE && s->dial_pending) ph_slot_release(b, s);
+        else s->adopted = false;
+    }
     free(b->deferred);
     b->deferred = NULL;
     b->swap_failures++;
@@ -206,7 +212,7 @@ ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len
     uint32_t replayed = 0, announces = 0;
     for (uint32_t i = 0; i < b->slot_count; i++) {
         ph_slot *s = &b->slots[i];
-        if (s->state != PH_SLOT_OPEN || !s->seen) continue;
+        if (s->state != PH_SLOT_OPEN || !s->seen || s->link) continue;
         int32_t conn = ph_conn_id(s, i);
         if ((r = ph_call(b, PH_EXPORT_on_peer_connected, conn, false, 1, &conn, NULL)) != m3Err_none)
             return swap_fail(b, &old, ph_fail(err, err_cap, PH_ERR_INIT,
@@ -228,6 +234,23 @@ ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len
                                               "%d's announce: %s", (int)conn, r));
         announces++;
     }
+    /* Hub links the new module dialed again from start_server (adopted in ws_connect): the open
+     * ones are reported open. Its announce and peer list go nowhere (suppressed), so the module
+     * believes it announced: the far hub indeed keeps the old module's announce (same hub id)
+     * and the peer-discovered it was sent. Links still dialing report open later as usual. */
+    uint32_t links = 0;
+    for (uint32_t i = 0; i < b->slot_count; i++) {
+        ph_slot *s = &b->slots[i];
+        if (s->state != PH_SLOT_OPEN || !s->link || !s->adopted || s->dial_pending ||
+            s->link_state != PH_LINK_UP)
+            continue;
+        int32_t conn = ph_conn_id(s, i);
+        if ((r = ph_call(b, PH_EXPORT_on_link_open, conn, false, 1, &conn, NULL)) != m3Err_none)
+            return swap_fail(b, &old, ph_fail(err, err_cap, PH_ERR_INIT,
+                                              "new module's on_link_open trapped while replaying "
+                                              "hub link %d: %s", (int)conn, r));
+        links++;
+    }
 
     /* 4. Commit: the new runtime serves from here; the old one (and its bytes) are released. */
     b->replaying = false;
@@ -242,11 +265,23 @@ ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len
         /* Connections already closing were never shown to the new module: it owes them nothing,
          * and the old module that knew them is gone. */
         if (s->state != PH_SLOT_OPEN) s->seen = false;
+        /* Links of the old module the new one did not dial again: nobody owns them any more. */
+        if (s->state == PH_SLOT_OPEN && s->link && !s->adopted) {
+            s->seen = false;
+            ph_log(b, 'I', "bridge: hub link %.*s is not used by the new module: closing it",
+                   (int)s->url_len, s->url);
+            ph_request_close(b, ph_conn_id(s, i), PH_CLOSE_GOING_AWAY, "Module replaced", 15);
+        }
+        s->adopted = false;
     }
     for (uint32_t i = 0; i < b->slot_count; i++) {
         if (!deferred[i].pending) continue;
         ph_slot *s = &b->slots[i];
         int32_t conn = ph_conn_id(s, i);
+        if (s->dial_pending) {   /* never dialed: nothing for the transport to close */
+            s->state = PH_SLOT_CLOSING;
+            continue;
+        }
         /* The new module refused a connection the old one had accepted (e.g. it allows fewer
          * peers): the client gets the new module's close, and the new module its
          * on_peer_disconnected once the transport reports the close, as for any close. */
@@ -254,10 +289,19 @@ ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len
                (unsigned)deferred[i].code, deferred[i].reason);
         ph_request_close(b, conn, deferred[i].code, deferred[i].reason, deferred[i].reason_len);
     }
+    /* Links the new module dialed that had no old counterpart: dialed now. One it asked to
+     * close before that, or one the transport cannot dial, is over: on_peer_disconnected. */
+    for (uint32_t i = 0; i < b->slot_count; i++) {
+        ph_slot *s = &b->slots[i];
+        if (s->state == PH_SLOT_FREE || !s->dial_pending) continue;
+        s->dial_pending = false;
+        int32_t conn = ph_conn_id(s, i);
+        if (s->state != PH_SLOT_OPEN || ph_dial(b, s) < 0) ph_bridge_on_close(b, conn);
+    }
     free(deferred);
     ph_log(b, 'I', "bridge: module swapped in place: %u connections replayed (%u announces), "
-           "%u frames kept from clients", (unsigned)replayed, (unsigned)announces,
-           (unsigned)(b->suppressed - suppressed_before));
+           "%u hub links, %u frames kept from clients", (unsigned)replayed, (unsigned)announces,
+           (unsigned)links, (unsigned)(b->suppressed - suppressed_before));
     return PH_OK;
 }
 

@@ -70,6 +70,11 @@ typedef struct {
     uint32_t now;
     bool close_reports_at_once;   /* misbehaving transport: reports the close from inside close() */
     int server_starts;
+    /* Outgoing hub links (ABI 2): what ops->connect was asked to dial. */
+    bool connect_fails;           /* connect() answers -1 (e.g. the transport cannot resolve) */
+    int connects;
+    int32_t connect_ids[16];
+    char connect_urls[16][600];
 } fake_transport;
 
 static fake_conn *conn_rec(fake_transport *t, int32_t id)
@@ -141,6 +146,18 @@ static void ft_log(void *ctx, char level, const char *msg, size_t len)
 static uint32_t ft_millis(void *ctx) { return ((fake_transport *)ctx)->now; }
 static int64_t ft_wall(void *ctx) { return 1795721113692LL + ((fake_transport *)ctx)->now; }
 static void ft_device_id(void *ctx, char *buf, size_t cap) { (void)ctx; snprintf(buf, cap, "24:6f:28:aa:bb:cc"); }
+static int ft_connect(void *ctx, int32_t conn, const char *url, size_t len)
+{
+    fake_transport *t = ctx;
+    if (t->connect_fails) return -1;
+    if (t->connects < 16) {
+        t->connect_ids[t->connects] = conn;
+        snprintf(t->connect_urls[t->connects], sizeof t->connect_urls[0], "%.*s", (int)len, url);
+    }
+    t->connects++;
+    return 0;
+}
+
 static int ft_server_start(void *ctx, int port) { (void)port; ((fake_transport *)ctx)->server_starts++; return 0; }
 
 static const ph_transport_ops *ft_ops(fake_transport *t)
@@ -148,7 +165,8 @@ static const ph_transport_ops *ft_ops(fake_transport *t)
     static ph_transport_ops ops;
     ops = (ph_transport_ops){ .ctx = t, .send = ft_send, .close = ft_close, .ping = ft_ping,
                               .log = ft_log, .millis = ft_millis, .wall_clock_ms = ft_wall,
-                              .device_id = ft_device_id, .server_start = ft_server_start };
+                              .device_id = ft_device_id, .server_start = ft_server_start,
+                              .connect = ft_connect };
     return &ops;
 }
 
@@ -237,6 +255,7 @@ static fake_transport *start(blob module, const ph_bridge_config *config)
                                  err, sizeof err);
     if (!t->bridge) {
         printf("    bridge refused the module: %d %s\n", rc, err);
+        for (int i = 0; i < t->log_count; i++) free(t->logs[i]);
         free(t);
         return NULL;
     }
@@ -978,7 +997,7 @@ static void test_swap_refusals_leave_old_module_serving(void)
     free(traps.data);
     char stats[1024];
     ph_bridge_stats_json(t->bridge, stats, sizeof stats);
-    CHECK(strstr(stats, "\"swaps\":0,") && strstr(stats, "\"swapFailures\":15,"), "%s", stats);
+    CHECK(strstr(stats, "\"swaps\":0,") && strstr(stats, "\"swapFailures\":17,"), "%s", stats);
     ft_free(t);
 }
 
@@ -1049,6 +1068,326 @@ static void test_swap_50_times_no_leak(void)
     free(mods[1].data);
 }
 
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Hub links (ABI 2): ws_connect, on_link_open, get_bootstrap_hub                                    */
+
+/* The fixture's 4-byte little-endian reply (K, G). */
+static int32_t reply_i32(fake_transport *t, int32_t conn)
+{
+    fake_conn *c = conn_rec(t, conn);
+    if (!c->frame_count || c->frame_count > MAX_FRAMES || c->frame_len[c->frame_count - 1] < 4) return -999;
+    const uint8_t *p = (const uint8_t *)c->frames[c->frame_count - 1];
+    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+}
+
+/* Ask the fixture (through accepted connection `via`) to dial url; returns ws_connect's result. */
+static int32_t dial(fake_transport *t, int32_t via, const char *url)
+{
+    char text[700];
+    snprintf(text, sizeof text, "K%s", url);
+    frame(t, via, text);
+    return reply_i32(t, via);
+}
+
+static bool stats_has(fake_transport *t, const char *needle)
+{
+    char *stats = malloc(ph_bridge_stats_capacity(t->bridge));
+    int n = ph_bridge_stats_json(t->bridge, stats, ph_bridge_stats_capacity(t->bridge));
+    bool found = n > 0 && strstr(stats, needle) != NULL;
+    if (!found) printf("    stats: %s\n", n > 0 ? stats : "(failed)");
+    free(stats);
+    return found;
+}
+
+static void test_link_lifecycle(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/?peerId=aaaa");
+    const char *url = "ws://hub.example:3000/?peerId=0123456789abcdef0123456789abcdef01234567";
+    int32_t l = dial(t, a, url);
+    CHECK(l >= 0 && l != a, "ws_connect -> %d", l);
+    CHECK(t->connects == 1 && t->connect_ids[0] == l && strcmp(t->connect_urls[0], url) == 0,
+          "transport asked to dial %d %s", t->connect_ids[0], t->connect_urls[0]);
+    CHECK(ph_bridge_link_count(t->bridge) == 1 && ph_bridge_connection_count(t->bridge) == 1, "counts");
+    CHECK(stats_has(t, "\"links\":[{\"conn\":"), "links in stats");
+    CHECK(stats_has(t, "\"state\":\"connecting\""), "dialing link shows connecting");
+
+    /* Nothing flows before the handshake: frames are refused, the module cannot send to it. */
+    CHECK(!ph_bridge_accepts_frame(t->bridge, l, 3), "frame accepted on a dialing link");
+    frame(t, a, "Bbroadcast 1");
+    CHECK(conn_rec(t, l)->frame_count == 0, "broadcast reached a dialing link");
+    CHECK(!conn_rec(t, l)->close_requested, "a dialing link must not be closed by a refused frame");
+
+    ph_bridge_on_link_open(t->bridge, l);
+    pump(t);
+    CHECK(count_logs(t, "I link open") == 1, "on_link_open not called once");
+    CHECK(strcmp(last_frame(t, l), "link-up") == 0, "module's first frame on the link \"%s\"", last_frame(t, l));
+    CHECK(count_logs(t, "hello") == 0 && ph_bridge_peer_count(t->bridge) == 1,
+          "on_peer_connected must not run for a link");
+    ph_bridge_on_link_open(t->bridge, l);   /* a repeated report changes nothing */
+    CHECK(count_logs(t, "I link open") == 1, "on_link_open ran twice");
+
+    frame(t, l, "U");
+    CHECK(strcmp(last_frame(t, l), url) == 0, "ws_get_request_url on a link \"%s\"", last_frame(t, l));
+    frame(t, l, "Eover the link");
+    CHECK(strcmp(last_frame(t, l), "Eover the link") == 0, "echo on link \"%s\"", last_frame(t, l));
+    frame(t, a, "Bbroadcast 2");
+    CHECK(strcmp(last_frame(t, l), "Bbroadcast 2") == 0, "broadcast must reach open links");
+    frame(t, l, "P");
+    CHECK(conn_rec(t, l)->pings == 1, "ping on a link");
+    CHECK(stats_has(t, "\"state\":\"open\",\"framesIn\":3,\"framesOut\":4}"), "link frame counters");
+    CHECK(stats_has(t, url + 5), "link URL in stats");
+
+    int gone = count_logs(t, "D gone");
+    ph_bridge_on_close(t->bridge, l);
+    ph_bridge_on_close(t->bridge, l);
+    CHECK(count_logs(t, "D gone") == gone + 1, "on_peer_disconnected %d times", count_logs(t, "D gone") - gone);
+    CHECK(ph_bridge_link_count(t->bridge) == 0, "link slot not freed");
+    CHECK(stats_has(t, "\"links\":[]}}"), "closed link still in stats");
+    frame(t, a, "Ealive");
+    CHECK(strcmp(last_frame(t, a), "Ealive") == 0, "client after the link closed");
+
+    /* The module closes a link itself: the transport is asked, the module hears once. */
+    int32_t l2 = dial(t, a, "wss://hub.example/");
+    ph_bridge_on_link_open(t->bridge, l2);
+    pump(t);
+    frame(t, l2, "C");
+    CHECK(conn_rec(t, l2)->close_requested && conn_rec(t, l2)->close_code == 4000, "module close of a link");
+    CHECK(count_logs(t, "D gone") == gone + 2, "on_peer_disconnected after module close");
+    ft_free(t);
+}
+
+static void test_link_connect_failures(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/?peerId=aaaa");
+
+    /* Refused / DNS / timeout: reported as a close before any open: one on_peer_disconnected. */
+    int32_t l = dial(t, a, "ws://127.0.0.1:1/");
+    CHECK(l >= 0, "ws_connect -> %d", l);
+    int gone = count_logs(t, "D gone");
+    ph_bridge_on_close(t->bridge, l);
+    CHECK(count_logs(t, "D gone") == gone + 1, "failed dial: on_peer_disconnected %d times",
+          count_logs(t, "D gone") - gone);
+    ph_bridge_on_link_open(t->bridge, l);   /* a late report for a dead id is ignored */
+    CHECK(count_logs(t, "I link open") == 0, "on_link_open after the close");
+    CHECK(ph_bridge_link_count(t->bridge) == 0, "slot kept");
+
+    /* The module closes a link still dialing: the transport aborts it and reports the close. */
+    l = dial(t, a, "ws://slow.example/");
+    frame(t, l, "C");   /* dropped: no frames before the handshake */
+    CHECK(!conn_rec(t, l)->close_requested, "frame delivered to a dialing link");
+
+    /* The transport cannot dial at all: ws_connect fails, the module never holds an id. */
+    t->connect_fails = true;
+    int32_t bad = dial(t, a, "ws://unresolvable.invalid/");
+    CHECK(bad < 0, "ws_connect -> %d when the transport cannot dial", bad);
+    CHECK(count_logs(t, "transport could not dial ws://unresolvable.invalid/") == 1, "no log line");
+    CHECK(ph_bridge_link_count(t->bridge) == 1, "failed dial took a slot");
+    t->connect_fails = false;
+
+    /* Not a WebSocket URL, or too long: refused with a reason. */
+    CHECK(dial(t, a, "http://hub.example/") < 0, "http:// accepted");
+    CHECK(count_logs(t, "not a ws:// or wss:// URL") == 1, "no reason for a bad scheme");
+    char longurl[600] = "ws://";
+    memset(longurl + 5, 'x', 560);
+    longurl[565] = '\0';
+    CHECK(dial(t, a, longurl) < 0, "over-long URL accepted");
+    CHECK(count_logs(t, "URL longer than 512 bytes") == 1, "no reason for a long URL");
+    CHECK(stats_has(t, "\"linksRefused\":3"), "refusals not counted");
+    ft_free(t);
+
+    /* A transport without outgoing links (connect == NULL). */
+    t = calloc(1, sizeof *t);
+    ph_transport_ops ops = *ft_ops(t);
+    ops.connect = NULL;
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    ph_result rc;
+    char err[256];
+    t->bridge = ph_bridge_create(g_fixture.data, g_fixture.len, &ops, &config, &rc, err, sizeof err);
+    CHECK(t->bridge != NULL, "%s", err);
+    a = open_conn(t, "/?peerId=aaaa");
+    CHECK(dial(t, a, "ws://hub.example/") < 0 && dial(t, a, "ws://hub.example/") < 0, "dialed without connect()");
+    CHECK(count_logs(t, "W bridge: this transport has no outgoing links") == 1 &&
+          count_logs(t, "D bridge: this transport has no outgoing links") == 1,
+          "the missing connect() is logged once as a warning, then at debug level");
+    ft_free(t);
+}
+
+static void test_link_hostile_pointers(void)
+{
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    const char *urls[] = { "ws://a.example/" };
+    config.bootstrap_urls = urls;
+    config.bootstrap_count = 1;
+    fake_transport *t = start(g_fixture, &config);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/?peerId=aaaa");
+    frame(t, a, "J");
+    CHECK(strcmp(last_frame(t, a), "33133311") == 0, "hostile ws_connect/get_bootstrap_hub results \"%s\"",
+          last_frame(t, a));
+    CHECK(t->connects == 0 && ph_bridge_link_count(t->bridge) == 0, "a hostile call dialed");
+    CHECK(ph_bridge_connection_count(t->bridge) == 1, "the caller was dropped");
+    frame(t, a, "Estill here");
+    CHECK(strcmp(last_frame(t, a), "Estill here") == 0, "hub stopped serving after hostile calls");
+    ft_free(t);
+}
+
+static void test_link_slots_reserved(void)
+{
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    config.max_connections = 2;
+    config.max_links = 1;
+    fake_transport *t = start(g_fixture, &config);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/?peerId=aaaa");
+    int32_t b = open_conn(t, "/?peerId=bbbb");
+    CHECK(a >= 0 && b >= 0, "clients");
+    CHECK(ph_bridge_on_open(t->bridge, "/?peerId=cccc", 13) == PH_ERR_FULL, "third client admitted");
+    int32_t l = dial(t, a, "ws://hub.example/");
+    CHECK(l >= 0, "no link slot left for the bootstrap hub while clients are full: %d", l);
+    CHECK(dial(t, a, "ws://hub2.example/") < 0, "more links than max_links");
+    CHECK(count_logs(t, "all 1 hub link slots are in use") == 1, "no reason logged");
+    ph_bridge_on_close(t->bridge, b);
+    CHECK(dial(t, a, "ws://hub2.example/") < 0, "a client's slot was used for a link");
+    int32_t c = open_conn(t, "/?peerId=cccc");
+    CHECK(c >= 0, "a freed client slot must go to a client");
+    ph_bridge_on_close(t->bridge, l);
+    CHECK(dial(t, a, "ws://hub2.example/") >= 0, "freed link slot not reusable");
+    CHECK(stats_has(t, "\"connections\":2,\"maxConnections\":2,"), "links counted as connections");
+    CHECK(stats_has(t, "\"maxLinks\":1,"), "maxLinks");
+    ft_free(t);
+
+    /* max_links 0: no links at all. */
+    config.max_links = 0;
+    t = start(g_fixture, &config);
+    a = open_conn(t, "/?peerId=aaaa");
+    CHECK(dial(t, a, "ws://hub.example/") < 0 && t->connects == 0, "dialed with max_links 0");
+    ft_free(t);
+}
+
+static void test_bootstrap_list(void)
+{
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    char first[] = "ws://a.example:3000/";   /* the caller's storage: the bridge must copy it */
+    const char *urls[] = { first, "", "wss://b.example/path" };
+    config.bootstrap_urls = urls;
+    config.bootstrap_count = 3;
+    fake_transport *t = start(g_fixture, &config);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    memset(first, 'z', sizeof first - 1);
+    CHECK(ph_bridge_start(t->bridge, 3000) == 0, "start");
+    /* The fixture, like hub.wasm, dials every non-empty entry from start_server. */
+    CHECK(t->connects == 2, "%d dials", t->connects);
+    CHECK(strcmp(t->connect_urls[0], "ws://a.example:3000/") == 0, "copied? %s", t->connect_urls[0]);
+    CHECK(strcmp(t->connect_urls[1], "wss://b.example/path") == 0, "%s", t->connect_urls[1]);
+    CHECK(stats_has(t, "\"bootstrapHubs\":3,"), "bootstrapHubs");
+    int32_t a = open_conn(t, "/?peerId=aaaa");
+
+    struct { const char *req; int32_t result; const char *buf; size_t buflen; } cases[] = {
+        { "G0A", 20, "", 0 },                                  /* len 0: only the length        */
+        { "G0F", 20, "ws:/\0", 5 },                           /* cut: len - 1 bytes and a NUL  */
+        { "G0U", 20, "ws://a.example:3000\0", 20 },           /* one short: still cut          */
+        { "G0V", 20, "ws://a.example:3000/\0", 21 },          /* fits exactly                  */
+        { "G0W", 20, "ws://a.example:3000/\0#", 22 },         /* the rest is left untouched    */
+        { "G1E", 0, "\0###", 4 },                             /* empty entry: ""               */
+        { "G2Z", 20, "wss://b.example/path\0####", 25 },
+        { "G3E", -1, "####", 4 },                              /* past the end: -1, no write    */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        frame(t, a, cases[i].req);
+        fake_conn *c = conn_rec(t, a);
+        const char *got = c->frames[c->frame_count - 1];
+        CHECK(reply_i32(t, a) == cases[i].result, "%s -> %d", cases[i].req, reply_i32(t, a));
+        CHECK(c->frame_len[c->frame_count - 1] == 4 + cases[i].buflen &&
+              memcmp(got + 4, cases[i].buf, cases[i].buflen) == 0, "%s wrote \"%.*s\"", cases[i].req,
+              (int)cases[i].buflen, got + 4);
+    }
+    ft_free(t);
+
+    /* A bad list is refused at create, with the reason. */
+    const char *with_null[] = { "ws://a.example/", NULL };
+    config.bootstrap_urls = with_null;
+    config.bootstrap_count = 2;
+    ph_result rc = PH_OK;
+    char err[256] = "";
+    ph_bridge *b = ph_bridge_create(g_fixture.data, g_fixture.len, NULL, &config, &rc, err, sizeof err);
+    CHECK(!b && rc == PH_ERR_CONFIG && strstr(err, "bootstrap hub 1 is NULL"), "%d %s", rc, err);
+    char huge[1000];
+    memset(huge, 'x', sizeof huge - 1);
+    huge[sizeof huge - 1] = '\0';
+    const char *too_long[] = { huge };
+    config.bootstrap_urls = too_long;
+    config.bootstrap_count = 1;
+    b = ph_bridge_create(g_fixture.data, g_fixture.len, NULL, &config, &rc, err, sizeof err);
+    CHECK(!b && rc == PH_ERR_CONFIG && strstr(err, "bootstrap hub 0 is 999 bytes long; at most 448"),
+          "%d %s", rc, err);
+}
+
+static void test_swap_keeps_links(void)
+{
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    const char *urls[] = { "ws://a.example/", "ws://b.example/" };
+    config.bootstrap_urls = urls;
+    config.bootstrap_count = 2;
+    config.max_links = 3;
+    fake_transport *t = start(g_fixture, &config);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    ph_bridge_start(t->bridge, 3000);
+    CHECK(t->connects == 2, "%d dials", t->connects);
+    int32_t la = t->connect_ids[0], lb = t->connect_ids[1];
+    ph_bridge_on_link_open(t->bridge, la);   /* a open, b still dialing */
+    pump(t);
+    int32_t a = open_conn(t, "/?peerId=aaaa");
+    int32_t extra = dial(t, a, "ws://c.example/");   /* not in the list: the new module won't dial it */
+    ph_bridge_on_link_open(t->bridge, extra);
+    pump(t);
+    int la_frames = conn_rec(t, la)->frame_count, gone = count_logs(t, "D gone");
+
+    char err[256] = "";
+    CHECK(ph_bridge_swap(t->bridge, g_fixture.data, g_fixture.len, err, sizeof err) == PH_OK, "%s", err);
+    pump(t);
+    /* a and b were dialed again by the new module's start_server: handed over, not re-dialed. */
+    CHECK(t->connects == 3, "swap dialed again: %d dials", t->connects);
+    CHECK(count_logs(t, "I link open") == 3, "open link not replayed with on_link_open (%d)",
+          count_logs(t, "I link open"));
+    CHECK(conn_rec(t, la)->frame_count == la_frames, "the replayed on_link_open's frames reached the far hub");
+    CHECK(count_logs(t, "1 hub links") == 1, "swap log line");
+    /* The link nobody dialed again is closed; the new module owes it nothing. */
+    CHECK(conn_rec(t, extra)->close_requested && conn_rec(t, extra)->close_code == 1001 &&
+          strcmp(conn_rec(t, extra)->close_reason, "Module replaced") == 0, "orphan link not closed");
+    CHECK(count_logs(t, "D gone") == gone, "on_peer_disconnected for a link the new module never knew");
+
+    /* The new module serves the links: frames, the late open of b, and the close. */
+    frame(t, la, "Eafter swap");
+    CHECK(strcmp(last_frame(t, la), "Eafter swap") == 0, "link after swap \"%s\"", last_frame(t, la));
+    ph_bridge_on_link_open(t->bridge, lb);
+    pump(t);
+    CHECK(strcmp(last_frame(t, lb), "link-up") == 0, "late open after swap \"%s\"", last_frame(t, lb));
+    ph_bridge_on_close(t->bridge, la);
+    CHECK(count_logs(t, "D gone") == gone + 1, "link close after swap");
+
+    /* a is gone: the next swap's module dials it anew, after the swap succeeded. */
+    CHECK(ph_bridge_swap(t->bridge, g_fixture.data, g_fixture.len, err, sizeof err) == PH_OK, "%s", err);
+    CHECK(t->connects == 4 && strcmp(t->connect_urls[3], "ws://a.example/") == 0, "re-dial after swap: %d",
+          t->connects);
+
+    /* A swap that fails drops what the new module dialed and leaves the links as they were. */
+    ph_bridge_on_close(t->bridge, t->connect_ids[3]);
+    uint32_t links = ph_bridge_link_count(t->bridge);
+    blob traps = fixture("connect_traps");
+    CHECK(ph_bridge_swap(t->bridge, traps.data, traps.len, err, sizeof err) != PH_OK, "swap should fail");
+    CHECK(ph_bridge_link_count(t->bridge) == links && t->connects == 4, "failed swap left links %u->%u",
+          links, ph_bridge_link_count(t->bridge));
+    frame(t, lb, "Estill");
+    CHECK(strcmp(last_frame(t, lb), "Estill") == 0, "link after failed swap");
+    free(traps.data);
+    ft_free(t);
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 
 typedef struct { const char *name; void (*fn)(void); } test_case;
@@ -1088,6 +1427,12 @@ int main(int argc, char **argv)
         { "module_close_and_invalid_code", test_module_close_and_invalid_code },
         { "close_reported_inside_callback_is_deferred", test_close_reported_inside_callback_is_deferred },
         { "on_sent_from_another_thread", test_on_sent_from_another_thread },
+        { "link_lifecycle", test_link_lifecycle },
+        { "link_connect_failures", test_link_connect_failures },
+        { "link_hostile_pointers", test_link_hostile_pointers },
+        { "link_slots_reserved", test_link_slots_reserved },
+        { "bootstrap_list", test_bootstrap_list },
+        { "swap_keeps_links", test_swap_keeps_links },
         { "hub_connect_announce_relay", test_hub_connect_announce_relay },
         { "hub_oversized_1009", test_hub_oversized_1009 },
         { "hub_outbox_overflow_1013", test_hub_outbox_overflow_1013 },

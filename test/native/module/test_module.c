@@ -108,6 +108,35 @@ int32_t ws_ping_peer(int32_t conn)
 
 int64_t wall_clock_ms(void) { return h_wall; }
 
+/* Hub links: bootstrap list and dials. A dialed link gets a connection id from the top of the
+ * host's range; the scenarios open it (on_link_open) or fail it (on_peer_disconnected). */
+#define LINK_CONN0 60
+static const char *h_bootstrap[] = {"ws://127.0.0.1:3000/", "ws://hub.example:8080/x?y=1"};
+static int h_bootstrap_n = 2;
+static int h_next_link = LINK_CONN0;
+static char h_dialed[MAX_CONN][512];
+static unsigned long h_dials;
+
+int32_t ws_connect(const char *url, int32_t len)
+{
+    CHECK(len > 0 && len < 512, "dial URL length %d", len);
+    if (len <= 0 || len >= 512 || h_next_link >= MAX_CONN) return -1;
+    int conn = h_next_link++;
+    memcpy(h_dialed[conn], url, (size_t)len);
+    h_dialed[conn][len] = '\0';
+    CHECK(strstr(h_dialed[conn], "peerId=") != NULL, "dial URL without peerId: %s", h_dialed[conn]);
+    h_open[conn] = 1;
+    h_closing[conn] = 0;
+    h_dials++;
+    return conn;
+}
+
+int32_t get_bootstrap_hub(int32_t index, char *buf, int32_t len)
+{
+    if (index < 0 || index >= h_bootstrap_n) return -1;
+    return (int32_t)snprintf(buf, (size_t)len, "%s", h_bootstrap[index]);
+}
+
 /* --- driving the module ---------------------------------------------------------------------- */
 
 static void host_connect(int conn, const char *url)
@@ -170,6 +199,60 @@ static const char *CORPUS[] = {
     "{\"type\":\"unknown-\xe2\x82\xac\\\"\\u0000\",\"data\":[1,-2.5e+10,true,false,null]}",
 };
 #define NCORPUS (sizeof CORPUS / sizeof CORPUS[0])
+
+/* --- an independent lookup, the oracle for json_scan's member spans ------------------------------ */
+
+/* A second, simple reader of validated text (the module's own earlier design): json_scan's
+ * recorded spans and json_get (which uses json_scan) must agree with it. */
+static int o_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+static const char *o_skip(const char *p, const char *end)
+{
+    if (*p == '"') {
+        p++;
+        while (*p != '"') p += (*p == '\\') ? 2 : 1;
+        return p + 1;
+    }
+    if (*p == '{' || *p == '[') {
+        unsigned depth = 0;
+        while (p < end) {
+            char c = *p;
+            if (c == '"') {
+                p = o_skip(p, end);
+                continue;
+            }
+            if (c == '{' || c == '[') depth++;
+            if ((c == '}' || c == ']') && --depth == 0) return p + 1;
+            p++;
+        }
+        return end;
+    }
+    while (p < end && *p != ',' && *p != '}' && *p != ']' && !o_ws(*p)) p++;
+    return p;
+}
+
+static json_val oracle_get(const json_val *obj, const char *key)
+{
+    json_val found = {0, 0, JV_NONE};
+    const char *p = obj->p, *end = obj->p + obj->n;
+    while (p < end && *p != '{') p++;
+    p++;
+    for (;;) {
+        while (p < end && (o_ws(*p) || *p == ',')) p++;
+        if (p >= end || *p != '"') return found;
+        json_val k = {p, 0, JV_STRING};
+        p = o_skip(p, end);
+        k.n = (uint32_t)(p - k.p);
+        while (p < end && (o_ws(*p) || *p == ':')) p++;
+        json_val v = {p, 0, JV_NONE};
+        char c = *p;
+        v.kind = c == '"' ? JV_STRING : c == '{' ? JV_OBJECT : c == '[' ? JV_ARRAY : c == 't' ? JV_TRUE
+               : c == 'f' ? JV_FALSE : c == 'n' ? JV_NULL : JV_NUMBER;
+        p = o_skip(p, end);
+        v.n = (uint32_t)(p - v.p);
+        if (json_str_equals(&k, key)) found = v;
+    }
+}
 
 /* --- tests ---------------------------------------------------------------------------------- */
 
@@ -373,19 +456,28 @@ static void test_mutations(long iterations)
         /* Also parse an exact-size heap copy: a read past `n` hits ASan's redzone. */
         char *exact = malloc(n ? n : 1);
         memcpy(exact, buf, n);
-        json_top top;
+        json_top top = {0};
         int rc = json_scan(exact, (uint32_t)n, &top);
         CHECK(rc == json_validate(exact, (uint32_t)n), "json_scan and json_validate disagree");
         if (rc == PH_JSON_OK) {
             json_val doc = {exact, (uint32_t)n, JV_OBJECT};
-            json_val t = json_get(&doc, "type");
+            json_val t = oracle_get(&doc, "type");
             if (t.kind == JV_STRING) (void)json_safe_prefix(json_str_p(&t), json_str_n(&t), 64);
             /* the one-pass capture must find exactly what a separate lookup finds */
-            static const char *const names[] = {"type", "data", "networkName", "targetPeerId", "fromPeerId"};
-            for (int k = 0; k < 5; k++) {
-                json_val want = json_get(&doc, names[k]), got = (&top.type)[k];
+            static const char *const names[] = {"type", "data", "networkName", "targetPeerId",
+                                                "fromPeerId", "peerId", "isHub"};
+            for (int k = 0; k < 7; k++) {
+                json_val want = oracle_get(&doc, names[k]), got = (&top.type)[k], get = json_get(&doc, names[k]);
                 CHECK(want.kind == got.kind && want.n == got.n && want.p == got.p,
-                      "json_scan span of %s differs from json_get", names[k]);
+                      "json_scan span of %s differs from the oracle", names[k]);
+                CHECK(get.kind == want.kind && get.n == want.n && get.p == want.p, "json_get %s", names[k]);
+            }
+            json_val d = top.data;   /* a nested object scanned again, as the hub does with data */
+            if (d.kind == JV_OBJECT) {
+                json_top sub = {0};
+                CHECK(json_scan(d.p, d.n, &sub) == PH_JSON_OK, "data object rescans");
+                json_val want = oracle_get(&d, "peerId");
+                CHECK(want.p == sub.peerId.p && want.n == sub.peerId.n, "data.peerId span");
             }
         }
         free(exact);

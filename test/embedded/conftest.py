@@ -1,0 +1,222 @@
+"""pytest-embedded suites (ESP-IDF convention: pytest_*.py, the `dut` fixture, the device's log is the
+test's evidence). The same files run two ways:
+
+    pytest test/embedded --embedded-services esp --port /dev/ttyUSB0 --upload-token T   # a board
+    pytest test/embedded --embedded-services serial                                     # PC twin (CI)
+
+Board: the `esp` service (pytest-embedded-serial-esp, installed with a board setup, not here) resets
+the board when the `dut` is created; the hub boots and logs.
+PC twin: no --port given, so this conftest starts `pigeonhub serve --pty` once per session and hands
+its pseudo-terminal to pytest-embedded as the `port`. pyserial discards pending input when it opens
+a port, so the twin prints nothing there until told `reset` (pigeonhub/server.py): the `boot`
+fixture writes that line through the dut's own serial port, after the port is open.
+`--embedded-services serial --port PTY` drives a `pigeonhub serve --pty` someone started by hand.
+
+Without --embedded-services (the main `pytest` run over test/) every test here is skipped.
+"""
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+for extra in (ROOT, ROOT / "test" / "conformance"):   # pigeonhub (the CLI), hubclient (raw peers)
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+from embedded_support import read_boot_log  # noqa: E402
+
+TWIN_START_TIMEOUT = 60.0   # s: the first `pigeonhub serve` may build hub.wasm before it boots
+TWIN_STOP_TIMEOUT = 15.0    # s: Ctrl-C closes every peer with 1001 and waits for their answers
+PTY_LINE = re.compile(r"^I \(\d+\) pigeonhub: pty (/dev/\S+)\s*$", re.M)
+TWIN_BOOTED = re.compile(r"^I \(\d+\) pigeonhub: hub id [0-9a-f]{40}\s*$", re.M)
+HOW_TO_RUN = ("pytest-embedded suite: run `pytest test/embedded --embedded-services serial` (PC twin) "
+              "or `--embedded-services esp --port /dev/ttyUSB0` (board)")
+
+
+def pytest_configure(config):
+    # pytest-embedded records junit attributes through this experimental pytest API on every test.
+    config.addinivalue_line("filterwarnings",
+                            "ignore:record_xml_attribute is an experimental feature")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("pigeonhub-embedded", "PigeonHub-WASM on-device suites (test/embedded)")
+    group.addoption("--upload-token", default=None, metavar="T",
+                    help="the board's upload token (console `token <secret>` or "
+                         "CONFIG_PIGEONHUB_UPLOAD_TOKEN; default $PIGEONHUB_TOKEN) for the OTA tests; "
+                         "without one they are skipped on a board. The PC twin gets a random one.")
+
+
+def _option(config, name, default=None):
+    # This conftest is not an initial one in the main run (pytest over test/): its own options are
+    # then unknown, and --embedded-services only exists when pytest-embedded is installed.
+    try:
+        return config.getoption(name)
+    except ValueError:
+        return default
+
+
+def hub_mode(config):
+    """"board" (esp service resets it), "console" (--port of a `pigeonhub serve --pty` started by
+    hand), "twin" (this conftest starts one), or None (not a pytest-embedded run)."""
+    services = {s.strip() for s in re.split(r"[,|]", _option(config, "embedded_services", "") or "")
+                if s.strip()}
+    if not services:
+        return None
+    if "esp" in services:
+        return "board"
+    return "console" if _option(config, "port") else "twin"
+
+
+# ---- collection: pytest_*.py files (ESP-IDF's name), skipped outside a pytest-embedded run ----------
+
+def pytest_collect_file(file_path, parent):
+    if file_path.parent != HERE or file_path.suffix != ".py" or not file_path.name.startswith("pytest_"):
+        return None
+    if parent.session.isinitpath(file_path) or any(
+            fnmatch(file_path.name, pat) for pat in parent.config.getini("python_files")):
+        return None   # pytest collects it itself (named on the command line, or python_files)
+    pytest.register_assert_rewrite(file_path.stem)   # plain asserts keep their introspection
+    return pytest.Module.from_parent(parent, path=file_path)
+
+
+def pytest_collection_modifyitems(config, items):
+    if hub_mode(config) is not None:
+        return
+    skip = pytest.mark.skip(reason=HOW_TO_RUN)
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(skip)
+
+
+# ---- the PC twin ---------------------------------------------------------------------------------
+
+class Twin:
+    """`pigeonhub serve --pty` started by this suite: its pty, upload token and log."""
+
+    def __init__(self, proc, pty, token, log_path):
+        self.proc, self.pty, self.token, self.log_path = proc, pty, token, Path(log_path)
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(TWIN_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def _wait_for(twin, pattern, what):
+    deadline = time.monotonic() + TWIN_START_TIMEOUT
+    while time.monotonic() < deadline:
+        m = pattern.search(twin.log())
+        if m:
+            return m
+        if twin.proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    code = twin.stop()
+    pytest.fail(f"pigeonhub serve --pty: no {what} (exit code {code}); its output:\n{twin.log()}",
+                pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pc_twin(request, tmp_path_factory):
+    """The PC hub on a pseudo-terminal; None unless this is a twin run."""
+    if hub_mode(request.config) != "twin":
+        yield None
+        return
+    tmp = tmp_path_factory.mktemp("pc-twin")
+    token = secrets.token_hex(16)
+    cmd = [sys.executable, "-m", "pigeonhub.cli", "serve", "--pty", "--port", "0",
+           "--host", "127.0.0.1", "--upload-token", token, "--module-dir", str(tmp / "modules")]
+    if os.environ.get("HUB_WASM"):
+        cmd += ["--module", os.environ["HUB_WASM"]]
+    env = dict(os.environ, PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    # Its stdout goes to a file, not a pipe: the hub writes a line per event and must never block
+    # on a reader that went away; the pty path is read from that file.
+    log_path = tmp / "serve.log"
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env)
+    twin = Twin(proc, None, token, log_path)
+    twin.pty = _wait_for(twin, PTY_LINE, "'pty /dev/pts/N' line").group(1)
+    _wait_for(twin, TWIN_BOOTED, "first boot")
+    yield twin
+    code = twin.stop()
+    if code != 0:
+        pytest.fail(f"pigeonhub serve --pty exited with {code}; its output:\n{twin.log()}",
+                    pytrace=False)
+
+
+@pytest.fixture
+def port(request):
+    """pytest-embedded's `port`: the twin's pty in a twin run, else --port (None lets the esp
+    service find the board)."""
+    if hub_mode(request.config) == "twin":
+        return request.getfixturevalue("pc_twin").pty
+    return _option(request.config, "port")
+
+
+def _reset(config, dut, board_already_reset=False):
+    """Reset the hub and harvest its boot log."""
+    mode = hub_mode(config)
+    if mode in ("twin", "console"):
+        dut.write("reset")   # through the port the dut opened: nothing the hub prints is discarded
+    elif not board_already_reset:
+        dut.serial.hard_reset()   # EspSerial (pytest-embedded-serial-esp): EN pulsed via RTS, as esptool
+    return read_boot_log(dut)
+
+
+@pytest.fixture
+def boot(request, pc_twin, dut):
+    """The boot log after a reset, harvested: module size and SHA-256, hub id, IP address, port.
+    A board was reset by the esp service when `dut` was created; a twin is reset here."""
+    return _reset(request.config, dut, board_already_reset=True)
+
+
+@pytest.fixture
+def reboot(request, boot, dut):
+    """reboot() -> the next Boot: a second reset within one test."""
+    return lambda: _reset(request.config, dut)
+
+
+@pytest.fixture
+def upload_token(request, pc_twin):
+    if pc_twin is not None:
+        return pc_twin.token
+    token = _option(request.config, "upload_token") or os.environ.get("PIGEONHUB_TOKEN")
+    if not token:
+        pytest.skip("the hub's upload token is needed: --upload-token T (board console: `token T`)")
+    return token
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test shows the twin's whole console (stdout) next to pytest-embedded's dut log."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        twin = item.funcargs.get("pc_twin") if hasattr(item, "funcargs") else None
+        if twin is not None:
+            tail = "\n".join(twin.log().splitlines()[-60:])
+            rep.sections.append(("pigeonhub serve --pty output (last 60 lines)", tail))
