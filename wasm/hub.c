@@ -170,15 +170,12 @@ static void tell(int32_t conn, const char *to_id, const char *id, int is_hub, co
                  uint32_t extra_len, const char *net, uint32_t net_len, const char *reason, int64_t ts)
 {
     ph_writer w;
-    if (reason) {
-        frame_fmt(&w, "{\"type\":\"peer-disconnected\",\"data\":{\"peerId\":\"%S\",\"isHub\":%b,"
-                      "\"reason\":\"%s\",\"timestamp\":%d}", id, (uint32_t)PH_PEER_ID_LEN, is_hub,
-                  reason, ts);
-    } else {
-        frame_fmt(&w, "{\"type\":\"peer-discovered\",\"data\":{\"peerId\":\"%S\",\"isHub\":%b%S}", id,
-                  (uint32_t)PH_PEER_ID_LEN, is_hub, extra, extra_len);
-    }
-    w_fmt(&w, ",\"networkName\":\"%S\"", net, net_len);
+    if (reason) extra_len = 0;   /* a departure names the peer only */
+    frame_fmt(&w, "{\"type\":\"peer-%s\",\"data\":{\"peerId\":\"%S\",\"isHub\":%b%S",
+              reason ? "disconnected" : "discovered", id, (uint32_t)PH_PEER_ID_LEN, is_hub, extra,
+              extra_len);
+    if (reason) w_fmt(&w, ",\"reason\":\"%s\",\"timestamp\":%d", reason, ts);
+    w_fmt(&w, "},\"networkName\":\"%S\"", net, net_len);
     send_tail(conn, to_id, &w, ts);
 }
 
@@ -478,7 +475,9 @@ static void handle_announce(ph_peer *p, const json_top *frame, int64_t ts)
 static int seen_before(const char *type, const char *from, const char *tid, uint32_t tid_len,
                        const json_val *data)
 {
-    uint32_t h = fnv(FNV_BASIS, type, ph_strlen(type) + 1);   /* the NUL separates the fields */
+    /* `type` points into TYPES, one address per type: hashing the pointer is hashing the type
+     * (the ring is this hub's own). */
+    uint32_t h = fnv(FNV_BASIS, (const char *)&type, sizeof type);
     h = fnv(fnv(fnv(h, from, PH_PEER_ID_LEN), tid, tid_len), data->p, data->n) | 1;
     for (uint32_t k = 0; k < PH_SEEN_SLOTS; k++) {
         if (g_seen[k].hash == h && g.last_now - g_seen[k].at < PH_SEEN_TTL) {
@@ -498,50 +497,35 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const char
                          const json_top *frame, int64_t ts)
 {
     json_val target = frame->targetPeerId;
-    if (target.kind != JV_STRING || json_str_n(&target) == 0) {
-        g.drop.no_target++;
-        return;
-    }
     const char *net;
     uint32_t net_len;
-    if (!frame_network(frame, &net, &net_len)) {
-        g.drop.cross_network++;
-        return;
-    }
     const char *from = p ? p->id : 0;
     json_val f = frame->fromPeerId;
     if (from_hub && f.kind == JV_STRING && is_peer_id(json_str_p(&f), json_str_n(&f))) from = json_str_p(&f);
-    if (!from) {   /* a link frame that names no sender: nobody could answer it */
-        g.drop.invalid_json++;
-        return;
-    }
+    uint32_t *drop = &g.drop.no_target;
+    if (target.kind != JV_STRING || json_str_n(&target) == 0) goto dropped;
+    drop = &g.drop.cross_network;
+    if (!frame_network(frame, &net, &net_len)) goto dropped;
+    /* Hubs relay signaling among hubs in pigeonhub-mesh to build the npm 1.1.x WebRTC hub mesh,
+     * which cannot include us; never through us either (protocol.md §6.4). */
+    drop = &g.drop.hub_mesh;
+    if (from_hub && is_mesh(net, net_len)) goto dropped;
+    drop = &g.drop.invalid_json;
+    if (!from) goto dropped;   /* a link frame naming no sender: nobody could answer it */
+
     const char *tid = json_str_p(&target);
     uint32_t tid_len = json_str_n(&target);
     ph_peer *t = peer_by_id(tid, tid_len);
     ph_link *l = link_by_conn(src);
-    int mesh = is_mesh(net, net_len);
     if (t) {
         const char *tnet;
         uint32_t tnet_len;
         peer_network(t, &tnet, &tnet_len);
-        if (tnet_len != net_len || memcmp(tnet, net, net_len) != 0) {
-            g.drop.cross_network++;
-            return;
-        }
-        /* Hubs must not build the npm 1.1.x WebRTC hub mesh through us (protocol.md §6.4). */
-        if (from_hub && t->is_hub && mesh) {
-            g.drop.hub_mesh++;
-            return;
-        }
-    } else if (mesh || !is_peer_id(tid, tid_len)) {
-        /* pigeonhub-mesh signaling is never relayed between hubs; an offer for our own hub id
-         * is a hub trying to build that mesh with us. */
-        if (from_hub && mesh && tid_len == PH_PEER_ID_LEN && memcmp(tid, g_hub_id, tid_len) == 0) {
-            g.drop.hub_mesh++;
-        } else {
-            g.drop.unknown_target++;
-        }
-        return;
+        drop = &g.drop.cross_network;
+        if (tnet_len != net_len || memcmp(tnet, net, net_len) != 0) goto dropped;
+    } else {
+        drop = &g.drop.unknown_target;
+        if (is_mesh(net, net_len) || !is_peer_id(tid, tid_len)) goto dropped;
     }
     if ((from_hub || !t) && seen_before(type, from, tid, tid_len, &frame->data)) return;
 
@@ -549,30 +533,34 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const char
     frame_relay(&w, type, &frame->data);
     w_fmt(&w, ",\"fromPeerId\":\"%S\",\"targetPeerId\":\"%S\",\"networkName\":\"%S\",\"timestamp\":%d}",
           from, (uint32_t)PH_PEER_ID_LEN, tid, tid_len, net, net_len, ts);
+    uint32_t sent = 0;
     if (t) {
         send_out(t, &w);
+        sent = 1;
+    } else {
+        /* Not here: to the hub connection the target was learned from, else to every hub
+         * connection; never back to where it came from. */
+        const ph_remote *r = remote_find(tid);
+        for (uint32_t i = 0; i < HUB_SLOTS; i++) {
+            int32_t c = hub_conn(i);
+            if (c < 0 || c == src || (r && c != r->via)) continue;
+            send_conn(c, &w);
+            sent++;
+            if (i >= MAX_PEERS) g_links[i - MAX_PEERS].relayed++;
+        }
+    }
+    if (sent) {
         if (l) l->relayed++;
         return;
     }
-    /* Not here: to the hub connection the target was learned from, else to every hub connection
-     * (never back to where it came from). */
-    const ph_remote *r = remote_find(tid);
-    uint32_t sent = 0;
-    for (uint32_t i = 0; i < HUB_SLOTS; i++) {
-        int32_t c = hub_conn(i);
-        if (c < 0 || c == src || (r && c != r->via)) continue;
-        send_conn(c, &w);
-        sent++;
-        if (i >= MAX_PEERS) g_links[i - MAX_PEERS].relayed++;
-    }
-    if (!sent) g.drop.unknown_target++;
-    else if (l) l->relayed++;
+dropped:
+    (*drop)++;
 }
 
 static void handle_goodbye(ph_peer *p, const json_top *frame, int64_t ts)
 {
     if (!p->announced) {
-        log_peer('D', p, "said goodbye outside any network");
+        log_peer('D', p, "said goodbye outside a network");
         return;
     }
     ph_writer w;
@@ -747,8 +735,7 @@ static void link_dial(ph_link *l, uint32_t now)
     ph_writer w;
     w_init(&w, g_out, sizeof g_out);
     w.len = (uint32_t)n;
-    char last = g_out[n - 1];
-    w_fmt(&w, "%speerId=%s", last == '?' || last == '&' ? "" : query ? "&" : "?", g_hub_id);
+    w_fmt(&w, "%cpeerId=%s", query ? '&' : '?', g_hub_id);   /* "?&peerId" parses as well */
     l->conn = ws_connect(g_out, (int32_t)w.len);
     l->opened = 0;
     l->last_activity = now;
@@ -867,13 +854,14 @@ static const char *url_peer_id(const char *url, uint32_t n, uint32_t *len)
     return 0;
 }
 
-static void refuse(int32_t conn, const char *reason, uint32_t reason_len, const char *why)
+/* Closes 1008 with `reason` and logs it: "W connection 7 refused: Invalid peerId format". */
+static void refuse(int32_t conn, const char *reason, uint32_t reason_len)
 {
     ws_close_peer(conn, PH_CLOSE_POLICY, reason, (int32_t)reason_len);
-    log_fmt("W connection %d refused: %s", (int64_t)conn, why);
+    log_fmt("W connection %d refused: %S", (int64_t)conn, reason, reason_len);
 }
 
-#define REFUSE(conn, reason, why) refuse(conn, reason, sizeof reason - 1, why)
+#define REFUSE(conn, reason) refuse(conn, reason, sizeof reason - 1)
 
 /* "I peer 0123abcd… connected (3/20)": slots in use, including those being closed. */
 static void log_slots(const ph_peer *p, const char *what)
@@ -885,10 +873,7 @@ static void log_slots(const ph_peer *p, const char *what)
 void on_peer_connected(int32_t conn)
 {
     uint32_t now = now_ms();
-    if (peer_by_conn(conn)) {
-        log_message("E connection id reused", 22);
-        return;
-    }
+    if (peer_by_conn(conn)) return;   /* the bridge reported it twice: keep the first */
     /* The URL goes into the input buffer: no frame is in flight during this call. The import
      * has snprintf's contract (at most size-1 bytes + NUL, returns the full length), so a result
      * >= the size means the URL was cut: refused rather than parsed half. */
@@ -896,16 +881,16 @@ void on_peer_connected(int32_t conn)
     uint32_t id_len = 0;
     const char *id = (n > 0 && n < MAX_MESSAGE_SIZE) ? url_peer_id(g_in, (uint32_t)n, &id_len) : 0;
     if (!id || !is_peer_id(id, id_len)) {
-        REFUSE(conn, PH_REASON_INVALID_ID, "invalid peerId");
+        REFUSE(conn, PH_REASON_INVALID_ID);
         return;
     }
     if (peer_by_id(id, id_len)) {
-        REFUSE(conn, PH_REASON_DUPLICATE_ID, "peerId already connected");
+        REFUSE(conn, PH_REASON_DUPLICATE_ID);
         return;
     }
     ph_peer *p = peer_alloc(conn);
     if (!p) {
-        REFUSE(conn, PH_REASON_FULL, "hub full");
+        REFUSE(conn, PH_REASON_FULL);
         return;
     }
     memcpy(p->id, id, PH_PEER_ID_LEN);
@@ -1001,7 +986,7 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
     } else if (kind == T_CLEANUP) {
         log_peer('I', p, "requested cleanup");
     } else if (kind == T_DISCOVERED) {
-        log_peer('D', p, "is no hub: peer-discovered ignored");
+        /* only hubs tell of peers (protocol.md §6.1): ignored, as by the reference */
 #ifdef PH_TEST_HOOKS
     } else if (json_str_equals(&type, "__test_trap")) {
         __builtin_trap();   /* bridge tests: prove the hub survives a trap */
@@ -1080,7 +1065,6 @@ static void w_fields(ph_writer *w, const char *keys, const uint32_t *vals, uint3
     }
 }
 
-#define MESH_TABLES (sizeof g_links + sizeof g_remote + sizeof g_seen)
 static const char STAT_KEYS[] =
     "abiVersion\0peers\0announced\0hubs\0networks\0connections\0maxPeers\0framesIn\0framesOut\0"
     "remotePeers";
@@ -1088,8 +1072,7 @@ static const char DROP_KEYS[] =
     "invalidJson\0unknownType\0noTarget\0unknownTarget\0crossNetwork\0sendFailed\0tooBig\0"
     "badAnnounce\0unknownConn\0hubMesh\0dedup";
 static const char MEM_KEYS[] =
-    "pages\0bytes\0dataEnd\0heapBase\0stackSize\0stackHighWater\0inputBuffer\0outputBuffer\0peerTable\0"
-    "meshTables";
+    "pages\0bytes\0dataEnd\0heapBase\0stackSize\0stackHighWater\0inputBuffer";
 static const char LINK_KEYS[] = "peersLearned\0framesRelayed\0reconnects\0nextRetryMs";
 static const char *const LINK_STATES[] = {"", "backoff", "connecting", "open", "closing"};
 
@@ -1112,9 +1095,9 @@ void get_stats(char *buf, int32_t size)
     uint32_t pages = (uint32_t)__builtin_wasm_memory_size(0);
     uint32_t mem[] = {pages, pages * PH_WASM_PAGE_BYTES, (uintptr_t)__data_end,
                       (uintptr_t)__heap_base, PH_STACK_SIZE, stack_high_water(),
-                      sizeof g_in, sizeof g_out, sizeof g_peers, MESH_TABLES};
+                      MAX_MESSAGE_SIZE};
 #else
-    uint32_t mem[] = {0, 0, 0, 0, 0, 0, sizeof g_in, sizeof g_out, sizeof g_peers, MESH_TABLES};
+    uint32_t mem[] = {0, 0, 0, 0, 0, 0, MAX_MESSAGE_SIZE};
 #endif
     ph_writer w;
     w_init(&w, buf, (uint32_t)size - 1);   /* room for the NUL */

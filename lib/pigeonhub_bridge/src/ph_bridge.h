@@ -125,6 +125,13 @@ ph_result ph_bridge_check_module(const uint8_t *wasm, size_t wasm_len, char *err
  *      code and reason; the new module then gets on_peer_disconnected for it as usual.
  *   4. the old runtime is destroyed. Connections already closing are not replayed and owe the new
  *      module no on_peer_disconnected.
+ * Hub links (ABI 2): the new module's start_server dials its bootstrap hubs again; a ws_connect
+ * for a URL an existing link has is answered with that link's id (no second dial), and an open
+ * one is then reported with on_link_open (sends muted: the module believes it announced; the
+ * far hub keeps the old module's announce, which is right as the hub id is unchanged). URLs
+ * with no existing link are dialed once the swap has succeeded; old links the new module did
+ * not ask for are closed 1001 "Module replaced". Remote peers the old module learned over links
+ * are not replayed: clients already know them, relaying falls back to every hub connection.
  * On any failure (bad bytes, ABI version, missing export, init() or start_server() failing, a trap
  * while replaying) it returns the specific error with the reason in err, and the old module keeps
  * running exactly as before: nothing was sent, closed or freed.
