@@ -32,6 +32,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "hub.wasm"
 
 PAGE = 65536
 MODULE_BUDGET_BYTES = 16 * 1024     # flash/RAM budget of the module binary itself
+MVP_BUDGET_BYTES = 17 * 1024        # `--mvp` fallback (no bulk memory): every memcpy/memset is a
+                                    # loop there, ~0.35 KB more; not what ships by default
 BRIDGE_HEADER = SOURCE_ROOT / "lib" / "pigeonhub_bridge" / "src" / "ph_bridge.h"
 STACK_SIZE = 3072                   # -z stack-size; hub.c gets the same value as PH_STACK_SIZE.
                                     # Deepest use measured: 704 B (get_stats stackHighWater after
@@ -519,6 +521,7 @@ class BuildResult:
     command: list
     bulk_memory: bool = True
     linked_size: int = 0            # bytes as wasm-ld wrote it, before wasm-opt
+    budget: int = MODULE_BUDGET_BYTES
     optimizer: str = ""             # the wasm-opt command line used, "" when none ran
 
     @property
@@ -565,7 +568,7 @@ def _compile(toolchain: Toolchain, out: Path, defines: dict, inspect: bool,
 
 
 def build_module(out_path=None, defines=None, test_hooks=False, toolchain=None,
-                 max_bytes=MODULE_BUDGET_BYTES, bulk_memory=True, wasm_opt=find_wasm_opt) -> BuildResult:
+                 max_bytes=None, bulk_memory=True, wasm_opt=find_wasm_opt) -> BuildResult:
     """Compile hub.wasm into out_path (default pigeonhub/data/hub.wasm) and check its budgets.
 
     When binaryen's wasm-opt is found (`wasm_opt()` returns its path) the linked module is
@@ -574,6 +577,8 @@ def build_module(out_path=None, defines=None, test_hooks=False, toolchain=None,
     looks fresh. Raises ToolchainError (no compiler, compile error) or BudgetError.
     """
     out = Path(out_path) if out_path is not None else DEFAULT_OUT
+    if max_bytes is None:
+        max_bytes = MODULE_BUDGET_BYTES if bulk_memory else MVP_BUDGET_BYTES
     toolchain = toolchain or find_toolchain()
     optimizer = wasm_opt() if wasm_opt else None
     all_defines = {"PH_STACK_SIZE": STACK_SIZE}
@@ -610,8 +615,8 @@ def build_module(out_path=None, defines=None, test_hooks=False, toolchain=None,
         partial.write_bytes(wasm)
         os.replace(partial, out)
     return BuildResult(out, info, layout, toolchain.description, all_defines, test_hooks, cmd,
-                       bulk_memory, linked_size, " ".join(opt_cmd[:1] and
-                                                          ["wasm-opt", *opt_cmd[1:-3]]))
+                       bulk_memory, linked_size=linked_size, budget=max_bytes,
+                       optimizer=" ".join(opt_cmd[:1] and ["wasm-opt", *opt_cmd[1:-3]]))
 
 
 # --- CLI --------------------------------------------------------------------------------------
@@ -620,8 +625,8 @@ def format_report(result: BuildResult) -> str:
     info, lay = result.info, result.layout
     initial, maximum = info.memory
     lines = [f"hub.wasm   {result.path}",
-             f"size       {info.size} bytes (budget {MODULE_BUDGET_BYTES}, "
-             f"{MODULE_BUDGET_BYTES - info.size} to spare)",
+             f"size       {info.size} bytes (budget {result.budget}, "
+             f"{result.budget - info.size} to spare)",
              f"sha256     {info.sha256}",
              f"memory     {initial} page initial, {maximum} pages max",
              f"toolchain  {result.toolchain}" + ("  [test hooks]" if result.test_hooks else "")

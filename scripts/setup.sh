@@ -12,6 +12,7 @@ log() { printf 'I (setup) %s\n' "$*"; }
 apt_packages=()
 command -v clang-14 >/dev/null || apt_packages+=(clang-14)
 command -v wasm-ld-14 >/dev/null || apt_packages+=(lld-14)
+command -v wasm-opt >/dev/null || apt_packages+=(binaryen)   # hub.wasm fits 16 KiB only optimised
 command -v gcc >/dev/null || apt_packages+=(gcc libc6-dev)
 if [ "$mode" = test ]; then
     command -v valgrind >/dev/null || apt_packages+=(valgrind)

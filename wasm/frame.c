@@ -42,6 +42,14 @@ static void w_u64(ph_writer *w, uint64_t v)
 
 void w_u32(ph_writer *w, uint32_t v) { w_u64(w, v); }
 
+void ph_printable(char *p, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\') p[i] = '?';
+    }
+}
+
 void w_bootstrap_url(ph_writer *w, uint32_t index)
 {
     uint32_t room = w->cap - w->len;
@@ -49,10 +57,7 @@ void w_bootstrap_url(ph_writer *w, uint32_t index)
     char *at = w->buf + w->len;
     int32_t n = get_bootstrap_hub((int32_t)index, at, (int32_t)room);
     uint32_t m = n < 0 ? 0 : (uint32_t)n < room ? (uint32_t)n : room - 1;
-    for (uint32_t i = 0; i < m; i++) {
-        unsigned char c = (unsigned char)at[i];
-        if (c <= 0x20 || c >= 0x7f || c == '"' || c == '\\') at[i] = '?';
-    }
+    ph_printable(at, m);
     w->len += m;
 }
 

@@ -33,6 +33,9 @@ void w_raw(ph_writer *w, const char *s, uint32_t n);
 void w_str(ph_writer *w, const char *cstr);          /* a NUL-terminated literal, unescaped */
 void w_u32(ph_writer *w, uint32_t v);
 void w_bootstrap_url(ph_writer *w, uint32_t index);   /* %U */
+/* Replaces every byte a JSON string or log line could not carry as it is (not printable ASCII,
+ * '"', '\\') with '?': for text the hub did not validate (URLs, the device id). */
+void ph_printable(char *p, uint32_t n);
 void w_fmt(ph_writer *w, const char *fmt, ...);
 void w_vfmt(ph_writer *w, const char *fmt, va_list ap);
 uint32_t ph_strlen(const char *s);

@@ -229,9 +229,6 @@ static ph_link *link_by_conn(int32_t conn)
     return 0;
 }
 
-/* 1 for a byte a URL may keep in a JSON string and a log line (printable ASCII but '"' '\'). */
-static int url_byte(unsigned char c) { return c > 0x20 && c < 0x7f && c != '"' && c != '\\'; }
-
 /* "L hub link <url><rest>": fmt starts with the level letter; the rest follows the URL. */
 static void log_link(const ph_link *l, const char *fmt, ...)
 {
@@ -559,10 +556,7 @@ dropped:
 
 static void handle_goodbye(ph_peer *p, const json_top *frame, int64_t ts)
 {
-    if (!p->announced) {
-        log_peer('D', p, "said goodbye outside a network");
-        return;
-    }
+    if (!p->announced) return;   /* in no network: nobody to tell */
     ph_writer w;
     frame_relay(&w, "goodbye", &frame->data);
     w_fmt(&w, ",\"fromPeerId\":\"%S\",\"networkName\":\"%S\",\"timestamp\":%d}", p->id,
@@ -686,6 +680,7 @@ int32_t init(void)
     char dev[PH_DEVICE_ID_MAX + 1];
     uint8_t msg[sizeof PH_HUB_ID_PREFIX - 1 + PH_DEVICE_ID_MAX];
     uint8_t digest[20];
+    _Static_assert(sizeof msg <= PH_SHA1_MAX, "the hub id message must fit ph_sha1");
     uint32_t dev_len = device_id(dev);
     memcpy(msg, PH_HUB_ID_PREFIX, sizeof PH_HUB_ID_PREFIX - 1);
     memcpy(msg + sizeof PH_HUB_ID_PREFIX - 1, dev, dev_len);
@@ -698,7 +693,7 @@ int32_t init(void)
     g.last_now = millis();
     memcpy(&g.rng, digest, sizeof g.rng);   /* jitter differs per hub ... */
 
-    log_fmt("I hub %8 ready: abi %u, max %u peers, frames up to %u bytes", g_hub_id,
+    log_fmt("I hub %8 ready: abi %u, %u peers, frames <= %u bytes", g_hub_id,
             (uint32_t)PH_ABI_VERSION, (uint32_t)MAX_PEERS, (uint32_t)MAX_MESSAGE_SIZE);
     return 0;
 }
@@ -723,27 +718,25 @@ static void link_backoff(ph_link *l, uint32_t now, const char *why)
 /* Dials bootstrap hub l->index as `<url>?peerId=<hub id>` ('&' when the URL has a query already). */
 static void link_dial(ph_link *l, uint32_t now)
 {
-    /* The URL is built in g_out: dials happen in start_server and loop, never while a frame is. */
+    /* The URL is built in g_out: dials happen in start_server and loop, never while a frame is.
+     * Its bytes are the bridge's to judge (ws_connect < 0); one over PH_URL_MAX bytes fails
+     * like a refused dial (logged, shown in stats, retried with backoff). */
     int32_t n = get_bootstrap_hub(l->index, g_out, PH_URL_MAX + 1);
-    if (n <= 0 || n > PH_URL_MAX) {   /* its bytes are the bridge's to judge (ws_connect < 0) */
-        if (n > 0) log_fmt("E bootstrap hub %u: URL over %u bytes", (uint32_t)l->index, (uint32_t)PH_URL_MAX);
+    if (n <= 0) {   /* no such entry, or an empty one: no link */
         l->state = LINK_UNUSED;
         return;
     }
-    uint32_t query = 0;
-    for (int32_t i = 0; i < n; i++) query |= g_out[i] == '?';
+    uint32_t len = (uint32_t)n > PH_URL_MAX ? 0 : (uint32_t)n, query = 0;
+    for (uint32_t i = 0; i < len; i++) query |= g_out[i] == '?';
     ph_writer w;
     w_init(&w, g_out, sizeof g_out);
-    w.len = (uint32_t)n;
+    w.len = len;
     w_fmt(&w, "%cpeerId=%s", query ? '&' : '?', g_hub_id);   /* "?&peerId" parses as well */
-    l->conn = ws_connect(g_out, (int32_t)w.len);
+    l->conn = len ? ws_connect(g_out, (int32_t)w.len) : -1;
     l->opened = 0;
     l->last_activity = now;
-    if (l->conn < 0) {
-        link_backoff(l, now, "could not be dialed");
-        return;
-    }
     l->state = LINK_CONNECTING;
+    if (l->conn < 0) link_backoff(l, now, "dial failed");
 }
 
 void on_link_open(int32_t conn)
@@ -758,9 +751,7 @@ void on_link_open(int32_t conn)
     /* Our hub announce exactly as a PigeonHub hub sends it (protocol.md §6.1), then our clients. */
     char host[PH_DEVICE_ID_MAX + 1];
     uint32_t host_len = device_id(host);
-    for (uint32_t i = 0; i < host_len; i++) {
-        if (!url_byte((unsigned char)host[i])) host[i] = '?';
-    }
+    ph_printable(host, host_len);
     int64_t ts = wall_clock_ms();
     ph_writer w;
     frame_fmt(&w, "{\"type\":\"announce\",\"networkName\":\"" PH_MESH_NETWORK "\",\"data\":{\"isHub\":"
@@ -780,7 +771,7 @@ static void link_closed(ph_link *l, uint32_t now)
         l->state = LINK_UNUSED;
         return;
     }
-    link_backoff(l, now, l->opened ? "closed" : "could not be opened");
+    link_backoff(l, now, l->opened ? "closed" : "failed");
     l->opened = 0;
 }
 
@@ -1009,6 +1000,7 @@ void on_pong(int32_t conn)
 void loop(void)
 {
     uint32_t now = now_ms();
+    int64_t ts = wall_clock_ms();
     for (uint32_t i = 0; i < MAX_PEERS; i++) {
         ph_peer *p = &g_peers[i];
         if (p->state != PEER_OPEN) continue;
@@ -1016,7 +1008,7 @@ void loop(void)
         if (silent >= PEER_TIMEOUT) {
             log_peer('W', p, "timed out");
             ws_close_peer(p->conn, PH_CLOSE_GOING_AWAY, PH_REASON_TIMEOUT, sizeof PH_REASON_TIMEOUT - 1);
-            leave_network(p, PH_REASON_TIMEOUT, wall_clock_ms());
+            leave_network(p, PH_REASON_TIMEOUT, ts);
             p->state = PEER_CLOSING;
         } else if (silent >= HEARTBEAT_INTERVAL &&
                    (!p->pinged || (uint32_t)(now - p->last_ping) >= HEARTBEAT_INTERVAL)) {
@@ -1038,13 +1030,13 @@ void loop(void)
                 log_link(l, "W timed out");
                 ws_close_peer(l->conn, PH_CLOSE_GOING_AWAY, PH_REASON_TIMEOUT,
                               sizeof PH_REASON_TIMEOUT - 1);
-                if (l->opened) remote_purge(l->conn, wall_clock_ms());
+                if (l->opened) remote_purge(l->conn, ts);
                 l->state = LINK_CLOSING;
             } else if (l->state == LINK_OPEN && now - l->last_ping >= HEARTBEAT_INTERVAL) {
                 /* An application ping: PigeonHub hubs send no keepalive, and proxies drop idle
                  * sockets; its pong keeps the link active (protocol.md §6.7). */
                 ph_writer w;
-                frame_fmt(&w, "{\"type\":\"ping\",\"data\":{\"timestamp\":%d}}", wall_clock_ms());
+                frame_fmt(&w, "{\"type\":\"ping\",\"data\":{\"timestamp\":%d}}", ts);
                 send_conn(l->conn, &w);
                 l->last_ping = now;
             }
@@ -1080,11 +1072,12 @@ void get_stats(char *buf, int32_t size)
 {
     if (!buf || size <= 0) return;
     uint32_t announced = 0, hubs = 0, remote = 0;
-    for (uint32_t k = 0; k < PH_REMOTE_MAX; k++) remote += g_remote[k].id[0] != 0;
-    for (uint32_t i = 0; i < MAX_PEERS; i++) {
+    for (uint32_t i = 0; i < MAX_PEERS || i < PH_REMOTE_MAX; i++) {
+        if (i < PH_REMOTE_MAX) remote += g_remote[i].id[0] != 0;
+        if (i >= MAX_PEERS) continue;
         const ph_peer *p = &g_peers[i];
-        announced += p->state == PEER_OPEN && p->announced;
-        hubs += p->state == PEER_OPEN && p->announced && p->is_hub;
+        announced += peer_in_network(p, p->net, p->net_len);
+        hubs += hub_conn(i) >= 0;
     }
     now_ms();
     uint32_t now = g.last_now;

@@ -1,5 +1,5 @@
 /*
- * sha1.c — one-shot SHA-1 over a short message.
+ * sha1.c — one-shot SHA-1 over a short message (at most PH_SHA1_MAX bytes: the hub id needs 81).
  *
  * Why SHA-1: the hub id is 40 hex digits (160 bits), exactly a SHA-1 digest, and every language's
  * standard library can recompute it (ABI.md gives the formula), so tools and tests can predict a
@@ -42,17 +42,13 @@ static void block(uint32_t h[5], const uint8_t *b)
 void ph_sha1(const uint8_t *data, uint32_t len, uint8_t out[20])
 {
     uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
-    uint8_t tail[128];
-    uint32_t full = len & ~63u;
-    for (uint32_t i = 0; i < full; i += 64) block(h, data + i);
-    uint32_t rest = len - full;
-    memset(tail, 0, sizeof tail);
-    memcpy(tail, data + full, rest);
-    tail[rest] = 0x80;
-    uint32_t tail_len = rest < 56 ? 64 : 128;
-    uint64_t bits = (uint64_t)len * 8;
-    for (int i = 0; i < 8; i++) tail[tail_len - 1 - i] = (uint8_t)(bits >> (8 * i));
-    block(h, tail);
-    if (tail_len == 128) block(h, tail + 64);
+    uint8_t m[128];   /* the message and its padding: one or two blocks (len <= PH_SHA1_MAX) */
+    memset(m, 0, sizeof m);
+    memcpy(m, data, len);
+    m[len] = 0x80;
+    uint32_t n = len < 56 ? 64 : 128;
+    m[n - 2] = (uint8_t)(len >> 5);   /* the length in bits, big-endian (< 2^16 bits) */
+    m[n - 1] = (uint8_t)(len << 3);
+    for (uint32_t i = 0; i < n; i += 64) block(h, m + i);
     for (int i = 0; i < 20; i++) out[i] = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
 }

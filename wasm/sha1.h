@@ -4,6 +4,9 @@
 
 #include <stdint.h>
 
+#define PH_SHA1_MAX 119   /* longest message: it and its padding fit two blocks */
+
+/* SHA-1 of data[0..len), len <= PH_SHA1_MAX. */
 void ph_sha1(const uint8_t *data, uint32_t len, uint8_t out[20]);
 
 #endif

@@ -287,22 +287,35 @@ def test_hub_mesh_signaling_between_two_hubs_is_not_relayed(raw, pc_hub):
     assert module_stats(pc_hub)["dropped"]["hubMesh"] - before >= 3
 
 
-def test_hub_frames_for_unknown_targets_do_not_go_to_other_hubs(raw):
-    """No hop count exists in the protocol: a hub's frame is delivered here or dropped, never
-    handed on to another hub (§6.3 loops). A client's frame for an unknown id goes to each hub
-    once."""
+def test_signaling_for_unknown_targets_crosses_hubs_once_and_never_back(raw):
+    """No hop count exists in the protocol (§6.3): a frame for an id that is not here goes to the
+    hub the id was learned from, else to every other hub connection, never back to its source,
+    and the same frame again within seconds is not passed on twice (cycles of hubs)."""
     a = raw.client("demo")
-    h1, h2 = raw.fake_hub(), raw.fake_hub()
-    drain_all(a, h1, h2)
+    h1, h2, h3 = raw.fake_hub(), raw.fake_hub(), raw.fake_hub()
+    drain_all(a, h1, h2, h3)
 
-    h1.send(relayed("offer", OFFER, new_id(), new_id(), "demo"))
-    assert of_type(h2.drain(), "offer") == []
+    frame = relayed("offer", OFFER, new_id(), new_id(), "demo")
+    h1.send(frame)
+    assert of_type(h1.drain(), "offer") == [], "sent back to the hub it came from"
+    for h in (h2, h3):
+        assert len(of_type(h.drain(), "offer", fromPeerId=frame["fromPeerId"])) <= 1
+    h2.send(frame)                       # the same frame arriving again, via another hub
+    for h in (h1, h3):
+        assert of_type(h.drain(), "offer") == [], "a repeated frame was passed on again"
 
-    y = new_id()
+    y = new_id()                         # unknown everywhere: each hub once
     a.signal("offer", OFFER, targetPeerId=y)
-    for h in (h1, h2):
-        got = of_type(h.drain(), "offer", fromPeerId=a.id, targetPeerId=y)
-        assert len(got) == 1, got
+    for h in (h1, h2, h3):
+        assert len(of_type(h.drain(), "offer", fromPeerId=a.id, targetPeerId=y)) == 1
+
+    w = new_id()                         # learned from h2: only h2
+    h2.send(discovered(w, "demo"))
+    a.expect("peer-discovered", data__peerId=w)
+    a.signal("offer", OFFER, targetPeerId=w)
+    assert len(of_type(h2.drain(), "offer", fromPeerId=a.id, targetPeerId=w)) == 1
+    for h in (h1, h3):
+        assert of_type(h.drain(), "offer") == [], "sent to a hub that does not hold the target"
 
 
 def test_peer_discovered_from_a_connection_that_is_not_a_hub_is_ignored(raw):

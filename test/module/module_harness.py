@@ -43,6 +43,10 @@ class Hub:
         self.broadcasts = []            # (bytes, exclude)
         self.server = []                # ("start", port) / ("stop",)
         self.send_result = 0            # what ws_send_to_peer returns for a known connection
+        self.bootstrap = []             # get_bootstrap_hub's list of hub URLs
+        self.dials = []                 # (conn, URL) ws_connect was asked for, in order
+        self.next_link = 1000           # connection ids handed out for links
+        self.connect_result = None      # set to a negative int: ws_connect refuses
         self.host_errors = []
         self._load(wasm)
         if init:
@@ -182,6 +186,25 @@ class Hub:
     def _imp_wall_clock_ms(self):
         return self.wall
 
+    def _imp_ws_connect(self, ptr, n):
+        url = self.read(ptr, n).decode("utf-8")
+        if self.connect_result is not None:
+            self.dials.append((self.connect_result, url))
+            return self.connect_result
+        conn = self.next_link
+        self.next_link += 1
+        self.dials.append((conn, url))
+        self.urls[conn] = url           # ws_get_request_url returns the dialed URL
+        return conn
+
+    def _imp_get_bootstrap_hub(self, index, ptr, n):
+        if not 0 <= index < len(self.bootstrap):
+            return -1
+        data = self.bootstrap[index].encode()
+        if n > 0:                       # snprintf's contract
+            self.write(ptr, data[:n - 1] + b"\0")
+        return len(data)
+
     # --- what a bridge does --------------------------------------------------------------------
     def connect(self, conn, peer_id=None, url=None):
         self.urls[conn] = url if url is not None else f"/?peerId={peer_id}"
@@ -192,6 +215,15 @@ class Hub:
         self.open.discard(conn)
         self.closing.discard(conn)
         self.call("on_peer_disconnected", conn)
+
+    def open_link(self, conn):
+        """The link's handshake completed (the bridge calls on_link_open)."""
+        self.open.add(conn)
+        self.call("on_link_open", conn)
+
+    def fail_link(self, conn):
+        """The link closed or could not be opened: on_peer_disconnected, exactly once."""
+        self.disconnect(conn)
 
     def input_buffer(self):
         return self.call("get_input_buffer"), self.call("get_input_buffer_size")

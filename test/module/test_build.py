@@ -18,13 +18,17 @@ HEADER = (SOURCE_ROOT / "wasm" / "pigeonhub_abi.h").read_text()
 
 def test_abi_header_tables():
     abi = build.parse_abi_header(HEADER)
-    assert abi.version == 1
+    assert abi.version == 2
     assert list(abi.imports) == ["ws_server_start", "ws_server_stop", "ws_send_to_peer", "ws_broadcast",
                                  "log_message", "get_device_id", "millis", "ws_get_request_url",
-                                 "ws_close_peer", "ws_ping_peer", "wall_clock_ms"]
+                                 "ws_close_peer", "ws_ping_peer", "wall_clock_ms", "ws_connect",
+                                 "get_bootstrap_hub"]
+    assert abi.imports["ws_connect"].signature == "i(*i)"
+    assert abi.imports["get_bootstrap_hub"].signature == "i(i*i)"
+    assert abi.exports["on_link_open"].signature == "v(i)"
     assert abi.imports["ws_send_to_peer"].signature == "i(i*i)"
     assert abi.imports["wall_clock_ms"].origin == "ext"
-    assert len(abi.exports) == 15 and abi.exports["on_message"].signature == "v(iii)"
+    assert len(abi.exports) == 16 and abi.exports["on_message"].signature == "v(iii)"
     assert abi.exports["get_input_buffer_size"].origin == "ext"
 
 
@@ -69,7 +73,7 @@ def test_inspect_module_figures(built):
     assert ("env", "ws_send_to_peer", "func", "i(iii)") in mi.imports
     assert ("wall_clock_ms" in {n for _m, n, _k, _s in mi.imports})
     lay = built.layout
-    assert lay.stack_top == 4096 and lay.data_start == 4096            # stack first
+    assert lay.stack_top == 3072 and lay.data_start == 3072            # stack first
     assert lay.heap_base <= build.bridge_memory_limit() == 48 * 1024   # what WASM3 allocates
     assert lay.data_start < lay.data_init_end <= lay.data_end <= lay.heap_base <= 65536
     assert lay.bss_bytes > 16384 * 2                                   # input + output buffers
@@ -124,7 +128,7 @@ def test_budget_abi_differences(built):
 
 def test_over_budget_build_fails_with_figure_and_writes_nothing(tmp_path):
     out = tmp_path / "hub.wasm"
-    with pytest.raises(build.BudgetError, match=r"stack 4096 \+ data \d+ \+ bss \d+ = \d+ bytes > 49152"):
+    with pytest.raises(build.BudgetError, match=r"stack 3072 \+ data \d+ \+ bss \d+ = \d+ bytes > 49152"):
         build.build_module(out, defines={"MAX_PEERS": 60})
     assert not out.exists()
 
@@ -152,9 +156,45 @@ def test_bulk_memory_build_and_mvp_fallback(built, tmp_path):
     wasm = built.path.read_bytes()
     assert copy in wasm and fill in wasm
     mvp = build.build_module(tmp_path / "mvp.wasm", bulk_memory=False)
+    assert mvp.budget == build.MVP_BUDGET_BYTES >= mvp.info.size   # the fallback's own budget
     mvp_wasm = mvp.path.read_bytes()
     assert copy not in mvp_wasm and fill not in mvp_wasm
     assert not mvp.bulk_memory and "-mbulk-memory" not in mvp.command
+
+
+# --- wasm-opt (binaryen) ----------------------------------------------------------------------
+
+def test_wasm_opt_shrinks_the_module_and_keeps_its_abi(built):
+    """The shipped module is the linked one optimised by wasm-opt -Oz (found here: binaryen)."""
+    assert built.optimizer.startswith("wasm-opt -Oz") and "--enable-bulk-memory" in built.optimizer
+    assert built.linked_size - built.info.size > 1500          # ~2.1 KB on the ABI 1 module
+    build.check_budgets(built.info, built.layout)
+
+
+def test_without_wasm_opt_an_oversized_module_names_the_fix(tmp_path):
+    """Unoptimised, the module is over 16 KiB: the build fails and says to install binaryen."""
+    out = tmp_path / "hub.wasm"
+    with pytest.raises(build.BudgetError) as exc:
+        build.build_module(out, wasm_opt=lambda: None)
+    text = str(exc.value)
+    assert "module size" in text and "> budget 16384 bytes" in text
+    assert "apt-get install binaryen" in text and not out.exists()
+
+
+def test_without_wasm_opt_a_module_that_fits_builds(tmp_path):
+    """MAX_PEERS does not change the code: a generous budget shows the unoptimised path works."""
+    result = build.build_module(tmp_path / "hub.wasm", wasm_opt=lambda: None, max_bytes=32768)
+    assert result.optimizer == "" and result.info.size == result.linked_size
+    assert "wasm-opt   not found" in build.format_report(result)
+
+
+def test_clang_never_runs_a_wasm_opt_of_its_own(tmp_path):
+    """clang 14 runs any wasm-opt it finds without feature flags (bulk memory then fails to
+    validate): build.py hands it a do-nothing stub with -B, and runs the real one itself."""
+    cmd = build._compile(build.find_toolchain(), tmp_path / "x.wasm", {"PH_STACK_SIZE": 3072},
+                         inspect=False)
+    stub = next(a[2:] for a in cmd if a.startswith("-B"))
+    assert (build.Path(stub) / "wasm-opt").read_text() == "#!/bin/sh\nexit 0\n"
 
 
 # --- toolchain detection ---------------------------------------------------------------------
@@ -186,7 +226,7 @@ def test_clang_flags_follow_the_toolchain_notes():
     flags = build.Toolchain("clang", ["clang"], "").flags()
     for flag in ["--target=wasm32", "-nostdlib", "-Oz", "-flto", "-Wl,--no-entry", "-Wl,--strip-all",
                  "-Wl,--stack-first", "-Wl,--initial-memory=65536", "-Wl,--max-memory=131072",
-                 "-Wl,-z,stack-size=4096", "-mbulk-memory"]:
+                 "-Wl,-z,stack-size=3072", "-mbulk-memory"]:
         assert flag in flags
 
 
@@ -213,7 +253,8 @@ def test_cli_build_prints_size_hash_layout(tmp_path):
     wasm = out.read_bytes()
     assert f"size       {len(wasm)} bytes" in proc.stdout
     assert hashlib.sha256(wasm).hexdigest() in proc.stdout
-    assert "stack                      0    4096    4096" in proc.stdout
+    assert "stack                      0    3072    3072" in proc.stdout
+    assert "wasm-opt   wasm-opt -Oz --mvp-features --enable-bulk-memory:" in proc.stdout
     assert "Summary:" in proc.stdout
 
 

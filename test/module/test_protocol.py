@@ -587,10 +587,11 @@ def test_stats_json(hub):
     assert s["framesIn"] == 3 and s["framesOut"] == 3
     assert s["dropped"] == {"invalidJson": 1, "unknownType": 0, "noTarget": 0, "unknownTarget": 0,
                             "crossNetwork": 0, "sendFailed": 0, "tooBig": 0, "badAnnounce": 0,
-                            "unknownConn": 0, "hubMesh": 0}
+                            "unknownConn": 0, "hubMesh": 0, "dedup": 0}
+    assert s["links"] == [] and s["remotePeers"] == 0
     assert s["uptimeMs"] == 4500
     mem = s["memory"]
-    assert (mem["pages"], mem["bytes"], mem["stackSize"], mem["inputBuffer"]) == (1, 65536, 4096, 16384)
+    assert (mem["pages"], mem["bytes"], mem["stackSize"], mem["inputBuffer"]) == (1, 65536, 3072, 16384)
     assert mem["dataEnd"] <= mem["heapBase"] <= 65536
     assert 0 < mem["stackHighWater"] < mem["stackSize"]
 
@@ -672,7 +673,9 @@ def test_hub_forwards_discoveries_and_signaling(hub):
     assert hub.take() == [(1, {"type": "answer", "data": {"sdp": "a"}, "fromPeerId": remote,
                                "targetPeerId": A, "networkName": "demo", "timestamp": T})]
     hub.send(9, {"type": "peer-disconnected", "data": {"peerId": remote}, "networkName": "demo"})
-    assert hub.take() == []             # accepted from a hub, no error frame
+    assert hub.take() == [(1, departed(remote, A, "demo", "Peer disconnected"))]   # never an error
+    hub.send(9, {"type": "peer-disconnected", "data": {"peerId": remote}})           # G1/G2 shape
+    assert hub.take() == []             # forgotten already: told once
 
 
 def test_non_hub_cannot_inject_discoveries_or_spoof(hub):
@@ -690,7 +693,7 @@ def test_hubs_do_not_build_their_mesh_through_us(hub):
     hub.send(9, {"type": "offer", "data": {}, "targetPeerId": pid(98), "networkName": "pigeonhub-mesh"})
     hub.send(9, {"type": "offer", "data": {}, "targetPeerId": hub.hub_id(), "networkName": "pigeonhub-mesh"})
     assert hub.take() == []
-    assert hub.stats_json()["dropped"]["hubMesh"] == 1
+    assert hub.stats_json()["dropped"]["hubMesh"] == 2        # to a hub here, and to our own id
 
 
 # --- test hooks ------------------------------------------------------------------------------

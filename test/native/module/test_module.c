@@ -113,15 +113,17 @@ int64_t wall_clock_ms(void) { return h_wall; }
 #define LINK_CONN0 60
 static const char *h_bootstrap[] = {"ws://127.0.0.1:3000/", "ws://hub.example:8080/x?y=1"};
 static int h_bootstrap_n = 2;
-static int h_next_link = LINK_CONN0;
+static int h_link[MAX_CONN];            /* 1 dialed, 2 open */
 static char h_dialed[MAX_CONN][512];
-static unsigned long h_dials;
+static unsigned long h_dials, h_link_frames;
 
 int32_t ws_connect(const char *url, int32_t len)
 {
     CHECK(len > 0 && len < 512, "dial URL length %d", len);
-    if (len <= 0 || len >= 512 || h_next_link >= MAX_CONN) return -1;
-    int conn = h_next_link++;
+    int conn = LINK_CONN0;
+    while (conn < MAX_CONN && (h_open[conn] || h_link[conn])) conn++;   /* ids are reused */
+    if (len <= 0 || len >= 512 || conn >= MAX_CONN) return -1;
+    h_link[conn] = 1;
     memcpy(h_dialed[conn], url, (size_t)len);
     h_dialed[conn][len] = '\0';
     CHECK(strstr(h_dialed[conn], "peerId=") != NULL, "dial URL without peerId: %s", h_dialed[conn]);
@@ -151,6 +153,7 @@ static void host_disconnect(int conn)
 {
     if (!h_open[conn]) return;
     h_open[conn] = 0;
+    h_link[conn] = 0;
     h_closing[conn] = 0;
     on_peer_disconnected(conn);
 }
@@ -197,6 +200,14 @@ static const char *CORPUS[] = {
     "{\"type\":\"cleanup\",\"data\":{}}",
     "{\"type\":\"renegotiation-offer\",\"data\":{\"sdp\":\"\\u00e9\\ud83d\\ude00 \xc3\xa9 \xf0\x9f\x98\x80\"},\"targetPeerId\":\"8781bee0bbbbbbbbbbbbbbbbbbbbbbbbbbbbb3ef\"}",
     "{\"type\":\"unknown-\xe2\x82\xac\\\"\\u0000\",\"data\":[1,-2.5e+10,true,false,null]}",
+    /* what hubs send on hub connections (protocol.md §6) */
+    "{\"type\":\"peer-disconnected\",\"data\":{\"peerId\":\"319dd499eeeeeeeeeeeeeeeeeeeeeeeeeeeeea7f\",\"isHub\":false,\"reason\":\"Client disconnect\",\"timestamp\":1795721040011},\"fromPeerId\":\"system\",\"timestamp\":1795721040011}",
+    "{\"type\":\"offer\",\"data\":{\"type\":\"offer\",\"sdp\":\"v=0\\r\\n\"},\"fromPeerId\":\"319dd499eeeeeeeeeeeeeeeeeeeeeeeeeeeeea7f\",\"targetPeerId\":\"f335b63e0123456789abcdef0123456789abccf8\",\"networkName\":\"demo\",\"timestamp\":1795721114727}",
+    "{\"type\":\"answer\",\"data\":{\"sdp\":\"x\"},\"fromPeerId\":\"319dd499eeeeeeeeeeeeeeeeeeeeeeeeeeeeea7f\",\"targetPeerId\":\"aaaa0000eeeeeeeeeeeeeeeeeeeeeeeeeeeeea7f\",\"networkName\":\"demo\"}",
+    "{\"type\":\"offer\",\"data\":{},\"fromPeerId\":\"319dd499eeeeeeeeeeeeeeeeeeeeeeeeeeeeea7f\",\"targetPeerId\":\"4610c1e4eeeeeeeeeeeeeeeeeeeeeeeeeeeeeb1e\",\"networkName\":\"pigeonhub-mesh\"}",
+    "{\"type\":\"peer-discovered\",\"data\":{\"peerId\":\"4610c1e4eeeeeeeeeeeeeeeeeeeeeeeeeeeeeb1e\",\"isHub\":true},\"networkName\":\"pigeonhub-mesh\",\"fromPeerId\":\"system\",\"timestamp\":1795721149153}",
+    "{\"type\":\"connected\",\"data\":{\"peerId\":\"f335b63e0123456789abcdef0123456789abccf8\"},\"fromPeerId\":\"system\",\"timestamp\":1795721113692}",
+    "{\"type\":\"pong\",\"data\":{\"timestamp\":1795721039408},\"fromPeerId\":\"system\",\"timestamp\":1795721039408}",
 };
 #define NCORPUS (sizeof CORPUS / sizeof CORPUS[0])
 
@@ -430,7 +441,12 @@ static void test_mutations(long iterations)
     static char buf[MAX_MESSAGE_SIZE];
     const size_t cap = (size_t)get_input_buffer_size();
     init();
+    CHECK(start_server(3000) == 0, "start with links");
+    for (int c = LINK_CONN0; c < MAX_CONN; c++) {
+        if (h_link[c] == 1) { h_link[c] = 2; on_link_open(c); }
+    }
     for (int c = 0; c < NP; c++) host_connect(c, ID[c]);
+    deliver_str(1, "{\"type\":\"announce\",\"networkName\":\"pigeonhub-mesh\",\"data\":{\"isHub\":true}}");
     for (long it = 0; it < iterations; it++) {
         const char *src = CORPUS[rnd() % NCORPUS];
         size_t n = strlen(src);
@@ -482,22 +498,38 @@ static void test_mutations(long iterations)
         }
         free(exact);
 
-        int conn = (int)(rnd() % (NP + 1));   /* NP = never connected */
+        /* clients, a connection never accepted (NP), and hub links (their ids from LINK_CONN0) */
+        int conn = (int)(rnd() % (NP + 3));
+        if (conn > NP) conn = LINK_CONN0 + (int)(rnd() % (MAX_CONN - LINK_CONN0));
+        if (conn >= LINK_CONN0) h_link_frames += h_link[conn] == 2;
         deliver(conn, buf, n);
-        switch (rnd() % 64) {               /* churn: reconnects, time, heartbeats */
+        int link = LINK_CONN0 + (int)(rnd() % (MAX_CONN - LINK_CONN0));
+        switch (rnd() % 64) {               /* churn: reconnects, time, heartbeats, links */
         case 0: host_disconnect(conn % NP); host_connect(conn % NP, ID[conn % NP]); break;
         case 1: h_now += rnd() % 40000; loop(); break;
         case 2: on_pong(conn); break;
         case 3: { char s[2048]; get_stats(s, (int32_t)(1 + rnd() % sizeof s)); } break;
+        case 4: host_disconnect(link); break;                                   /* a link drops */
+        case 5: if (h_link[link] == 1) { h_link[link] = 2; on_link_open(link); } break;
+        case 6: on_link_open(link); break;                                      /* a stray report */
+        case 7: if (rnd() % 8 == 0) { stop_server(); start_server(3000); } break;
         default: break;
         }
         for (int c = 0; c < NP; c++) {      /* a peer the hub closed comes back */
             if (h_closing[c]) { host_disconnect(c); host_connect(c, ID[c]); }
         }
+        for (int c = LINK_CONN0; c < MAX_CONN; c++) {   /* a link the hub closed goes away */
+            if (h_closing[c]) host_disconnect(c);
+        }
     }
     for (int c = 0; c < NP; c++) CHECK(pong_after(c), "conn %d after fuzzing", c);
-    printf("mutations: %ld frames, %lu sent, %lu closes, %lu pings, %lu log lines\n", iterations,
-           h_frames, h_closes, h_pings, h_logs);
+    char stats[2048];
+    get_stats(stats, sizeof stats);
+    CHECK(json_validate(stats, (uint32_t)strlen(stats)) == PH_JSON_OK, "stats after fuzzing: %s", stats);
+    CHECK(h_dials > 2 && h_link_frames > 100, "links exercised: %lu dials, %lu frames", h_dials,
+          h_link_frames);
+    printf("mutations: %ld frames (%lu on open links), %lu sent, %lu closes, %lu pings, %lu dials, "
+           "%lu log lines\n", iterations, h_link_frames, h_frames, h_closes, h_pings, h_dials, h_logs);
 }
 
 int main(int argc, char **argv)
