@@ -605,8 +605,8 @@ static void hub_discovered(int32_t src, ph_link *l, const json_top *frame, int64
     }
     const char *id = json_str_p(&pid);
     if (d.isHub.kind == JV_TRUE || is_mesh(net, net_len) ||
-        memcmp(id, g_hub_id, PH_PEER_ID_LEN) == 0) {
-        return;   /* hubs are not our clients' peers */
+        memcmp(id, g_hub_id, PH_PEER_ID_LEN) == 0 || peer_by_id(id, PH_PEER_ID_LEN)) {
+        return;   /* hubs are not our clients' peers; a client of ours is no remote peer */
     }
     uint32_t h = fnv(FNV_BASIS, net, net_len);
     if (!remote_learn(id, h, src)) return;   /* told before */

@@ -497,3 +497,12 @@ def test_three_hub_cycle_flood_delivers_exactly_once(wasm_bytes, engine):
     # A -> B, A -> C (delivered), B -> C (duplicate at C, dropped)
     assert sorted((f, t) for f, t, _ in net.crossed) == [("A", "B"), ("A", "C"), ("B", "C")]
     assert c.stats_json()["dropped"]["dedup"] == 1
+
+
+def test_a_hub_telling_us_of_our_own_client_is_ignored(hub):
+    """A far hub echoing one of our clients back must not introduce it to our other clients."""
+    linked(hub, URL1)
+    join(hub, 1, A, "demo")
+    join(hub, 2, B, "demo")
+    hub.send(L1, remote_discovered(A, "demo"))
+    assert hub.take() == [] and hub.stats_json()["remotePeers"] == 0
