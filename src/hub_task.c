@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 #include "esp_log.h"
 #include "esp_mac.h"
 #include "esp_system.h"
@@ -398,21 +399,45 @@ static int swap_to_slot(int slot, char *out, size_t cap)
     return 200;
 }
 
+/* The integer after `"key":` in the module's stats JSON (0 when absent): /health reports a few
+ * module counters and a full JSON parser is not worth its flash for that. */
+static long stats_int(const char *json, const char *key)
+{
+    const char *at = strstr(json, key);
+    return at ? strtol(at + strlen(key), NULL, 10) : 0;
+}
+
+/* The reference server's /health shape (protocol.md §8), with the board's heap as "memory".
+ * `out` first serves as scratch for the module stats the counters come from. */
 static int health_json(char *out, size_t cap)
 {
+    long hubs = 0, networks = 0;
+    if (s_bridge && ph_bridge_stats_json(s_bridge, out, cap) >= 0) {
+        hubs = stats_int(out, "\"hubs\":");
+        networks = stats_int(out, "\"networks\":");
+    }
     char hex[65] = "";
     if (s_image.data) {
         module_store_sha_hex(s_image.sha256, hex);
     }
+    /* Wall clock from SNTP; before it syncs this reads 1970 plus uptime, as on any ESP32. */
+    struct timeval tv;
+    struct tm utc;
+    char stamp[32];
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &utc);
+    size_t n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &utc);
+    snprintf(stamp + n, sizeof(stamp) - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
     snprintf(out, cap,
-             "{\"status\":\"%s\",\"uptime\":%.3f,\"isHub\":true,\"connections\":%" PRIu32
-             ",\"peers\":%d,\"module\":{\"source\":\"%s\",\"bytes\":%u,\"sha256\":\"%s\","
-             "\"error\":\"%s\"},\"heap\":{\"free\":%" PRIu32 ",\"minFree\":%" PRIu32 "}}",
-             s_bridge ? "healthy" : "no-module", esp_timer_get_time() / 1e6,
+             "{\"status\":\"%s\",\"timestamp\":\"%s\",\"uptime\":%.3f,\"isHub\":true,"
+             "\"connections\":%" PRIu32 ",\"peers\":%d,\"hubs\":%ld,\"networks\":%ld,"
+             "\"module\":{\"source\":\"%s\",\"bytes\":%u,\"sha256\":\"%s\",\"error\":\"%s\"},"
+             "\"memory\":{\"freeHeap\":%" PRIu32 ",\"minFreeHeap\":%" PRIu32 "}}",
+             s_bridge ? "healthy" : "no-module", stamp, esp_timer_get_time() / 1e6,
              s_bridge ? ph_bridge_connection_count(s_bridge) : 0,
-             s_bridge ? ph_bridge_peer_count(s_bridge) : 0, slot_name(s_image.slot),
-             (unsigned)s_image.len, hex, s_load_error, esp_get_free_heap_size(),
-             esp_get_minimum_free_heap_size());
+             s_bridge ? ph_bridge_peer_count(s_bridge) : 0, hubs, networks,
+             slot_name(s_image.slot), (unsigned)s_image.len, hex, s_load_error,
+             esp_get_free_heap_size(), esp_get_minimum_free_heap_size());
     return 200;
 }
 
