@@ -244,9 +244,9 @@ def test_bridge_fixtures_are_compiled_from_the_suites_own_variants(tmp_path):
     out = tmp_path / "fixtures"
     wasms = pio_support.build_bridge_fixtures(ROOT, FIXTURES, out)
     names = {p.stem for p in wasms}
-    assert {"fixture_hub", "abi2", "connect_traps"} <= names  # base, a refusal, a swap variant
+    assert {"fixture_hub", "abi1", "connect_traps"} <= names  # base, a refusal, a swap variant
     assert all(p.read_bytes()[:8] == EMPTY_MODULE for p in wasms)
-    assert '"abi2", PH_ERR_ABI_VERSION' in (out / "variants.inc").read_text()
+    assert '"abi1", PH_ERR_ABI_VERSION' in (out / "variants.inc").read_text()
     # unchanged sources: the modules are not rebuilt, so nothing relinks
     stamps = {p: p.stat().st_mtime_ns for p in wasms}
     pio_support.build_bridge_fixtures(ROOT, FIXTURES, out)
