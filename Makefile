@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up everything they need first (scripts/setup.sh).
-.PHONY: hub test
+.PHONY: hub test bench
 
 # Run the hub on this PC: hub.wasm on WASM3 through the same bridge core as the firmware.
 hub:
@@ -10,3 +10,9 @@ hub:
 test:
 	@scripts/setup.sh test
 	@scripts/test.sh
+
+# PC hub vs the reference server side by side, plus the device figures; writes reports/bench/.
+bench:
+	@scripts/setup.sh test
+	@.venv/bin/python -c "import matplotlib" 2>/dev/null || .venv/bin/pip install -q "matplotlib>=3.7"
+	.venv/bin/pigeonhub bench --all --peers 5,10,20 --report reports/bench $(ARGS)

@@ -25,7 +25,7 @@ def test_connection_rejected_answered_with_error_not_relayed(joined):
     """Relaying `connection-rejected` breaks real clients: two fresh 1.1.3 peers both offer
     ("isolation", protocol.md §9); the larger id rejects the smaller one's offer, and a relayed
     rejection makes the smaller one close the connection it is answering at that moment, so the
-    WebRTC connection never opens (observed with test/interop/mesh_pair.mjs through a hub that
+    WebRTC connection never opens (observed with test/interop/peer_pair.mjs through a hub that
     relayed it: 1 of 6 runs connected; the reference, which answers `error`: 6 of 6).
     So: `error` back to the sender, nothing to the target."""
     net = new_network()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-SCRIPT = HERE / "mesh_pair.mjs"
+SCRIPT = HERE / "peer_pair.mjs"
 TIMEOUT = 30  # s for the whole exchange (about 1 s on loopback)
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]

@@ -20,7 +20,7 @@ from hubprocess import ROOT, http_get  # noqa: E402
 
 INTEROP = HERE.parent / "interop"
 REFERENCE_HUB = HERE / "reference_hub.mjs"
-MESH_ACROSS = HERE / "mesh_across.mjs"
+MESH_ACROSS = HERE.parent / "interop" / "peer_pair.mjs"
 NEEDS_BOOTSTRAP = "needs outgoing hub links (--bootstrap)"
 MESH_NETWORK = "pigeonhub-mesh"
 # What a reference (1.1.3) hub emits / logs once its WebRTC hub mesh forms or migrates (§6.4)
@@ -145,7 +145,7 @@ def start_reference_hub(node, out, err, bootstrap, name):
 
 
 def run_mesh_across(url_a, url_b, *, network, first="a", initiator=None, gap=1.0, timeout=30):
-    """mesh_across.mjs: real client A on url_a, B on url_b, B joining `gap` s after A (or A after
+    """peer_pair.mjs: real client A on url_a, B on url_b, B joining `gap` s after A (or A after
     B with first="b"). initiator "A"/"B" gives that client the larger id, which makes it the one
     the 1.1.3 client lets send the offer. Returns (completed process, events, report text)."""
     node = need_node()

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
-// Two headless PeerPigeonMesh clients (npm peerpigeon 1.1.3, real WebRTC through the
-// @roamhq/wrtc override of test/interop) on two *different* hubs that are linked to each other:
-// A on --url-a, B on --url-b. They must discover each other across the hub link, connect over
-// WebRTC with the offer/answer/ICE relayed hub to hub, and say "hello" on the data channel.
+// Two headless PeerPigeonMesh clients (npm peerpigeon 1.1.3, the library apps use, with real
+// WebRTC through the @roamhq/wrtc override of package.json) meet through one hub (--url) or
+// through two linked hubs (A on --url-a, B on --url-b), connect over WebRTC with the
+// offer/answer/ICE relayed by the hub(s), and say "hello" on the data channel.
 //
-//   node mesh_across.mjs --url-a ws://127.0.0.1:P1 --url-b ws://127.0.0.1:P2
-//                        [--network demo] [--first a|b] [--gap 1.0] [--timeout 40]
-//                        [--id-a HEX40] [--id-b HEX40]
+//   node peer_pair.mjs --url ws://127.0.0.1:3000 [--network demo] [--timeout 30]
+//   node peer_pair.mjs --url-a ws://127.0.0.1:P1 --url-b ws://127.0.0.1:P2
+//                      [--network demo] [--first a|b] [--gap 1.0] [--timeout 40]
+//                      [--id-a HEX40] [--id-b HEX40]
 //
 // --first: which client joins first; --gap: seconds before the second one joins (so the first
 // one's announce has crossed the link before the second exists: the late-joiner path).
@@ -24,28 +25,33 @@ for (const name of ['log', 'info', 'warn', 'debug']) {
 
 const { values } = parseArgs({
   options: {
+    url: { type: 'string' },
     'url-a': { type: 'string' },
     'url-b': { type: 'string' },
     network: { type: 'string', default: `mesh-${process.pid}` },
     first: { type: 'string', default: 'a' },
-    gap: { type: 'string', default: '1.0' },
+    gap: { type: 'string' },
     timeout: { type: 'string', default: '40' },
     'id-a': { type: 'string' },
     'id-b': { type: 'string' },
   },
 });
+values['url-a'] ??= values.url;
+values['url-b'] ??= values.url;
+// Across two hubs the second client joins a second later by default, so the first one's
+// announce has crossed the link before it exists; on one hub they join back to back.
+values.gap ??= values.url ? '0' : '1.0';
 if (!values['url-a'] || !values['url-b'] || !['a', 'b'].includes(values.first)) {
-  process.stderr.write('usage: node mesh_across.mjs --url-a URL --url-b URL [--network N] ' +
+  process.stderr.write('usage: node peer_pair.mjs (--url URL | --url-a URL --url-b URL) [--network N] ' +
                        '[--first a|b] [--gap S] [--timeout S]\n');
   process.exit(2);
 }
 
 const emit = (event, fields = {}) => process.stdout.write(JSON.stringify({ event, ...fields }) + '\n');
 
-// Resolved relative to this file (test/mesh has no node_modules); the import also installs
-// global.WebSocket and, through the override, @roamhq/wrtc as the library's WebRTC.
-const { PeerPigeonMesh } = await import(
-  new URL('../interop/node_modules/peerpigeon/index.js', import.meta.url));
+// The import also installs global.WebSocket and, through the override, @roamhq/wrtc as the
+// library's WebRTC.
+const { PeerPigeonMesh } = await import('peerpigeon');
 
 const peers = {};
 let finished = false;
