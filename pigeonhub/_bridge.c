@@ -71,17 +71,31 @@ static PyObject *call_transport(PyObject *method, const char *format, ...)
     return result;
 }
 
+/* send(conn, frame: bytes) -> 1: written already (the bridge releases the bytes from the outbox at
+ * once, no sent() call follows), 0/None: queued (sent(conn, n) follows once written or dropped),
+ * < 0: the connection is gone. Vectorcall without an argument tuple: this runs once per relayed
+ * frame. */
 static int cb_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
 {
     BridgeObject *self = ctx;
-    PyObject *r = call_transport(self->send, "(iy#)", (int)conn, (const char *)frame, (Py_ssize_t)len);
-    if (!r) return -1;
-    /* None (or anything but a negative int) means queued. */
+    if (!self->send) return -1;
+    PyObject *args[2] = { PyLong_FromLong((long)conn),
+                          PyBytes_FromStringAndSize((const char *)frame, (Py_ssize_t)len) };
+    PyObject *r = NULL;
+    if (args[0] && args[1]) r = PyObject_Vectorcall(self->send, args, 2, NULL);
+    Py_XDECREF(args[0]);
+    Py_XDECREF(args[1]);
+    if (!r) {
+        PyErr_WriteUnraisable(self->send);
+        return -1;
+    }
     int rc = 0;
     if (PyLong_Check(r)) {
         long v = PyLong_AsLong(r);
         if (v == -1 && PyErr_Occurred()) PyErr_Clear();
         rc = v < 0 ? -1 : 0;
+        /* ph_queue_frame counted the bytes before this call, so releasing them here is exact. */
+        if (v > 0 && self->bridge) ph_bridge_on_sent(self->bridge, conn, len);
     }
     Py_DECREF(r);
     return rc;

@@ -498,14 +498,19 @@ def _wasm_opt(wasm_opt: str, src: Path, dst: Path, bulk_memory: bool) -> list:
     if bulk_memory:
         cmd.append("--enable-bulk-memory")
     cmd += [str(src), "-o", str(dst)]
+    _run_tool(cmd, "wasm-opt")
+    return cmd
+
+
+def _run_tool(cmd, name, missing_hint=""):
+    """Run one build tool; a ToolchainError with its stderr and command line when it fails."""
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True)
     except OSError as exc:
-        raise ToolchainError(f"cannot run {wasm_opt}: {exc}") from None
+        raise ToolchainError(f"cannot run {cmd[0]}: {exc}{missing_hint}") from None
     if proc.returncode != 0:
-        raise ToolchainError(f"wasm-opt failed (exit {proc.returncode}):\n{proc.stderr.strip()}\n"
+        raise ToolchainError(f"{name} failed (exit {proc.returncode}):\n{proc.stderr.strip()}\n"
                              f"command: {' '.join(cmd)}")
-    return cmd
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -557,13 +562,7 @@ def _compile(toolchain: Toolchain, out: Path, defines: dict, inspect: bool,
     cmd += [f"-I{WASM_DIR}"]
     cmd += [f"-D{k}" if v is None else f"-D{k}={v}" for k, v in defines.items()]
     cmd += [str(WASM_DIR / src) for src in SOURCES] + ["-o", str(out)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError as exc:
-        raise ToolchainError(f"cannot run {cmd[0]}: {exc}. {MISSING_TOOLCHAIN}") from None
-    if proc.returncode != 0:
-        raise ToolchainError(f"{toolchain.description} failed (exit {proc.returncode}):\n"
-                             f"{proc.stderr.strip()}\ncommand: {' '.join(cmd)}")
+    _run_tool(cmd, toolchain.description, f". {MISSING_TOOLCHAIN}")
     return cmd
 
 
