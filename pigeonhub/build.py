@@ -448,7 +448,7 @@ class Toolchain:
 
     def flags(self, stack_size: int = STACK_SIZE, inspect: bool = False,
               bulk_memory: bool = True) -> list:
-        """Flags from the toolchain notes (/work/shared/toolchain.md): MVP wasm32 + bulk memory,
+        """Flags from the toolchain notes (../shared/toolchain.md): MVP wasm32 + bulk memory,
         one page.
 
         Bulk memory (memory.copy/memory.fill, opcode prefix 0xFC) is the one post-MVP feature the

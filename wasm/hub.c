@@ -5,7 +5,7 @@
  * table (peers.c), one input buffer the bridge writes frames into, one output buffer frames are
  * built in. Incoming text is validated completely (json.c) before any of it is looked at; what is
  * relayed is copied byte for byte from validated input. wasm/ABI.md describes the ABI, the protocol
- * decisions and the memory layout; /work/shared/protocol.md is the wire reference.
+ * decisions and the memory layout; ../shared/protocol.md is the wire reference.
  *
  * Hub mesh (ABI 2, protocol.md §6): a *hub connection* is either an incoming hub (a peer-table
  * connection that announced as a hub) or an outgoing link this hub dialed (g_links, one per
