@@ -8,6 +8,10 @@
  *
  *   from pigeonhub._bridge import Bridge, BridgeError, check_module, ABI_VERSION
  *
+ * transport.send(conn, frame) returns 1 when it wrote the frame at once (the bridge then releases
+ * its bytes from the outbox itself), None/0 when it queued it (it calls sent(conn, len(frame))
+ * once written or dropped), or < 0 when the connection is gone.
+ *
  * A transport method that raises is reported through sys.unraisablehook (PyErr_WriteUnraisable)
  * and treated as a failed operation: an exception can never unwind through WASM3's C frames.
  */
@@ -95,7 +99,7 @@ static int cb_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
         if (v == -1 && PyErr_Occurred()) PyErr_Clear();
         rc = v < 0 ? -1 : 0;
         /* ph_queue_frame counted the bytes before this call, so releasing them here is exact. */
-        if (v > 0 && self->bridge) ph_bridge_on_sent(self->bridge, conn, len);
+        if (v > 0 && PyLong_CheckExact(r) && self->bridge) ph_bridge_on_sent(self->bridge, conn, len);
     }
     Py_DECREF(r);
     return rc;

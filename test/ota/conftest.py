@@ -14,11 +14,11 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-for extra in (ROOT / "test", ROOT / "test" / "conformance"):
+for extra in (HERE, ROOT / "test", ROOT / "test" / "conformance"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-TOKEN = "ota-test-secret"
+from ota_support import TOKEN, run_upload  # noqa: F401  (fixtures below use them)
 
 
 @pytest.fixture(scope="session")
@@ -77,10 +77,3 @@ def _build(out, *args):
         pytest.fail(f"pigeonhub build {' '.join(args)} failed:\n{proc.stdout}", pytrace=False)
 
 
-def run_upload(*args, timeout=60):
-    """The real CLI as a user runs it; returns the CompletedProcess (text)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    env.pop("PIGEONHUB_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "pigeonhub.cli", "upload", *map(str, args)], cwd=ROOT,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,
-                          env=env)

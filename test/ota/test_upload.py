@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import TOKEN, run_upload
+from ota_support import TOKEN, run_upload
 from hubclient import Closed, Peer, new_id, new_network
 from hubprocess import free_port, http_get, start_pc_hub
 from pigeonhub.module_store import ModuleStore
