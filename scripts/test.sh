@@ -26,4 +26,5 @@ stage "pytest-embedded against the PC twin on a pty (on a board: --embedded-serv
 HUB_WASM="$PWD/build/hub.wasm" pytest test/embedded --embedded-services serial
 
 stage "pytest: module under WASM3 and wasmtime, bridge, PC hub conformance, interop, firmware config, budgets"
-HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" pytest "$@"
+# test/embedded ran in its own stage above (it needs --embedded-services)
+HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" pytest --ignore=test/embedded "$@"
