@@ -51,102 +51,31 @@ class DeviceBenchError(RuntimeError):
 
 # --- hub.wasm ------------------------------------------------------------------------------------
 
-def _leb(data, pos):
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return result, pos
-
-
-def _sleb(data, pos):
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            if byte & 0x40:
-                result -= 1 << shift
-            return result, pos
-
-
 def wasm_layout(wasm: bytes) -> dict:
-    """Size and memory layout read from the module's sections (memory, global, data, export).
+    """Size and memory layout from the module's sections, read by pigeonhub.build's parser.
 
     With clang's --stack-first the stack is [0, initial __stack_pointer); data segments follow;
     zero-initialised data (.bss) has no segment, so __heap_base (when exported) ends the static data.
     """
-    if wasm[:4] != b"\0asm":
-        raise DeviceBenchError("not a WebAssembly module")
-    pos, out = 8, {"bytes": len(wasm), "data_segments": 0, "data_bytes": 0}
-    data_lo, data_hi, globals_i32, exports = None, 0, [], {}
-    while pos < len(wasm):
-        sid = wasm[pos]
-        size, pos = _leb(wasm, pos + 1)
-        body, end = pos, pos + size
-        if sid == 5:  # memory
-            _count, p = _leb(wasm, body)
-            flags, p = _leb(wasm, p)
-            out["initial_pages"], p = _leb(wasm, p)
-            out["max_pages"] = _leb(wasm, p)[0] if flags & 1 else None
-        elif sid == 6:  # globals: the first mutable i32 is __stack_pointer in clang output
-            count, p = _leb(wasm, body)
-            for _ in range(count):
-                vtype, mut = wasm[p], wasm[p + 1]
-                p += 2
-                if wasm[p] == 0x41:  # i32.const
-                    value, p = _sleb(wasm, p + 1)
-                    globals_i32.append((mut, value))
-                else:  # other constant kinds: skip to the end opcode
-                    while wasm[p] != 0x0B:
-                        p += 1
-                p += 1  # end
-                del vtype
-        elif sid == 7:  # exports
-            count, p = _leb(wasm, body)
-            for _ in range(count):
-                nlen, p = _leb(wasm, p)
-                name = wasm[p:p + nlen].decode("utf-8", "replace")
-                kind = wasm[p + nlen]
-                index, p = _leb(wasm, p + nlen + 1)
-                exports[name] = (kind, index)
-        elif sid == 11:  # data
-            count, p = _leb(wasm, body)
-            for _ in range(count):
-                flags, p = _leb(wasm, p)
-                if flags == 1:  # passive
-                    length, p = _leb(wasm, p)
-                    p += length
-                    continue
-                if flags == 2:
-                    _mem, p = _leb(wasm, p)
-                offset = 0
-                if wasm[p] == 0x41:
-                    offset, p = _sleb(wasm, p + 1)
-                while wasm[p] != 0x0B:
-                    p += 1
-                p += 1
-                length, p = _leb(wasm, p)
-                p += length
-                out["data_segments"] += 1
-                out["data_bytes"] += length
-                data_lo = offset if data_lo is None else min(data_lo, offset)
-                data_hi = max(data_hi, offset + length)
-        pos = end
-    mutable = [v for m, v in globals_i32 if m]
-    if mutable:
-        out["stack_bytes"] = mutable[0]
-    if data_lo is not None:
-        out["data_start"], out["data_end"] = data_lo, data_hi
-    heap_base = exports.get("__heap_base")
-    if heap_base and heap_base[0] == 3 and heap_base[1] < len(globals_i32):
-        out["heap_base"] = globals_i32[heap_base[1]][1]
-    out["exports"] = sorted(n for n, (k, _) in exports.items() if k == 0)
+    from pigeonhub.build import WasmFormatError, inspect_module
+    try:
+        info = inspect_module(wasm)
+    except WasmFormatError as exc:
+        raise DeviceBenchError(str(exc)) from None
+    segments = [(offset, size) for offset, size in info.data_segments if offset is not None]
+    out = {"bytes": info.size, "data_segments": len(segments),
+           "data_bytes": sum(size for _, size in segments),
+           "exports": sorted(info.export_names())}
+    if info.memory:
+        out["initial_pages"], out["max_pages"] = info.memory
+    stack = next((init for valtype, mutable, init in info.globals if mutable and valtype == "i"), None)
+    if stack is not None:
+        out["stack_bytes"] = stack
+    if segments:
+        out["data_start"] = min(offset for offset, _ in segments)
+        out["data_end"] = max(offset + size for offset, size in segments)
+    if "__heap_base" in info.export_index:
+        out["heap_base"] = info.globals[info.export_index["__heap_base"]][2]
     return out
 
 

@@ -152,7 +152,7 @@ def upload_module(host, token, path, port=DEFAULT_PORT, progress=True, timeout=D
         try:
             response = conn.getresponse()
             status, body = response.status, response.read()
-        except (socket.timeout, TimeoutError) as exc:
+        except (socket.timeout, TimeoutError):
             raise UploadError(f"the hub at {host}:{port} did not answer within {timeout:g} s after "
                               f"{'the upload' if sent_all else 'part of the upload'}",
                               "check the hub's log; retry the upload", EXIT_HUB_FAILED)

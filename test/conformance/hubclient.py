@@ -190,3 +190,23 @@ def of_type(frames, type_, **match):
         if ok:
             out.append(msg)
     return out
+
+
+def joined_pair(url):
+    """Two peers connected and announced in a fresh network, each discovered by the other."""
+    net = new_network()
+    a, b = Peer(url, network=net), Peer(url, network=net)
+    for p in (a, b):
+        p.expect("connected")
+        p.announce()
+    a.expect("peer-discovered", data__peerId=b.id)
+    b.expect("peer-discovered", data__peerId=a.id)
+    return a, b
+
+
+def assert_relays(a, b, tag):
+    """An offer from a reaches b, stamped with a's id, SDP intact."""
+    sdp = f"v=0\r\no=- {tag} 2 IN IP4 127.0.0.1\r\n"
+    a.signal("offer", {"type": "offer", "sdp": sdp}, targetPeerId=b.id)
+    got = b.expect("offer", fromPeerId=a.id)
+    assert got["data"] == {"type": "offer", "sdp": sdp}

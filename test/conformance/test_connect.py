@@ -3,7 +3,7 @@
 import pytest
 
 from hubprocess import wait_for_connections
-from hubclient import Peer, new_id
+from hubclient import new_id
 
 MAX_PEERS = 20  # wasm/pigeonhub_abi.h MAX_PEERS; the reference runs with MAX_CONNECTIONS=20
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from hubclient import Peer, new_network
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -130,25 +129,8 @@ def running_module(boot: Boot) -> dict:
             "maxPeers": stats["module"].get("maxPeers")}
 
 
-def pair(boot: Boot):
-    """Two raw peers connected and announced in a fresh network, each discovered by the other."""
-    net = new_network()
-    a, b = Peer(boot.ws_url, network=net), Peer(boot.ws_url, network=net)
-    for p in (a, b):
-        p.expect("connected")
-        p.announce()
-    a.expect("peer-discovered", data__peerId=b.id)
-    b.expect("peer-discovered", data__peerId=a.id)
-    return a, b
 
 
-def relay_works(a, b, tag):
-    """An offer from a reaches b, stamped with a's id, SDP intact."""
-    sdp = f"v=0\r\no=- {tag} 2 IN IP4 127.0.0.1\r\n"
-    a.signal("offer", {"type": "offer", "sdp": sdp}, targetPeerId=b.id)
-    got = b.expect("offer", fromPeerId=a.id)
-    assert got["data"] == {"type": "offer", "sdp": sdp}
-    assert got["targetPeerId"] == b.id
 
 
 def peer_log_id(peer) -> bytes:

@@ -7,8 +7,8 @@ Raw peers: test/conformance/hubclient.py (websocket-client, exact frames).
 import json
 import re
 
-from embedded_support import expect_line, http_json, line, pair, peer_log_id, relay_works
-from hubclient import Peer, new_network
+from embedded_support import expect_line, http_json, line, peer_log_id
+from hubclient import Peer, assert_relays, joined_pair, new_network
 
 FRAME_LIMIT = 16384   # MAX_MESSAGE_SIZE in wasm/pigeonhub_abi.h, when /stats does not say
 
@@ -50,7 +50,7 @@ def test_peers_meet_and_relay_through_the_hub(boot, dut):
         b.expect("peer-discovered", data__peerId=a.id)
 
         # An offer is relayed to its target only, stamped with the sender's connection id.
-        relay_works(a, b, "embedded")
+        assert_relays(a, b, "embedded")
         assert [m["type"] for m in a.drain()] == []
 
         # What a user's `curl /health` shows while they are connected.
@@ -69,7 +69,7 @@ def test_peers_meet_and_relay_through_the_hub(boot, dut):
 def test_oversized_frame_closes_only_its_sender_1009(boot, dut):
     stats = http_json(boot, "/stats")
     limit = stats.get("bridge", {}).get("inputBufferBytes") or FRAME_LIMIT
-    a, b = pair(boot)
+    a, b = joined_pair(boot.ws_url)
     try:
         a.send(padded_ping(limit))                 # exactly the limit passes
         a.expect("pong", timeout=10)

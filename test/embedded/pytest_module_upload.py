@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from embedded_support import (ROOT, build_module, cli, code_section, corrupt, expect_line, line,
-                              pair, relay_works, running_module, sha256_of, wrong_abi_module)
+                              running_module, sha256_of, wrong_abi_module)
+from hubclient import assert_relays, joined_pair
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +118,7 @@ def test_upload_swaps_the_module_and_peers_stay_connected(boot, dut, upload_toke
     path, max_peers = other_good_module(boot.module_sha256)
     data = path.read_bytes()
     sha, size = sha256_of(data), len(data)
-    a, b = pair(boot)
+    a, b = joined_pair(boot.ws_url)
     try:
         proc = upload(boot, upload_token, path)
         assert proc.returncode == 0, outcome(proc)
@@ -129,8 +130,8 @@ def test_upload_swaps_the_module_and_peers_stay_connected(boot, dut, upload_toke
         # The peers noticed nothing (no second `connected`, no repeated discovery) and are served
         # by the new module.
         assert [m["type"] for m in a.drain() + b.drain()] == []
-        relay_works(a, b, "after-swap")
-        relay_works(b, a, "after-swap-back")
+        assert_relays(a, b, "after-swap")
+        assert_relays(b, a, "after-swap-back")
         now = running_module(boot)
         assert (now["sha256"], now["bytes"]) == (sha, size)
         if max_peers is not None:
@@ -144,7 +145,7 @@ def test_upload_swaps_the_module_and_peers_stay_connected(boot, dut, upload_toke
             proc = upload(boot, upload_token, standard_module)
             assert proc.returncode == 0, outcome(proc)
             expect_swap(dut, original, peers=2)
-            relay_works(a, b, "restored")
+            assert_relays(a, b, "restored")
             assert running_module(boot)["sha256"] == before["sha256"]
     finally:
         a.close()
@@ -160,7 +161,7 @@ def test_broken_module_is_refused_and_the_old_one_keeps_serving(kind, boot, dut,
     path = tmp_path / f"{kind}.wasm"
     path.write_bytes(data)
     before = running_module(boot)
-    a, b = pair(boot)
+    a, b = joined_pair(boot.ws_url)
     try:
         # The CLI checks the file first and sends nothing: exit 2 with the reason and the fix.
         proc = upload(boot, upload_token, path)
@@ -178,7 +179,7 @@ def test_broken_module_is_refused_and_the_old_one_keeps_serving(kind, boot, dut,
 
         # The old module still serves the peers it had, and nothing changed for them.
         assert running_module(boot) == before
-        relay_works(a, b, kind)
+        assert_relays(a, b, kind)
         assert [m["type"] for m in a.drain() + b.drain()] == []
     finally:
         a.close()

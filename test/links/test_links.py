@@ -7,7 +7,6 @@ server) and raw-frame clients speaking the PeerPigeon wire protocol.
 """
 import json
 import os
-import signal
 import subprocess
 import sys
 import time

@@ -8,7 +8,7 @@ ids nobody connects with here.
 
 import time
 
-from meshsupport import MESH_NETWORK, module_stats
+from meshsupport import module_stats
 from hubclient import QUIET, new_id, of_type
 
 SDP = "v=0\r\no=- 3445100876973446344 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"

@@ -84,7 +84,7 @@ class Hub:
             self._exports = self._inst.exports(self._store)
             self._memory = self._exports["memory"]
         else:
-            raise ValueError(engine)
+            raise ValueError(f"unknown engine {self.engine!r}")
 
     def _guard(self, fn):
         def wrapper(*args):

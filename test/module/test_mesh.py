@@ -7,13 +7,12 @@ on_link_open and `fail_link` on_peer_disconnected. The last tests run three modu
 carry the frames between them in Python, as three bridges on a network would.
 """
 
-import hashlib
 import json
 
 import pytest
 
 from module_harness import WALL_CLOCK_START as T, Hub
-from test_protocol import A, B, C, D, announce, connected, departed, discovered, join, pid
+from test_protocol import A, B, C, D, announce, departed, discovered, join, pid
 
 L1, L2 = 1000, 1001                     # connection ids the harness gives the first two links
 URL1, URL2 = "ws://127.0.0.1:3000/", "ws://hub.example:8080/x?y=1"

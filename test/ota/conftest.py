@@ -18,7 +18,6 @@ for extra in (HERE, ROOT / "test", ROOT / "test" / "conformance"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from ota_support import TOKEN, run_upload  # noqa: F401  (fixtures below use them)
 
 
 @pytest.fixture(scope="session")

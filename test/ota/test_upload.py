@@ -15,7 +15,7 @@ import time
 import pytest
 
 from ota_support import TOKEN, run_upload
-from hubclient import Closed, Peer, new_id, new_network
+from hubclient import Peer, assert_relays, joined_pair
 from hubprocess import free_port, http_get, start_pc_hub
 from pigeonhub.module_store import ModuleStore
 
@@ -38,22 +38,8 @@ def sha_of(path_or_bytes):
     return hashlib.sha256(data).hexdigest()
 
 
-def pair(hub):
-    """Two peers connected and announced in one network, each discovered by the other."""
-    net = new_network()
-    a, b = Peer(hub.url, network=net), Peer(hub.url, network=net)
-    for p in (a, b):
-        p.expect("connected")
-        p.announce()
-    a.expect("peer-discovered", data__peerId=b.id)
-    b.expect("peer-discovered", data__peerId=a.id)
-    return a, b
 
 
-def relay_works(a, b, tag):
-    a.signal("offer", {"type": "offer", "sdp": f"v=0 {tag}"}, targetPeerId=b.id)
-    got = b.expect("offer", fromPeerId=a.id)
-    assert got["data"]["sdp"] == f"v=0 {tag}"
 
 
 def raw_post(hub, body, headers=None, token=TOKEN, sha=None, length=None, half_close=False):
@@ -85,7 +71,7 @@ def test_upload_keeps_connected_peers_and_relays(tmp_path, packaged_wasm, alt_wa
     hub = start_hub(tmp_path, packaged_wasm)
     try:
         assert stats(hub)["module"]["sha256"] == sha_of(packaged_wasm)
-        a, b = pair(hub)
+        a, b = joined_pair(hub.url)
         proc = run_upload("--host", hub.host, "--port", hub.port, "--token", TOKEN, alt_wasm)
         assert proc.returncode == 0, proc.stderr
         sha, size = sha_of(alt_wasm), alt_wasm.stat().st_size
@@ -94,8 +80,8 @@ def test_upload_keeps_connected_peers_and_relays(tmp_path, packaged_wasm, alt_wa
         assert "100%" in proc.stderr and f"{size}/{size} bytes" in proc.stderr   # the progress bar
         # Nobody saw the replay: no second `connected`, no repeated discovery.
         assert [m["type"] for m in a.drain() + b.drain()] == []
-        relay_works(a, b, "after-swap")
-        relay_works(b, a, "back")
+        assert_relays(a, b, "after-swap")
+        assert_relays(b, a, "back")
         s = stats(hub)
         assert s["module"]["sha256"] == sha and s["module"]["source"] == "hubmod0"
         assert s["module"]["maxPeers"] == 10        # the new module is the one answering
@@ -107,7 +93,7 @@ def test_upload_keeps_connected_peers_and_relays(tmp_path, packaged_wasm, alt_wa
         a.expect("peer-discovered", data__peerId=c.id)
         b.expect("peer-discovered", data__peerId=c.id)
         assert {c.expect("peer-discovered")["data"]["peerId"] for _ in range(2)} == {a.id, b.id}
-        assert f"I (" in hub.log() and f"pigeonhub: module swapped: {sha[:8]} ({size} bytes), 2 peers kept" in hub.log()
+        assert "I (" in hub.log() and f"pigeonhub: module swapped: {sha[:8]} ({size} bytes), 2 peers kept" in hub.log()
         for p in (a, b, c):
             p.close()
     finally:
@@ -120,7 +106,7 @@ def test_upload_keeps_connected_peers_and_relays(tmp_path, packaged_wasm, alt_wa
 def rejecting_hub(tmp_path_factory, packaged_wasm):
     tmp = tmp_path_factory.mktemp("ota-reject")
     hub = start_hub(tmp, packaged_wasm)
-    a, b = pair(hub)
+    a, b = joined_pair(hub.url)
     yield hub, a, b, tmp / "mods"
     a.close()
     b.close()
@@ -149,7 +135,7 @@ REJECTIONS = [
      "X-Module-SHA256 header with the 64-hex SHA-256 of the body is required"),
     ("body-cut-short", lambda w, abi1: dict(body=w[:1000], sha=hashlib.sha256(w).hexdigest(),
                                             length=len(w), half_close=True), 400,
-     f"body ended after 1000 of "),
+     "body ended after 1000 of "),
     ("no-length", lambda w, abi1: dict(body=b"", length=False), 411,
      "empty body: send the .wasm file with a Content-Length"),
     ("too-big", lambda w, abi1: dict(body=b"", length=70000), 413, "module is 70000 bytes; a module slot holds 65536"),
@@ -169,7 +155,7 @@ def test_rejected_upload_leaves_old_module_serving(rejecting_hub, alt_wasm, abi1
     assert f"/module {status} " in hub.log() and reason in hub.log()
     s = stats(hub)
     assert s["module"]["sha256"] == sha_of(packaged_wasm) and s["bridge"]["swaps"] == 0
-    relay_works(a, b, name)
+    assert_relays(a, b, name)
     assert [m["type"] for m in a.drain(0.2)] == []
     state = ModuleStore(mods).state()
     assert state["active"] is None and state["slots"] == {"0": None, "1": None}   # nothing kept
@@ -203,7 +189,7 @@ def test_cli_swap_failure_keeps_old_module(rejecting_hub, fixture_variants, pack
     assert ("Error: the hub could not switch modules (HTTP 500): swap failed, the previous module "
             "keeps running: new module's on_peer_connected trapped while replaying conn") in proc.stderr
     assert stats(hub)["module"]["sha256"] == sha_of(packaged_wasm)
-    relay_works(a, b, "after-failed-swap")
+    assert_relays(a, b, "after-failed-swap")
     assert not any(p.suffix == ".wasm" for p in mods.iterdir())
 
 
@@ -286,8 +272,8 @@ def test_restart_runs_the_uploaded_module(tmp_path, packaged_wasm, alt_wasm):
     try:
         assert "module source: hubmod0" in again.log()
         assert stats(again)["module"]["sha256"] == sha_of(alt_wasm)
-        a, b = pair(again)
-        relay_works(a, b, "after-restart")
+        a, b = joined_pair(again.url)
+        assert_relays(a, b, "after-restart")
         a.close()
         b.close()
     finally:
@@ -355,8 +341,8 @@ def test_boot_falls_back_to_previous_then_packaged(tmp_path, packaged_wasm, alt_
         assert "E (" in log and "module hubmod0 refused: module implements hub ABI version 1" in log
         assert "module source: packaged" in log
         assert stats(hub)["module"]["sha256"] == sha_of(packaged_wasm)
-        a, b = pair(hub)
-        relay_works(a, b, "packaged")
+        a, b = joined_pair(hub.url)
+        assert_relays(a, b, "packaged")
         a.close()
         b.close()
     finally:
