@@ -161,3 +161,15 @@ def wait_for_connections(hub, at_most, timeout=5.0):
             return
         time.sleep(0.05)
     raise AssertionError(f"hub still reports more than {at_most} connections after {timeout} s")
+
+
+def wait_until(predicate, timeout, what, interval=0.1):
+    """Polls `predicate` until it returns something truthy; fails with `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"{what} (not within {timeout} s; last value {last!r})")

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from hubclient import Peer, new_network
-from hubprocess import ROOT, free_port, http_get
+from hubprocess import ROOT, free_port, http_get, wait_until
 
 LINK_UP_TIMEOUT = 15.0     # s: first dial is immediate; a refused one is retried after ~1-2 s
 
@@ -24,15 +24,6 @@ def stats(hub):
     return json.loads(body)
 
 
-def wait_until(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what} (not within {timeout} s; last value {last!r})")
 
 
 def link_states(hub):

@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "conformance"))   # hubclient: the raw-frame peers
 
 from hubclient import new_id  # noqa: E402
-from hubprocess import ROOT, http_get  # noqa: E402
+from hubprocess import ROOT, http_get, wait_until  # noqa: E402
 
 INTEROP = HERE.parent / "interop"
 REFERENCE_HUB = HERE / "reference_hub.mjs"
@@ -59,16 +59,6 @@ def module_stats(hub):
     return json.loads(body)["module"]
 
 
-def wait_until(predicate, timeout, what, interval=0.1):
-    """Polls `predicate` until it returns something truthy; fails with `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what} (not within {timeout} s; last value {last!r})")
 
 
 def wait_for_hub_links(hub, count, timeout=15.0):
