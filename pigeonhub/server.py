@@ -242,6 +242,100 @@ class Connection:
         self.busy = False              # the sender task is writing a frame it took off the queue
 
 
+def _direct_frames(base):
+    """A websockets Connection subclass (server or client side) that hands each complete data
+    message to a callback straight from the protocol's event processing, instead of queueing it
+    in the library's Assembler for a recv() loop: at hub rates the future, wake-up and task switch
+    per frame cost about as much as the module's work on it. Everything else (handshake, pings,
+    pongs, close handshake, max_size 1009) stays the library's: only TEXT/BINARY/CONT frames are
+    taken over, and they are reassembled and UTF-8 checked here as recv() would."""
+    from websockets.asyncio.messages import MAX_FRAGMENTS
+    from websockets.frames import BINARY, CONT, TEXT, CloseCode, Frame
+
+    class DirectFrames(base):
+        _sink = None          # callable(bytes) taking each message; None: keep them in _pending
+        _pending = None       # messages that arrived before the hub attached its sink
+        _fragments = None     # frames of a fragmented message so far
+        _failed = False       # a message broke the protocol (bad UTF-8): drop the rest, as recv()
+
+        def process_event(self, event):
+            if not isinstance(event, Frame):
+                return super().process_event(event)   # the handshake request / response
+            opcode = event.opcode
+            if opcode is TEXT or opcode is BINARY:
+                if not event.fin:
+                    self._fragments = [event]
+                    return None
+                text, data = opcode is TEXT, event.data
+            elif opcode is CONT:
+                frames = self._fragments
+                if frames is None:   # not reachable: the protocol refuses a stray continuation
+                    return None
+                if len(frames) >= MAX_FRAGMENTS:
+                    self._fragments = None
+                    self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments", None)
+                    return None
+                frames.append(event)
+                if not event.fin:
+                    return None
+                self._fragments = None
+                text = frames[0].opcode is TEXT
+                data = b"".join(frame.data for frame in frames)
+            else:
+                return super().process_event(event)   # ping, pong (acknowledge_pings), close
+            if self._failed:
+                return None
+            if type(data) is not bytes:   # the parser yields bytes; a bytearray must not be kept
+                data = bytes(data)
+            if text and not data.isascii():   # JSON is almost always ASCII: skip the decode
+                try:
+                    data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    self._fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}", exc)
+                    return None
+            sink = self._sink
+            if sink is None:
+                if self._pending is None:
+                    self._pending = []
+                self._pending.append(data)
+                # The Assembler's flow control: stop reading from a client that floods a
+                # connection the hub has not taken on yet.
+                if self.max_queue_high is not None and len(self._pending) > self.max_queue_high:
+                    self.transport.pause_reading()
+                return None
+            sink(data)
+            return None
+
+        def attach(self, sink):
+            """From now on every message goes to sink(data); those that came earlier go first."""
+            pending, self._pending = self._pending, None
+            self._sink = sink
+            if pending:
+                for data in pending:
+                    sink(data)
+                if self.max_queue_high is not None and len(pending) > self.max_queue_high:
+                    self.transport.resume_reading()
+
+        def _fail(self, code, reason, exc):
+            # What recv() does on bad UTF-8 or too many fragments: fail the connection through
+            # send_context (which also enforces the close timeout); later messages are dropped.
+            self._failed = True
+            if exc is not None:
+                self.set_connection_exc(exc)
+            self._fail_task = self.loop.create_task(self._fail_async(code, reason))
+
+        async def _fail_async(self, code, reason):
+            from websockets.exceptions import ConnectionClosed
+            try:
+                async with self.send_context():
+                    self.protocol.fail(code, reason)
+            except ConnectionClosed:
+                pass
+
+    DirectFrames.__name__ = DirectFrames.__qualname__ = f"Direct{base.__name__}"
+    return DirectFrames
+
+
 class _LibraryLog(logging.Handler):
     """Routes the websockets library's own log records (failed handshakes, port scanners) into
     one ESP-IDF line each, without tracebacks."""
@@ -495,7 +589,8 @@ class PcHub:
                 close_timeout=SHUTDOWN_GRACE,
                 server_header=f"PigeonHub-WASM/{__version__}",
                 logger=lib_logger,
-                create_connection=make_connection_class(ServerConnection, self.uploads),
+                create_connection=make_connection_class(_direct_frames(ServerConnection),
+                                                        self.uploads),
             )
         except OSError as exc:
             raise BootError(f"cannot listen on {self.args.host}:{self.port}: {exc.strerror or exc}",
@@ -636,6 +731,7 @@ class PcHub:
         self.totals["connections"] += 1
         if conn is None or conn < 0:
             self.totals["refused"] += 1
+            ws.attach(_discard)          # frames racing the 1008 are not the module's
             await ws.close(*CLOSE_FULL)
             return
         c.conn = conn
@@ -645,29 +741,29 @@ class PcHub:
         await self._serve(c)
 
     async def _serve(self, c):
-        """Frames from c's socket to the bridge until it closes; then _finish (b.closed once)."""
-        from websockets.exceptions import ConnectionClosed
-        ws, conn, totals = c.ws, c.conn, self.totals
+        """Frames from c's socket to the bridge until it closes; then _finish (b.closed once).
+        Each message is handed to b.frame() from the socket's data callback (see _direct_frames),
+        so this task only waits for the end."""
+        ws, conn, totals, log = c.ws, c.conn, self.totals, self.log
+
+        def frame(data):
+            b = self.bridge
+            if c.gone or b is None:
+                return
+            totals["frames_in"] += 1
+            totals["bytes_in"] += len(data)
+            if c.close_requested:
+                return  # the module is done with it; frames racing the close are dropped
+            # b.frame() checks the size itself (too big: closed 1009, the frame dropped), so
+            # no separate accepts() call; called directly, not through _call(): once per frame.
+            try:
+                b.frame(conn, data)
+            except Exception as exc:  # noqa: BLE001 — as _call(): logged, never fatal
+                log.error(f"bridge.frame failed: {type(exc).__name__}: {exc}")
+
         try:
-            while True:
-                data = await ws.recv()  # text is UTF-8 checked by the library (1007 otherwise)
-                b = self.bridge
-                if c.gone or b is None:
-                    break
-                if isinstance(data, str):
-                    data = data.encode("utf-8")
-                totals["frames_in"] += 1
-                totals["bytes_in"] += len(data)
-                if c.close_requested:
-                    continue  # the module is done with it; frames racing the close are dropped
-                # b.frame() checks the size itself (too big: closed 1009, the frame dropped), so
-                # no separate accepts() call; called directly, not through _call(): once per frame.
-                try:
-                    b.frame(conn, data)
-                except Exception as exc:  # noqa: BLE001 — as _call(): logged, never fatal
-                    self.log.error(f"bridge.frame failed: {type(exc).__name__}: {exc}")
-        except ConnectionClosed:
-            pass
+            ws.attach(frame)
+            await ws.wait_closed()
         finally:
             await self._finish(c)
 
@@ -675,7 +771,7 @@ class PcHub:
         """One attempt at a hub link (transport.connect): open -> b.link_open + frames; refused,
         unreachable, timed out or given up by the module -> b.closed (its on_peer_disconnected;
         the module decides when to dial again)."""
-        from websockets.asyncio.client import connect
+        from websockets.asyncio.client import ClientConnection, connect
         public = _public_url(c.url)
         try:
             c.ws = await connect(
@@ -688,6 +784,7 @@ class PcHub:
                 close_timeout=SHUTDOWN_GRACE,
                 user_agent_header=f"PigeonHub-WASM/{__version__}",
                 proxy=None,              # dial directly, as a board does (no HTTP(S)_PROXY detour)
+                create_connection=_direct_frames(ClientConnection),
                 logger=logging.getLogger("pigeonhub.websockets"),
             )
         except asyncio.CancelledError:
@@ -905,6 +1002,10 @@ class PcHub:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+
+def _discard(data):
+    pass
 
 
 class _Transport:
