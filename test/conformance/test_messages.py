@@ -1,6 +1,9 @@
 """protocol.md §14 item 5: ping/pong, unrouted types, non-JSON, binary frames, invalid UTF-8."""
 
+import json
+
 import pytest
+from websocket import ABNF
 
 from hubclient import new_network, of_type
 
@@ -63,6 +66,24 @@ def test_json_in_binary_frame_accepted(joined):
     offer = {"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"}
     a.send({"type": "offer", "data": offer, "networkName": net, "targetPeerId": b.id}, binary=True)
     assert b.expect("offer", fromPeerId=a.id)["data"] == offer
+
+
+def test_fragmented_message_is_reassembled_and_relayed(joined):
+    """RFC 6455 §5.4: a message may arrive in fragments (continuation frames), with control frames
+    (here a ping) in between; the hub relays the whole message."""
+    net = new_network()
+    a, b = joined(net), joined(net)
+    sdp = "v=0\r\n" + "a=x\r\n" * 800          # ~5 KB: a realistic offer, in three pieces
+    body = json.dumps({"type": "offer", "data": {"type": "offer", "sdp": sdp}, "networkName": net,
+                       "targetPeerId": b.id}).encode()
+    third = len(body) // 3
+    a.ws.send_frame(ABNF.create_frame(body[:third], ABNF.OPCODE_TEXT, fin=0))
+    a.ws.send_frame(ABNF.create_frame(b"", ABNF.OPCODE_PING))
+    a.ws.send_frame(ABNF.create_frame(body[third:2 * third], ABNF.OPCODE_CONT, fin=0))
+    a.ws.send_frame(ABNF.create_frame(body[2 * third:], ABNF.OPCODE_CONT, fin=1))
+    got = b.expect("offer", fromPeerId=a.id)
+    assert got["data"] == {"type": "offer", "sdp": sdp}
+    a.roundtrip()
 
 
 def test_invalid_utf8_text_frame_closed_1007_others_unaffected(joined):
