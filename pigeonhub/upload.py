@@ -88,7 +88,7 @@ def check_module_file(path) -> bytes:
 
 
 class _Progress:
-    """A plain progress bar on stderr: `upload [########........]  45%  7168/15880 bytes`."""
+    """A plain progress bar on stderr: `upload [########........]  45%  7168/16338 bytes`."""
 
     def __init__(self, total, stream=None, width=30):
         self.total, self.stream, self.width = total, stream or sys.stderr, width
