@@ -39,13 +39,13 @@ void ph_log(ph_bridge *b, char level, const char *fmt, ...)
 uint32_t ph_memory_size(const ph_bridge *b)
 {
     uint32_t size = 0;
-    if (b->runtime && b->runtime->memory.mallocated) m3_GetMemory(b->runtime, &size, 0);
+    if (b->inst.runtime && b->inst.runtime->memory.mallocated) m3_GetMemory(b->inst.runtime, &size, 0);
     return size;
 }
 
 uint8_t *ph_memory(const ph_bridge *b)
 {
-    return b->runtime && b->runtime->memory.mallocated ? m3_GetMemory(b->runtime, NULL, 0) : NULL;
+    return b->inst.runtime && b->inst.runtime->memory.mallocated ? m3_GetMemory(b->inst.runtime, NULL, 0) : NULL;
 }
 
 ph_slot *ph_slot_of(ph_bridge *b, int32_t conn)
@@ -78,8 +78,8 @@ M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap
 {
     const void *argp[4];
     for (uint32_t i = 0; i < argc && i < 4; i++) argp[i] = &args[i];
-    IM3Function f = b->fn[id];
-    int64_t saved_sp = b->stack_pointer ? b->stack_pointer->intValue : 0;
+    IM3Function f = b->inst.fn[id];
+    int64_t saved_sp = b->inst.stack_pointer ? b->inst.stack_pointer->intValue : 0;
 
     b->depth++;
     M3Result r = m3_Call(f, argc, argp);
@@ -89,7 +89,7 @@ M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap
     if (r) {
         /* A trap unwinds the interpreter but not the module's shadow stack: without this, every
          * trap would leak the trapping functions' frames until the stack runs into the data. */
-        if (b->stack_pointer) b->stack_pointer->intValue = saved_sp;
+        if (b->inst.stack_pointer) b->inst.stack_pointer->intValue = saved_sp;
         b->traps++;
         if (conn >= 0)
             ph_log(b, 'E', "hub.wasm %s() trapped: %s (conn %d)", ph_export_names[id], r, (int)conn);
@@ -273,10 +273,10 @@ bool ph_bridge_accepts_frame(ph_bridge *bridge, int32_t conn, size_t len)
     ph_slot *s = ph_slot_of(bridge, conn);
     if (!s || s->state != PH_SLOT_OPEN) return false;
     if (s->link && s->link_state != PH_LINK_UP) return false;   /* no frames before the handshake */
-    if (len > bridge->input_size) {
+    if (len > bridge->inst.input_size) {
         bridge->frames_too_big++;
         ph_log(bridge, 'W', "conn %d sent a %zu-byte frame, the module accepts at most %u: closing it %d",
-               (int)conn, len, (unsigned)bridge->input_size, PH_CLOSE_TOO_BIG);
+               (int)conn, len, (unsigned)bridge->inst.input_size, PH_CLOSE_TOO_BIG);
         ph_request_close(bridge, conn, PH_CLOSE_TOO_BIG, PH_REASON_TOO_BIG,
                          sizeof PH_REASON_TOO_BIG - 1);
         return false;
@@ -298,9 +298,9 @@ void ph_bridge_on_frame(ph_bridge *bridge, int32_t conn, const uint8_t *data, si
     ph_track_announce(b, s, data, len);
     s->frames_in++;
     /* Copied, never pointed at: the module can only read its own linear memory. */
-    if (len) memcpy(ph_memory(b) + b->input_ptr, data, len);
+    if (len) memcpy(ph_memory(b) + b->inst.input_ptr, data, len);
     b->frames_in++;
-    int32_t args[3] = { conn, (int32_t)b->input_ptr, (int32_t)len };
+    int32_t args[3] = { conn, (int32_t)b->inst.input_ptr, (int32_t)len };
     ph_call(b, PH_EXPORT_on_message, conn, true, 3, args, NULL);
 }
 
@@ -363,8 +363,8 @@ static ph_result ph_read_hub_id(ph_bridge *b, char *err, size_t err_cap)
     }
     if (id[40] != '\0')
         return ph_fail(err, err_cap, PH_ERR_INIT, "get_hub_id()'s 40 hex characters are not NUL-terminated");
-    memcpy(b->hub_id, id, 40);
-    b->hub_id[40] = '\0';
+    memcpy(b->inst.hub_id, id, 40);
+    b->inst.hub_id[40] = '\0';
     return PH_OK;
 }
 
@@ -379,8 +379,8 @@ static ph_result ph_read_input_buffer(ph_bridge *b, char *err, size_t err_cap)
         return ph_fail(err, err_cap, PH_ERR_MEMORY,
                        "module's input buffer (address %d, %d bytes) does not lie inside its %u bytes "
                        "of usable linear memory", (int)ptr, (int)size, (unsigned)usable);
-    b->input_ptr = (uint32_t)ptr;
-    b->input_size = (uint32_t)size;
+    b->inst.input_ptr = (uint32_t)ptr;
+    b->inst.input_size = (uint32_t)size;
     return PH_OK;
 }
 
@@ -395,23 +395,23 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
     if ((rc = ph_check_bytes(wasm, wasm_len, &info, err, err_cap)) != PH_OK) return rc;
     if ((rc = ph_check_memory(&info, b->config.memory_limit_bytes, err, err_cap)) != PH_OK) return rc;
 
-    b->wasm = wasm;
-    b->wasm_len = wasm_len;
-    b->env = m3_NewEnvironment();
-    if (!b->env) {
+    b->inst.wasm = wasm;
+    b->inst.wasm_len = wasm_len;
+    b->inst.env = m3_NewEnvironment();
+    if (!b->inst.env) {
         rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for the WASM3 environment");
         goto fail;
     }
-    b->runtime = m3_NewRuntime(b->env, b->config.wasm_stack_bytes, b);
-    if (!b->runtime) {
+    b->inst.runtime = m3_NewRuntime(b->inst.env, b->config.wasm_stack_bytes, b);
+    if (!b->inst.runtime) {
         rc = ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for a WASM3 runtime with a %u-byte stack",
                      (unsigned)b->config.wasm_stack_bytes);
         goto fail_env;
     }
     /* Linear memory actually allocated; accesses beyond it trap even inside a declared page. */
-    b->runtime->memoryLimit = b->config.memory_limit_bytes;
+    b->inst.runtime->memoryLimit = b->config.memory_limit_bytes;
 
-    r = m3_ParseModule(b->env, &module, wasm, (uint32_t)wasm_len);
+    r = m3_ParseModule(b->inst.env, &module, wasm, (uint32_t)wasm_len);
     if (r) {
         rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot parse the module: %s", r);
         goto fail_runtime;   /* m3_ParseModule freed what it had built */
@@ -420,7 +420,7 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
         rc = ph_fail(err, err_cap, PH_ERR_MEMORY, "module imports its linear memory; it must define its own");
         goto fail_module;
     }
-    r = m3_LoadModule(b->runtime, module);
+    r = m3_LoadModule(b->inst.runtime, module);
     if (r && b->config.memory_limit_bytes &&
         (uint64_t)info.initial_pages * PH_WASM_PAGE_BYTES > b->config.memory_limit_bytes) {
         /* Most likely its data lies past the limit: say so rather than WASM3's generic words. */
@@ -433,7 +433,7 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
         rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot load the module: %s", r);
         goto fail_module;
     }
-    b->module = module;   /* the runtime owns it from here */
+    b->inst.module = module;   /* the runtime owns it from here */
 
     if ((rc = ph_link_imports(b, err, err_cap)) != PH_OK) goto fail_runtime;
     r = m3_CompileModule(module);
@@ -461,44 +461,12 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
 fail_module:
     m3_FreeModule(module);
 fail_runtime:
-    m3_FreeRuntime(b->runtime);
+    m3_FreeRuntime(b->inst.runtime);
 fail_env:
-    m3_FreeEnvironment(b->env);
+    m3_FreeEnvironment(b->inst.env);
 fail:
-    {
-        ph_instance empty;
-        memset(&empty, 0, sizeof empty);
-        ph_instance_restore(b, &empty);
-    }
+    memset(&b->inst, 0, sizeof b->inst);
     return rc;
-}
-
-void ph_instance_save(const ph_bridge *b, ph_instance *out)
-{
-    out->wasm = b->wasm;
-    out->wasm_len = b->wasm_len;
-    out->env = b->env;
-    out->runtime = b->runtime;
-    out->module = b->module;
-    memcpy(out->fn, b->fn, sizeof out->fn);
-    out->stack_pointer = b->stack_pointer;
-    out->input_ptr = b->input_ptr;
-    out->input_size = b->input_size;
-    memcpy(out->hub_id, b->hub_id, sizeof out->hub_id);
-}
-
-void ph_instance_restore(ph_bridge *b, const ph_instance *in)
-{
-    b->wasm = in->wasm;
-    b->wasm_len = in->wasm_len;
-    b->env = in->env;
-    b->runtime = in->runtime;
-    b->module = in->module;
-    memcpy(b->fn, in->fn, sizeof b->fn);
-    b->stack_pointer = in->stack_pointer;
-    b->input_ptr = in->input_ptr;
-    b->input_size = in->input_size;
-    memcpy(b->hub_id, in->hub_id, sizeof b->hub_id);
 }
 
 void ph_instance_free(ph_instance *inst)
@@ -609,8 +577,8 @@ void ph_bridge_destroy(ph_bridge *bridge)
         free(bridge->slots[i].url);
         free(bridge->slots[i].announce);
     }
-    m3_FreeRuntime(bridge->runtime);
-    m3_FreeEnvironment(bridge->env);
+    m3_FreeRuntime(bridge->inst.runtime);
+    m3_FreeEnvironment(bridge->inst.env);
     free(bridge->slots);
     ph_free_bootstrap(bridge);
     free(bridge);
@@ -665,7 +633,7 @@ static size_t ph_json_url(char *out, const char *url, size_t len)
 size_t ph_bridge_stats_capacity(const ph_bridge *bridge)
 {
     if (!bridge) return 0;
-    return (size_t)bridge->input_size + 2048 + (size_t)bridge->config.max_links * PH_LINK_STATS_BYTES;
+    return (size_t)bridge->inst.input_size + 2048 + (size_t)bridge->config.max_links * PH_LINK_STATS_BYTES;
 }
 
 int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
@@ -675,10 +643,10 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
 
     const char *module_json = "null";
     size_t module_len = 4;
-    int32_t args[2] = { (int32_t)b->input_ptr, (int32_t)b->input_size };
+    int32_t args[2] = { (int32_t)b->inst.input_ptr, (int32_t)b->inst.input_size };
     if (!b->depth && !ph_call(b, PH_EXPORT_get_stats, -1, false, 2, args, NULL)) {
-        const char *js = (const char *)ph_memory(b) + b->input_ptr;
-        const char *nul = memchr(js, '\0', b->input_size);
+        const char *js = (const char *)ph_memory(b) + b->inst.input_ptr;
+        const char *nul = memchr(js, '\0', b->inst.input_size);
         size_t n = nul ? (size_t)(nul - js) : 0;
         if (n >= 2 && js[0] == '{' && js[n - 1] == '}') {
             module_json = js;
@@ -704,9 +672,9 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
                      (unsigned)b->config.max_connections, (unsigned long long)b->frames_in,
                      (unsigned)b->frames_too_big, (unsigned)b->outbox_overflows, (unsigned)b->traps,
                      (unsigned)b->refused_full, (unsigned long long)outbox_bytes,
-                     (unsigned)b->config.outbox_limit_bytes, b->wasm_len,
+                     (unsigned)b->config.outbox_limit_bytes, b->inst.wasm_len,
                      (unsigned)ph_memory_size(b), (unsigned)b->config.wasm_stack_bytes,
-                     (unsigned)b->input_size, PH_ABI_VERSION, (unsigned)b->swaps,
+                     (unsigned)b->inst.input_size, PH_ABI_VERSION, (unsigned)b->swaps,
                      (unsigned)b->swap_failures, (unsigned)b->last_swap_replayed,
                      (unsigned)b->last_swap_announces, (unsigned)b->suppressed,
                      (unsigned)b->config.max_links, (unsigned)b->bootstrap_count,
@@ -735,7 +703,7 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
 
 const char *ph_bridge_hub_id(const ph_bridge *bridge)
 {
-    return bridge ? bridge->hub_id : "";
+    return bridge ? bridge->inst.hub_id : "";
 }
 
 int ph_bridge_peer_count(ph_bridge *bridge)
@@ -757,5 +725,5 @@ uint32_t ph_bridge_link_count(const ph_bridge *bridge)
 
 uint32_t ph_bridge_input_buffer_size(const ph_bridge *bridge)
 {
-    return bridge ? bridge->input_size : 0;
+    return bridge ? bridge->inst.input_size : 0;
 }

@@ -113,20 +113,11 @@ struct ph_bridge {
     ph_transport_ops ops;
     ph_bridge_config config;
 
-    const uint8_t *wasm;       /* caller-owned, must outlive the bridge (WASM3 reads in place) */
-    size_t wasm_len;
-
-    IM3Environment env;
-    IM3Runtime runtime;
-    IM3Module module;          /* owned by runtime once loaded                               */
-    IM3Function fn[PH_EXPORT_COUNT];
-    /* lld's __stack_pointer (mutable i32 global 0), or NULL: restored after a trap, which leaves
-     * it wherever the trapping function had moved it. Points into WASM3's module state. */
-    IM3Global stack_pointer;
-
-    uint32_t input_ptr;        /* module's input buffer, read once after init()              */
-    uint32_t input_size;
-    char hub_id[41];
+    /* The loaded module: wasm bytes (caller-owned, must outlive the bridge: WASM3 reads them in
+     * place), WASM3 environment/runtime/module, resolved exports, lld's __stack_pointer (restored
+     * after a trap, which leaves it wherever the trapping function had moved it), the input
+     * buffer (read once after init()) and the hub id. ph_bridge_swap exchanges it whole. */
+    ph_instance inst;
 
     ph_slot *slots;
     uint32_t slot_count;       /* max_connections + max_links                                 */
@@ -183,8 +174,6 @@ M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap
 /* Parse, load, link, check and init() `wasm` into b's module fields (which must be empty). On
  * failure everything it built is freed, the fields are empty again and err says why. */
 ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, char *err, size_t err_cap);
-void ph_instance_save(const ph_bridge *b, ph_instance *out);
-void ph_instance_restore(ph_bridge *b, const ph_instance *in);
 void ph_instance_free(ph_instance *inst);
 
 /* ph_swap.c */

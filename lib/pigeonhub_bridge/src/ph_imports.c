@@ -316,7 +316,7 @@ ph_result ph_link_imports(ph_bridge *b, char *err, size_t err_cap)
 {
     for (size_t i = 0; i < sizeof ph_imports / sizeof ph_imports[0]; i++) {
         const struct ph_import *imp = &ph_imports[i];
-        M3Result r = m3_LinkRawFunction(b->module, "env", imp->name, imp->signature, imp->function);
+        M3Result r = m3_LinkRawFunction(b->inst.module, "env", imp->name, imp->signature, imp->function);
         if (r == m3Err_functionLookupFailed) continue;   /* the module does not use this one */
         if (r)
             return ph_fail(err, err_cap, PH_ERR_LOAD,
@@ -325,7 +325,7 @@ ph_result ph_link_imports(ph_bridge *b, char *err, size_t err_cap)
     }
     /* WASM3 only notices an unlinked import when a function calling it is compiled, possibly in
      * the middle of serving: refuse the module now instead. */
-    IM3Module m = b->module;
+    IM3Module m = b->inst.module;
     for (uint32_t i = 0; i < m->numFunctions; i++) {
         IM3Function f = &m->functions[i];
         if ((f->import.moduleUtf8 || f->import.fieldUtf8) && !f->compiled)

@@ -172,7 +172,7 @@ ph_result ph_check_exports(ph_bridge *b, char *err, size_t err_cap)
 #undef PH_EXPORT_ROW
 
     for (int i = 0; i < PH_EXPORT_COUNT; i++) {
-        M3Result r = m3_FindFunction(&b->fn[i], b->runtime, exports[i].name);
+        M3Result r = m3_FindFunction(&b->inst.fn[i], b->inst.runtime, exports[i].name);
         if (r == m3Err_functionLookupFailed)
             return ph_fail(err, err_cap, PH_ERR_MISSING_EXPORT,
                            "module has no export '%s' (ABI v%d needs it, signature %s)",
@@ -181,7 +181,7 @@ ph_result ph_check_exports(ph_bridge *b, char *err, size_t err_cap)
             return ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot prepare export '%s': %s",
                            exports[i].name, r);
         char actual[24];
-        describe_signature(b->fn[i], actual, sizeof actual);
+        describe_signature(b->inst.fn[i], actual, sizeof actual);
         if (!signature_matches(actual, exports[i].signature))
             return ph_fail(err, err_cap, PH_ERR_MISSING_EXPORT,
                            "module export '%s' has signature %s, ABI v%d needs %s", exports[i].name,
@@ -193,12 +193,12 @@ ph_result ph_check_exports(ph_bridge *b, char *err, size_t err_cap)
 ph_result ph_check_abi_version(ph_bridge *b, char *err, size_t err_cap)
 {
     IM3Function f = NULL;
-    M3Result r = m3_FindFunction(&f, b->runtime, "abi_version");
+    M3Result r = m3_FindFunction(&f, b->inst.runtime, "abi_version");
     if (r) return PH_OK;   /* missing: ph_check_exports names it */
     char actual[24];
     describe_signature(f, actual, sizeof actual);
     if (strcmp(actual, "i()") != 0) return PH_OK;   /* mis-typed: ph_check_exports says how */
-    b->fn[PH_EXPORT_abi_version] = f;
+    b->inst.fn[PH_EXPORT_abi_version] = f;
     int32_t version = 0;
     if ((r = ph_call(b, PH_EXPORT_abi_version, -1, false, 0, NULL, &version)) != m3Err_none)
         return ph_fail(err, err_cap, PH_ERR_ABI_VERSION, "abi_version() trapped: %s", r);
@@ -216,7 +216,7 @@ ph_result ph_check_abi_version(ph_bridge *b, char *err, size_t err_cap)
 
 ph_result ph_check_globals(ph_bridge *b, char *err, size_t err_cap)
 {
-    IM3Module m = b->module;
+    IM3Module m = b->inst.module;
     for (uint32_t i = 0; i < m->numGlobals; i++) {
         M3Global *g = &m->globals[i];
         if (g->imported)
@@ -227,9 +227,9 @@ ph_result ph_check_globals(ph_bridge *b, char *err, size_t err_cap)
     }
     /* wasm-ld always makes __stack_pointer global 0 (mutable i32) when the module has a stack.
      * A module without one (hand-written) has nothing a trap can leave dangling. */
-    b->stack_pointer = NULL;
+    b->inst.stack_pointer = NULL;
     if (m->numGlobals > 0 && m->globals[0].type == c_m3Type_i32 && m->globals[0].isMutable) {
-        b->stack_pointer = &m->globals[0];
+        b->inst.stack_pointer = &m->globals[0];
         uint32_t top = (uint32_t)m->globals[0].intValue, usable = ph_memory_size(b);
         if (top > usable)
             return ph_fail(err, err_cap, PH_ERR_MEMORY,

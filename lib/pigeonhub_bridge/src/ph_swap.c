@@ -150,10 +150,8 @@ void ph_defer_close(ph_bridge *b, int32_t conn, uint16_t code, const char *reaso
 /* Undo a failed swap: drop the new runtime, put the old module back exactly as it was. */
 static ph_result swap_fail(ph_bridge *b, const ph_instance *old, ph_result rc)
 {
-    ph_instance fresh;
-    ph_instance_save(b, &fresh);
-    ph_instance_free(&fresh);
-    ph_instance_restore(b, old);
+    ph_instance_free(&b->inst);
+    b->inst = *old;
     b->replaying = false;
     /* Links the new module asked for were never dialed, and the old module never knew them. */
     for (uint32_t i = 0; i < b->slot_count; i++) {
@@ -179,13 +177,11 @@ ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len
         return ph_fail(err, err_cap, PH_ERR_INIT,
                        "module swap requested from inside a module call; refused (transport bug)");
 
-    ph_instance old, empty;
-    ph_instance_save(b, &old);
-    memset(&empty, 0, sizeof empty);
-    ph_instance_restore(b, &empty);
+    ph_instance old = b->inst;
+    memset(&b->inst, 0, sizeof b->inst);
     b->deferred = calloc(b->slot_count, sizeof *b->deferred);
     if (!b->deferred) {
-        ph_instance_restore(b, &old);
+        b->inst = old;
         b->swap_failures++;
         return ph_fail(err, err_cap, PH_ERR_NO_MEMORY, "out of memory for a module swap");
     }
@@ -220,14 +216,14 @@ ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len
                                               "conn %d: %s", (int)conn, r));
         replayed++;
         if (!s->announce || b->deferred[i].pending) continue;   /* refused: nothing to announce */
-        if (s->announce_len > b->input_size) {
+        if (s->announce_len > b->inst.input_size) {
             ph_log(b, 'W', "conn %d: its %u-byte announce exceeds the new module's %u-byte input "
                    "buffer; not replayed", (int)conn, (unsigned)s->announce_len,
-                   (unsigned)b->input_size);
+                   (unsigned)b->inst.input_size);
             continue;
         }
-        memcpy(ph_memory(b) + b->input_ptr, s->announce, s->announce_len);
-        int32_t args[3] = { conn, (int32_t)b->input_ptr, (int32_t)s->announce_len };
+        memcpy(ph_memory(b) + b->inst.input_ptr, s->announce, s->announce_len);
+        int32_t args[3] = { conn, (int32_t)b->inst.input_ptr, (int32_t)s->announce_len };
         if ((r = ph_call(b, PH_EXPORT_on_message, conn, false, 3, args, NULL)) != m3Err_none)
             return swap_fail(b, &old, ph_fail(err, err_cap, PH_ERR_INIT,
                                               "new module's on_message trapped while replaying conn "
