@@ -65,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "a board uses its MAC address)")
     parser.add_argument("--pty", action="store_true",
                         help="also open a pseudo-terminal that behaves like a board's serial port: "
-                             "writing a line 'reset' (or 'restart', as on the board's console) to it restarts the hub and prints the boot log "
-                             "there (for pytest-embedded --embedded-services serial --port PTY)")
+                             "writing a line 'reset' (or 'restart', as on the board's console) "
+                             "to it restarts the hub and prints the boot log there "
+                             "(for pytest-embedded --embedded-services serial --port PTY)")
     parser.add_argument("--upload-token", default=None, metavar="T",
                         help="secret for over-the-air module uploads (POST /module, `pigeonhub "
                              "upload --token T`); while unset every upload is refused with 403, "
