@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "ph_bridge.h"
+#include "ph_json_string.h"
 #include "pigeonhub_abi.h"
 
 #if PY_VERSION_HEX < 0x030A0000   /* Python 3.9 */
@@ -587,9 +588,24 @@ static PyObject *check_module(PyObject *Py_UNUSED(module), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* For hosts written in Python (the module tests' engines, tools/wasm_profile.py): the bridge's own
+ * implementation of the json_string_end import, so every host validates strings alike. */
+static PyObject *json_string_end(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    Py_buffer text;
+    if (PyObject_GetBuffer(arg, &text, PyBUF_SIMPLE) < 0) return NULL;
+    uint32_t n = text.len > UINT32_MAX ? UINT32_MAX : (uint32_t)text.len;
+    int32_t r = ph_json_string_end(text.buf, n);
+    PyBuffer_Release(&text);
+    return PyLong_FromLong(r);
+}
+
 static PyMethodDef module_methods[] = {
     { "check_module", check_module, METH_O,
       "check_module(wasm) -> None; raises BridgeError with the reason the module is refused" },
+    { "json_string_end", json_string_end, METH_O,
+      "json_string_end(text) -> the json_string_end import on bytes: the length of the JSON string\n"
+      "token at text[0] (its opening quote) through the closing quote, or -1 (syntax), -2 (UTF-8)" },
     { NULL, NULL, 0, NULL },
 };
 

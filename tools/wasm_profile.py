@@ -23,6 +23,8 @@ import wasmtime
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from pigeonhub._bridge import json_string_end  # noqa: E402 — after the path
+
 PEERS = 20
 FUEL = 1 << 40
 IMPORTS = {   # name: (params, results) in wasm types; the ABI header is the source of truth
@@ -30,7 +32,7 @@ IMPORTS = {   # name: (params, results) in wasm types; the ABI header is the sou
     "ws_broadcast": ("iii", "i"), "log_message": ("ii", ""), "get_device_id": ("ii", ""),
     "millis": ("", "i"), "ws_get_request_url": ("iii", "i"), "ws_close_peer": ("iiii", ""),
     "ws_ping_peer": ("i", "i"), "wall_clock_ms": ("", "I"), "ws_connect": ("ii", "i"),
-    "get_bootstrap_hub": ("iii", "i"),
+    "get_bootstrap_hub": ("iii", "i"), "json_string_end": ("ii", "i"),
 }
 
 
@@ -119,6 +121,8 @@ class Host:
     def _wall_clock_ms(self): return 1795721113692
     def _ws_connect(self, ptr, n): return -1
     def _get_bootstrap_hub(self, index, ptr, n): return -1   # no links: the figures stay comparable
+    def _json_string_end(self, ptr, n):   # the bridge's C (host work: no fuel)
+        return json_string_end(self.mem.read(self.store, ptr, ptr + n))
 
     def fuel(self, name, *args):
         """(result, wasm instructions) of one export call."""

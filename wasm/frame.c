@@ -17,7 +17,7 @@ void w_init(ph_writer *w, char *buf, uint32_t cap)
     w->overflow = 0;
 }
 
-void w_raw(ph_writer *w, const char *s, uint32_t n)
+__attribute__((noinline)) void w_raw(ph_writer *w, const char *s, uint32_t n)
 {
     if (w->overflow || n > w->cap - w->len) {
         w->overflow = 1;

@@ -14,114 +14,22 @@
 
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
-static int is_hex(char c)
-{
-    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
 
 static uint32_t skip_ws(const char *s, uint32_t n, uint32_t i)
 {
-    while (i < n && is_ws(s[i])) i++;
+    while (i < n && (unsigned char)s[i] <= ' ' && is_ws(s[i])) i++;   /* usually none */
     return i;
 }
 
-/* Length of the UTF-8 sequence at s[i] (1..4), or 0 when it is not a valid, shortest-form,
- * non-surrogate code point up to U+10FFFF. */
-static uint32_t utf8_len(const unsigned char *s, uint32_t n, uint32_t i)
-{
-    unsigned char c = s[i];
-    uint32_t len;
-    unsigned char lo = 0x80, hi = 0xBF;   /* allowed range of the first continuation byte */
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) { len = 3; lo = 0xA0; }
-    else if (c == 0xED) { len = 3; hi = 0x9F; }          /* no UTF-16 surrogates */
-    else if (c >= 0xE1 && c <= 0xEF) len = 3;
-    else if (c == 0xF0) { len = 4; lo = 0x90; }
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) { len = 4; hi = 0x8F; }          /* nothing above U+10FFFF */
-    else return 0;
-    if (n - i < len) return 0;
-    if (s[i + 1] < lo || s[i + 1] > hi) return 0;
-    for (uint32_t k = 2; k < len; k++) {
-        if ((s[i + k] & 0xC0) != 0x80) return 0;
-    }
-    return len;
-}
-
-/* Word-at-a-time scanning of string bodies: a frame is mostly the body of one string (an SDP), and
- * an interpreter pays per executed instruction, so eight bytes are classified with one i64 load and
- * a dozen ALU ops instead of a dozen ops per byte. The result has bit 7 of byte k set when byte k is
- * '"', '\\', a control character (< 0x20) or >= 0x80. Additions carry into the next byte only out
- * of a byte >= 0x80, which is itself flagged, so the LOWEST flagged byte is always exact (higher
- * ones may be false): the scanner jumps there and handles that one byte exactly. */
-#define SWAR_ONES 0x0101010101010101ull
-#define SWAR_HIGH 0x8080808080808080ull
-
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "json.c's word-at-a-time scanner assumes little-endian loads (wasm32 always is)"
-#endif
-
-static uint64_t special_bytes(uint64_t x)
-{
-    uint64_t ok = (x + SWAR_ONES * 0x60)                          /* bit 7: byte >= 0x20 */
-                  & ((x ^ SWAR_ONES * '"') + SWAR_ONES * 0x7F)     /* bit 7: byte != '"'  */
-                  & ((x ^ SWAR_ONES * '\\') + SWAR_ONES * 0x7F);   /* bit 7: byte != '\\' */
-    return (~ok | x) & SWAR_HIGH;
-}
-
-/* Bit k set: "\<0x60 + k>" is a valid escape (\b \f \n \r \t); '"', '\\' and '/' are tested apart. */
-#define ESCAPE_LETTERS (1u << ('b' - 0x60) | 1u << ('f' - 0x60) | 1u << ('n' - 0x60) | \
-                        1u << ('r' - 0x60) | 1u << ('t' - 0x60))
-
-/* s[i] is the opening quote. Returns the index after the closing quote, or a PH_JSON_* error. */
+/* s[i] is the opening quote. Returns the index after the closing quote, or a PH_JSON_* error.
+ * The bytes of a string are checked by the host (json_string_end): an offer's SDP is nearly the
+ * whole frame, and an interpreter scanning it costs more than everything else the hub does. */
 static int64_t scan_string(const char *s, uint32_t n, uint32_t i)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    i++;
-    for (;;) {
-        for (;;) {   /* plain bytes, eight at a time */
-            if (n - i < 8) {   /* i <= n always holds here: the tail byte by byte */
-                if (i >= n) return PH_JSON_SYNTAX;   /* truncated */
-                break;
-            }
-            uint64_t x;
-            memcpy(&x, s + i, 8);   /* one unaligned i64.load */
-            uint64_t m = special_bytes(x);
-            if (m) {
-                i += (uint32_t)__builtin_ctzll(m) >> 3;
-                break;
-            }
-            i += 8;
-        }
-        unsigned char c = u[i];
-        if (c == '\\') {   /* first: SDP bodies hold an escaped CR LF per line */
-            if (n - i < 2) return PH_JSON_SYNTAX;
-            unsigned char e = u[i + 1];
-            if (e >= 0x60 ? e < 0x80 && (ESCAPE_LETTERS >> (e - 0x60)) & 1
-                          : e == '"' || e == '\\' || e == '/') {
-                i += 2;
-                continue;
-            }
-            if (e != 'u' || n - i < 6) return PH_JSON_SYNTAX;
-            for (uint32_t k = 2; k < 6; k++) {
-                if (!is_hex(s[i + k])) return PH_JSON_SYNTAX;
-            }
-            /* Lone surrogates and \u0000 are legal JSON (JSON.parse accepts them) and stay
-             * escaped ASCII when relayed, so they are allowed. */
-            i += 6;
-        } else if (c == '"') {
-            return (int64_t)i + 1;
-        } else if (c < 0x20) {
-            return PH_JSON_SYNTAX;
-        } else if (c < 0x80) {
-            i++;   /* the byte-by-byte tail */
-        } else {
-            uint32_t len = utf8_len(u, n, i);
-            if (!len) return PH_JSON_UTF8;
-            i += len;
-        }
-    }
+    int32_t len = json_string_end(s + i, (int32_t)(n - i));
+    if (len == PH_JSON_STRING_UTF8) return PH_JSON_UTF8;
+    if (len < 2 || (uint32_t)len > n - i) return PH_JSON_SYNTAX;   /* also a host's nonsense */
+    return (int64_t)i + len;
 }
 
 static uint32_t digits(const char *s, uint32_t n, uint32_t i)
@@ -322,6 +230,12 @@ int json_str_equals(const json_val *v, const char *lit)
 {
     if (v->kind != JV_STRING) return 0;
     const char *p = json_str_p(v), *end = p + json_str_n(v);
+    /* Keys and types rarely hold escapes: equal bytes are equal characters (`lit` has no '\\'),
+     * and the first difference is a mismatch unless it is an escape, decoded below. */
+    while (p < end && *p == *lit) {
+        p++;
+        lit++;
+    }
     while (p < end) {
         uint32_t ch;
         if (*p == '\\') {

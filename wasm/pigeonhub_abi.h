@@ -23,7 +23,8 @@
 
 /* Bumped on any incompatible change to the tables below. A bridge refuses a module whose
  * abi_version() differs from the one it was built with. */
-#define PH_ABI_VERSION 2  /* 2: outgoing hub links (ws_connect, get_bootstrap_hub, on_link_open) */
+#define PH_ABI_VERSION 3  /* 2: outgoing hub links (ws_connect, get_bootstrap_hub, on_link_open)
+                           * 3: json_string_end (the module's hottest loop, done by the host)   */
 
 /*
  * Imports: the functions a bridge must provide.
@@ -43,7 +44,8 @@
     X(ws_ping_peer,         "i(i)",     "ext")      /* (conn) send a WebSocket ping -> 0 / <0    */ \
     X(wall_clock_ms,        "I()",      "ext")      /* ms since Unix epoch; uptime if unknown    */ \
     X(ws_connect,           "i(*i)",    "ext")      /* (url, len) dial a hub link -> conn or <0  */ \
-    X(get_bootstrap_hub,    "i(i*i)",   "ext")      /* (index, buf, len) -> URL length, -1 = end */
+    X(get_bootstrap_hub,    "i(i*i)",   "ext")      /* (index, buf, len) -> URL length, -1 = end */ \
+    X(json_string_end,      "i(*i)",    "ext")      /* (text, len) -> JSON string token length   */
 
 /*
  * Exports: the functions a module must provide (all are required).
@@ -72,6 +74,12 @@
 #define PH_SEND_NO_CONN      (-1) /* unknown or already closing connection: frame dropped      */
 #define PH_SEND_OUTBOX_FULL  (-2) /* slow consumer: frame dropped, bridge closes it with 1013  */
 #define PH_SEND_BAD_ARGS     (-3) /* pointer/length outside linear memory                       */
+
+/* Results of json_string_end: text[0] is a string's opening quote; the result is the length of
+ * the token through its closing quote, or one of these. */
+#define PH_JSON_STRING_SYNTAX    (-1) /* truncated, raw control character, bad escape           */
+#define PH_JSON_STRING_UTF8      (-2) /* not shortest-form UTF-8, a surrogate, above U+10FFFF   */
+#define PH_JSON_STRING_BAD_ARGS  (-3) /* pointer/length outside linear memory                   */
 
 /* WebSocket close codes and reasons clients see. Reasons are at most 123 bytes (RFC 6455). */
 #define PH_CLOSE_NORMAL          1000

@@ -66,7 +66,7 @@ def test_bad_arguments(bridge_mod, fixture_wasm):
 
 def test_check_module_accepts_real_hub(bridge_mod, hub_wasm):
     assert bridge_mod.check_module(hub_wasm) is None
-    assert bridge_mod.ABI_VERSION == 2
+    assert bridge_mod.ABI_VERSION == 3
 
 
 # --- the real hub.wasm through the bridge -----------------------------------------------------------

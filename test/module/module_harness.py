@@ -9,6 +9,7 @@ gets no more frames and is reported gone with on_peer_disconnected when the test
 
 import json
 
+from pigeonhub._bridge import json_string_end
 from pigeonhub.build import parse_abi_header
 
 ABI = parse_abi_header()
@@ -204,6 +205,11 @@ class Hub:
         if n > 0:                       # snprintf's contract
             self.write(ptr, data[:n - 1] + b"\0")
         return len(data)
+
+    def _imp_json_string_end(self, ptr, n):
+        if n < 0 or ptr < 0 or ptr + n > self.memory_size():
+            return -3                   # PH_JSON_STRING_BAD_ARGS, as the bridge core
+        return json_string_end(self.read(ptr, n))   # the bridge core's C, through the extension
 
     # --- what a bridge does --------------------------------------------------------------------
     def connect(self, conn, peer_id=None, url=None):

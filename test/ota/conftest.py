@@ -44,7 +44,7 @@ def alt_wasm(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def fixture_variants(tmp_path_factory) -> dict:
     """Modules from the bridge tests' fixture (test/native/bridge/fixtures/variants.py), by name:
-    "abi1" loads but implements ABI version 1 (the bridge implements 2); "connect_traps" passes every load check but traps
+    "abi1" loads but implements ABI version 1 (the bridge implements 3); "connect_traps" passes every load check but traps
     when a connection is replayed into it during a swap."""
     import shutil
     import importlib.util

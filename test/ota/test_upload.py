@@ -128,7 +128,7 @@ REJECTIONS = [
     ("truncated-module", lambda w, abi1: dict(body=w[: len(w) // 2]), 422,
      "module rejected: module is truncated: its "),
     ("wrong-abi", lambda w, abi1: dict(body=abi1), 422,
-     "module rejected: module implements hub ABI version 1, this bridge implements version 2"),
+     "module rejected: module implements hub ABI version 1, this bridge implements version 3"),
     ("hash-mismatch", lambda w, abi1: dict(body=w, sha="ab" * 32), 400,
      "SHA-256 mismatch: received "),
     ("no-hash", lambda w, abi1: dict(body=w, sha="xyz"), 400,

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ph_bridge_internal.h"
+#include "ph_json_string.h"
 #include "m3_env.h"   /* WASM3 0.5.0 internals: which imports are left unlinked (ph_link_imports) */
 
 /* WASM3's raw-function signature hands every function _ctx and _mem; not all of them use both. */
@@ -297,6 +298,18 @@ static m3ApiRawFunction(ph_host_get_bootstrap_hub)
         buf[n] = '\0';
     }
     m3ApiReturn((int32_t)full);
+}
+
+/* (text, len) -> length of the JSON string token at text (its opening quote) through the closing
+ * quote, or PH_JSON_STRING_*: the module's string validation, run natively (ph_json_string.h). */
+static m3ApiRawFunction(ph_host_json_string_end)
+{
+    m3ApiReturnType (int32_t)
+    m3ApiGetArgMem  (const uint8_t *, text)
+    m3ApiGetArg     (int32_t, len)
+
+    if (len < 0 || !ph_MemOk(text, (uint32_t)len)) m3ApiReturn(PH_JSON_STRING_BAD_ARGS);
+    m3ApiReturn(ph_json_string_end(text, (uint32_t)len));
 }
 
 /* ------------------------------------------------------------------------------------------------ */

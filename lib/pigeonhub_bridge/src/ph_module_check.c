@@ -206,8 +206,8 @@ ph_result ph_check_abi_version(ph_bridge *b, char *err, size_t err_cap)
     if (version < PH_ABI_VERSION)
         return ph_fail(err, err_cap, PH_ERR_ABI_VERSION,
                        "module implements hub ABI version %d, this bridge implements version %d: "
-                       "the module is older (ABI 1 has no hub links); rebuild it from this "
-                       "release's wasm/ with `pigeonhub build`", (int)version, PH_ABI_VERSION);
+                       "the module is older; rebuild it from this release's wasm/ with "
+                       "`pigeonhub build`", (int)version, PH_ABI_VERSION);
     return ph_fail(err, err_cap, PH_ERR_ABI_VERSION,
                    "module implements hub ABI version %d, this bridge implements version %d: the "
                    "module is newer; update the firmware / pigeonhub to run it", (int)version,

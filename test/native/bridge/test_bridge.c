@@ -1236,6 +1236,33 @@ static void test_link_hostile_pointers(void)
     ft_free(t);
 }
 
+/* ABI 3: the json_string_end import validates strings for the module, and refuses pointers and
+ * lengths outside linear memory with a result instead of reading there. */
+static void test_json_string_end_import(void)
+{
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/");
+    static const struct { const char *text; int32_t expect; } cases[] = {
+        { "Z\"ab\\n\"tail", 6 },                  /* "ab\n" then bytes after the string   */
+        { "Z\"\xC3\xA9\\u00e9\"", 10 },         /* UTF-8 and a \u escape                 */
+        { "Z\"unterminated", PH_JSON_STRING_SYNTAX },
+        { "Z\"bad \\x escape\"", PH_JSON_STRING_SYNTAX },
+        { "Z\"\xED\xA0\x80\"", PH_JSON_STRING_UTF8 },   /* a UTF-16 surrogate in UTF-8 */
+        { "Zno quote", PH_JSON_STRING_SYNTAX },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        frame(t, a, cases[i].text);
+        CHECK(reply_i32(t, a) == cases[i].expect, "json_string_end(%s) = %d, expected %d",
+              cases[i].text + 1, (int)reply_i32(t, a), (int)cases[i].expect);
+        /* wrapped address, past the end, negative length: PH_JSON_STRING_BAD_ARGS (-3) each */
+        CHECK(strcmp(last_frame(t, a) + 4, "333") == 0, "hostile json_string_end results \"%s\"",
+              last_frame(t, a) + 4);
+    }
+    CHECK(!conn_rec(t, a)->close_requested, "bad pointers with a result do not cost the connection");
+    ft_free(t);
+}
+
 static void test_link_slots_reserved(void)
 {
     ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
@@ -1430,6 +1457,7 @@ int main(int argc, char **argv)
         { "link_lifecycle", test_link_lifecycle },
         { "link_connect_failures", test_link_connect_failures },
         { "link_hostile_pointers", test_link_hostile_pointers },
+        { "json_string_end_import", test_json_string_end_import },
         { "link_slots_reserved", test_link_slots_reserved },
         { "bootstrap_list", test_bootstrap_list },
         { "swap_keeps_links", test_swap_keeps_links },

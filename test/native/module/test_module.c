@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "ph_json_string.h"
 #include "ph_port.h"
 
 static int failures;
@@ -137,6 +138,12 @@ int32_t get_bootstrap_hub(int32_t index, char *buf, int32_t len)
 {
     if (index < 0 || index >= h_bootstrap_n) return -1;
     return (int32_t)snprintf(buf, (size_t)len, "%s", h_bootstrap[index]);
+}
+
+/* The bridge's own implementation (lib/pigeonhub_bridge), as on every real host. */
+int32_t json_string_end(const char *text, int32_t len)
+{
+    return ph_json_string_end((const uint8_t *)text, (uint32_t)len);
 }
 
 /* --- driving the module ---------------------------------------------------------------------- */

@@ -1,0 +1,23 @@
+/*
+ * ph_json_string.h — the host side of the json_string_end import (pigeonhub_abi.h).
+ *
+ * A relayed offer is 4.5 KB, nearly all of it one JSON string (the SDP), and the module must
+ * validate every byte of it before forwarding. In WASM3 that scan was two thirds of the module's
+ * work per offer; done natively it is a few percent. Plain C with no WASM3 or bridge types, so the
+ * module's native test build and the Python extension use this same function.
+ */
+#ifndef PH_JSON_STRING_H
+#define PH_JSON_STRING_H
+
+#include <stdint.h>
+
+#include "pigeonhub_abi.h"   /* PH_JSON_STRING_* */
+
+/* s[0] must be the opening '"' of a JSON string and s[0..n) the text available from there.
+ * Returns the length of the string token including both quotes, or PH_JSON_STRING_SYNTAX
+ * (no opening quote, truncated, a raw control character, a bad escape) or PH_JSON_STRING_UTF8
+ * (not shortest-form UTF-8, a surrogate, above U+10FFFF). RFC 8259 exactly: any \uXXXX escape is
+ * accepted, lone surrogates included, as JSON.parse does. */
+int32_t ph_json_string_end(const uint8_t *s, uint32_t n);
+
+#endif /* PH_JSON_STRING_H */
