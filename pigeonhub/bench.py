@@ -17,7 +17,7 @@ import statistics
 import sys
 import time
 
-from pigeonhub import bench_load, bench_servers
+from pigeonhub import bench_load, bench_servers, event_loop
 
 # (key, label, unit, higher_is_better) of every load figure, in table order
 FIGURES = [
@@ -211,7 +211,7 @@ def run_load_bench(args):
                                                            f"({proc.proc.returncode})"})
                         continue
                     probe = proc.cpu_seconds if proc is not None else None
-                    result = asyncio.run(_one_run(name, url, peers, args, probe))
+                    result = event_loop.run(_one_run(name, url, peers, args, probe))
                     if proc is not None:
                         result["rss_bytes"] = proc.rss_bytes()
                     runs[name][peers].append(result)

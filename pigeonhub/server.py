@@ -22,7 +22,7 @@ import time
 import tty
 from pathlib import Path
 
-from . import __version__
+from . import __version__, event_loop
 from .log import Logger
 
 DEFAULT_MODULE = Path(__file__).resolve().parent / "data" / "hub.wasm"
@@ -132,22 +132,9 @@ def run(args) -> int:
         return 2
     hub = PcHub(_bridge, module_path, args, log)
     try:
-        return _run_loop(hub.main())
+        return event_loop.run(hub.main())
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
         return 130
-
-
-def _run_loop(coro):
-    """asyncio.run on uvloop when it is installed (a dependency on Linux and macOS): its
-    libuv-based transports cut the hub's per-frame socket overhead by about a third. The standard
-    loop otherwise (Windows, or a bare install), with identical behaviour."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    if sys.version_info >= (3, 12):
-        return asyncio.run(coro, loop_factory=uvloop.new_event_loop)
-    return uvloop.run(coro)
 
 
 def parse_bootstrap(values):

@@ -83,9 +83,10 @@ static struct {
  * peers both offer; the larger id rejects the other's offer, and a delivered rejection makes the
  * smaller one close the connection it is answering at that moment (1 of 6 WebRTC connections
  * completed with relaying, 6 of 6 without). Like the reference, it gets the `error` frame. */
-static const char TYPES[] =
-    "offer\0answer\0ice-candidate\0renegotiation-offer\0renegotiation-answer\0ice-restart-offer\0"
-    "ice-restart-answer\0announce\0ping\0goodbye\0cleanup\0peer-discovered\0peer-disconnected\0";
+static const char TYPES[] =   /* each as its length, the name and a NUL (see top_member in json.c) */
+    "\5offer\0\6answer\0\15ice-candidate\0\23renegotiation-offer\0\24renegotiation-answer\0"
+    "\21ice-restart-offer\0\22ice-restart-answer\0\10announce\0\4ping\0\7goodbye\0\7cleanup\0"
+    "\17peer-discovered\0\21peer-disconnected\0";
 enum { T_ANNOUNCE = 7, T_PING, T_GOODBYE, T_CLEANUP, T_DISCOVERED, T_DISCONNECTED, T_OTHER };
 #define RELAY_COUNT 7
 
@@ -965,12 +966,13 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
     int hub = l || (p->announced && p->is_hub);
 
     /* One pass over the known types: kind is the index of the type in TYPES. */
-    const char *name = TYPES;
+    const char *t = TYPES;
     uint32_t kind = 0;
-    while (*name && !json_str_equals(&type, name)) {
-        name += ph_strlen(name) + 1;
+    while (*t && !(json_str_n(&type) >= (uint32_t)*t && json_str_equals(&type, t + 1))) {
+        t += *t + 2;
         kind++;
     }
+    const char *name = t + 1;
     if (kind < RELAY_COUNT) {
         handle_relay(conn, p, hub, name, &frame, ts);
     } else if (hub && kind == T_DISCOVERED) {

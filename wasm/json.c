@@ -83,16 +83,18 @@ static json_kind kind_of(char c)
 
 enum { ST_VALUE, ST_VALUE_OR_CLOSE, ST_KEY, ST_KEY_OR_CLOSE, ST_AFTER };
 
-/* json_top's members in order, NUL-separated. */
-static const char TOP_KEYS[] = "type\0data\0networkName\0targetPeerId\0fromPeerId\0peerId\0isHub\0";
+/* json_top's members in order, each as its length, the name and a NUL. */
+static const char TOP_KEYS[] =
+    "\4type\0\4data\0\13networkName\0\14targetPeerId\0\12fromPeerId\0\6peerId\0\5isHub\0";
 
 /* The json_top member a top-level key (the JSON string token) names, or NULL. Keys compare
- * decoded, as JSON.parse does ("t\u0079pe" is type). */
+ * decoded, as JSON.parse does ("t\u0079pe" is type); an escape only lengthens the raw key, so a
+ * shorter one cannot match and most keys are told apart by length alone. */
 static json_val *top_member(json_top *top, const json_val *key)
 {
     json_val *m = &top->type;
-    for (const char *k = TOP_KEYS; *k; k += ph_strlen(k) + 1, m++) {
-        if (json_str_equals(key, k)) return m;
+    for (const char *k = TOP_KEYS; *k; k += *k + 2, m++) {
+        if (json_str_n(key) >= (uint32_t)*k && json_str_equals(key, k + 1)) return m;
     }
     return 0;
 }
