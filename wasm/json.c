@@ -15,10 +15,16 @@
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
-static uint32_t skip_ws(const char *s, uint32_t n, uint32_t i)
+static uint32_t skip_ws_loop(const char *s, uint32_t n, uint32_t i)
 {
-    while (i < n && (unsigned char)s[i] <= ' ' && is_ws(s[i])) i++;   /* usually none */
+    while (i < n && is_ws(s[i])) i++;
     return i;
+}
+
+/* Frames rarely hold whitespace between tokens: one byte compare inline, the loop only if needed. */
+static inline uint32_t skip_ws(const char *s, uint32_t n, uint32_t i)
+{
+    return i < n && (unsigned char)s[i] <= ' ' ? skip_ws_loop(s, n, i) : i;
 }
 
 /* s[i] is the opening quote. Returns the index after the closing quote, or a PH_JSON_* error.
@@ -81,8 +87,6 @@ static json_kind kind_of(char c)
     }
 }
 
-enum { ST_VALUE, ST_VALUE_OR_CLOSE, ST_KEY, ST_KEY_OR_CLOSE, ST_AFTER };
-
 /* json_top's members in order, each as its length, the name and a NUL. */
 static const char TOP_KEYS[] =
     "\4type\0\4data\0\13networkName\0\14targetPeerId\0\12fromPeerId\0\6peerId\0\5isHub\0";
@@ -99,103 +103,90 @@ static json_val *top_member(json_top *top, const json_val *key)
     return 0;
 }
 
+/* Three positions in the grammar, as labels: `value` (a value starts at i), `after` (a value ended
+ * at i) and `key` (an object member starts at i). Whitespace is skipped before each; the
+ * containers open above are a bit stack (`objects`, bit d: level d is an object). */
 int json_scan(const char *s, uint32_t n, json_top *top)
 {
     uint32_t i = skip_ws(s, n, 0);
-    json_val *field = 0;    /* json_top member whose value is being scanned (NULL: none) */
-    json_val key = {0, 0, JV_NONE};   /* key of the top-level member being scanned */
-    uint32_t field_at = 0;
     /* The grammar is checked for any top-level value so the log can tell "valid JSON, but not an
-     * object" from garbage. */
+     * object" from garbage; members are recorded only for an object. */
     int object = i < n && s[i] == '{';
-    uint32_t objects = 0;   /* bit d set: level d is an object (else an array) */
-    uint32_t depth = 0;
-    int state = ST_VALUE;
+    int record = top && object;
+    json_val key = {0, 0, JV_NONE};   /* key of the top-level member being scanned */
+    json_val *field = 0;              /* its json_top member (NULL: none) */
+    uint32_t field_at = 0;            /* where its value starts */
+    uint32_t objects = 0, depth = 0;
+    int64_t r;
+    char c;
     if (top) memset(top, 0, offsetof(json_top, each));
-    for (;;) {
-        if (key.kind && state == ST_AFTER && depth == 1) {
-            /* A top-level member's value just ended: record its span (a later duplicate key
-             * overwrites it, as JSON.parse keeps the last). */
-            json_val v = {s + field_at, i - field_at, kind_of(s[field_at])};
-            if (field) *field = v;
-            if (top->each) top->each(top, &key, &v);
-            key.kind = JV_NONE;
-        }
-        if (state == ST_AFTER && depth == 0) {
-            if (skip_ws(s, n, i) != n) return PH_JSON_SYNTAX;
-            return object ? PH_JSON_OK : PH_JSON_NOT_OBJECT;
-        }
-        i = skip_ws(s, n, i);
-        if (i >= n) return PH_JSON_SYNTAX;   /* truncated */
-        char c = s[i];
-        int64_t r;
-        switch (state) {
-        case ST_VALUE_OR_CLOSE:
-            if (c == ']') {
-                depth--;
-                i++;
-                state = ST_AFTER;
-                break;
-            }
-            /* fall through */
-        case ST_VALUE:
-            if (c == '{' || c == '[') {
-                if (depth >= PH_JSON_MAX_DEPTH) return PH_JSON_DEPTH;
-                if (c == '{') objects |= 1u << depth;
-                else objects &= ~(1u << depth);
-                depth++;
-                i++;
-                state = c == '{' ? ST_KEY_OR_CLOSE : ST_VALUE_OR_CLOSE;
-                break;
-            }
-            if (c == '"') r = scan_string(s, n, i);
-            else if (c == 't') r = scan_literal(s, n, i, "true");
-            else if (c == 'f') r = scan_literal(s, n, i, "false");
-            else if (c == 'n') r = scan_literal(s, n, i, "null");
-            else r = scan_number(s, n, i);
-            if (r < 0) return (int)r;
-            i = (uint32_t)r;
-            state = ST_AFTER;
-            break;
-        case ST_KEY_OR_CLOSE:
-            if (c == '}') {
-                depth--;
-                i++;
-                state = ST_AFTER;
-                break;
-            }
-            /* fall through */
-        case ST_KEY:
-            if (c != '"') return PH_JSON_SYNTAX;
-            r = scan_string(s, n, i);
-            if (r < 0) return (int)r;
-            if (top && depth == 1 && object) {
-                key.p = s + i;
-                key.n = (uint32_t)r - i;
-                key.kind = JV_STRING;
-                field = top_member(top, &key);
-                field_at = skip_ws(s, n, skip_ws(s, n, (uint32_t)r) + 1);   /* after the ':' */
-            }
-            i = skip_ws(s, n, (uint32_t)r);
-            if (i >= n || s[i] != ':') return PH_JSON_SYNTAX;
+
+value:
+    if (i >= n) return PH_JSON_SYNTAX;   /* truncated */
+    c = s[i];
+    if (c == '{' || c == '[') {
+        if (depth >= PH_JSON_MAX_DEPTH) return PH_JSON_DEPTH;
+        if (c == '{') objects |= 1u << depth;
+        else objects &= ~(1u << depth);
+        depth++;
+        i = skip_ws(s, n, i + 1);
+        if (i < n && s[i] == c + 2) {   /* '{' + 2 == '}', '[' + 2 == ']': empty */
             i++;
-            state = ST_VALUE;
-            break;
-        default: { /* ST_AFTER inside a container */
-            int in_object = (objects >> (depth - 1)) & 1u;
-            if (c == ',') {
-                i++;
-                state = in_object ? ST_KEY : ST_VALUE;
-            } else if (c == (in_object ? '}' : ']')) {
-                depth--;
-                i++;
-            } else {
-                return PH_JSON_SYNTAX;
-            }
-            break;
+            depth--;
+            goto after;
         }
-        }
+        if (c == '{') goto key;
+        goto value;
     }
+    if (c == '"') r = scan_string(s, n, i);
+    else if (c == 't') r = scan_literal(s, n, i, "true");
+    else if (c == 'f') r = scan_literal(s, n, i, "false");
+    else if (c == 'n') r = scan_literal(s, n, i, "null");
+    else r = scan_number(s, n, i);
+    if (r < 0) return (int)r;
+    i = (uint32_t)r;
+
+after:
+    if (depth == 1 && key.kind) {
+        /* A top-level member's value just ended: record its span (a later duplicate key
+         * overwrites it, as JSON.parse keeps the last). */
+        json_val v = {s + field_at, i - field_at, kind_of(s[field_at])};
+        if (field) *field = v;
+        if (top->each) top->each(top, &key, &v);
+        key.kind = JV_NONE;
+    }
+    i = skip_ws(s, n, i);
+    if (depth == 0) {
+        if (i != n) return PH_JSON_SYNTAX;
+        return object ? PH_JSON_OK : PH_JSON_NOT_OBJECT;
+    }
+    if (i >= n) return PH_JSON_SYNTAX;
+    c = s[i++];
+    int in_object = (objects >> (depth - 1)) & 1u;
+    if (c == ',') {
+        i = skip_ws(s, n, i);
+        if (in_object) goto key;
+        goto value;
+    }
+    if (c != (in_object ? '}' : ']')) return PH_JSON_SYNTAX;
+    depth--;
+    goto after;
+
+key:
+    if (i >= n || s[i] != '"') return PH_JSON_SYNTAX;
+    r = scan_string(s, n, i);
+    if (r < 0) return (int)r;
+    if (record && depth == 1) {
+        key.p = s + i;
+        key.n = (uint32_t)r - i;
+        key.kind = JV_STRING;
+        field = top_member(top, &key);
+    }
+    i = skip_ws(s, n, (uint32_t)r);
+    if (i >= n || s[i] != ':') return PH_JSON_SYNTAX;
+    i = skip_ws(s, n, i + 1);
+    if (depth == 1) field_at = i;
+    goto value;
 }
 
 /* --- lookups on validated text --------------------------------------------------------------- */

@@ -68,6 +68,14 @@ void *memset(void *dst, int c, size_t n)
 int memcmp(const void *a, const void *b, size_t n)
 {
     const unsigned char *x = a, *y = b;
+    /* Peer ids are 40 bytes: while eight at a time are equal, one i64 compare each (an interpreter
+     * pays per instruction); the first difference is then found byte by byte. */
+    for (; n >= 8; n -= 8, x += 8, y += 8) {
+        uint64_t p, q;
+        __builtin_memcpy(&p, x, 8);
+        __builtin_memcpy(&q, y, 8);
+        if (p != q) break;
+    }
     for (; n; n--, x++, y++) {
         if (*x != *y) return *x - *y;
     }
