@@ -14,5 +14,5 @@ test:
 # PC hub vs the reference server side by side, plus the device figures; writes reports/bench/.
 bench:
 	@scripts/setup.sh test
-	@.venv/bin/python -c "import matplotlib" 2>/dev/null || .venv/bin/pip install -q "matplotlib>=3.7"
+	@.venv/bin/python -c "import matplotlib, orjson" 2>/dev/null || .venv/bin/pip install -q "matplotlib>=3.7" "orjson>=3.9"
 	.venv/bin/pigeonhub bench --all --peers 5,10,20 --report reports/bench $(ARGS)

@@ -22,7 +22,7 @@ import time
 import tty
 from pathlib import Path
 
-from . import __version__, event_loop
+from . import __version__, event_loop, ws_direct
 from .log import Logger
 
 DEFAULT_MODULE = Path(__file__).resolve().parent / "data" / "hub.wasm"
@@ -161,12 +161,24 @@ def parse_bootstrap(values):
 
 
 try:
-    from websockets.protocol import State as _State
+    from websockets.protocol import SERVER as _SERVER, State as _State
     _OPEN = _State.OPEN
 except ImportError:  # pragma: no cover — websockets < 13 is not supported (pyproject)
-    _OPEN = None
+    _OPEN = _SERVER = None
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
+
+
+def _server_text_frame(payload: bytes) -> bytes:
+    """One final, unmasked text frame (RFC 6455 §5.2), as websockets would serialize it for a
+    server; built here because the library's Frame object and serializer cost more per frame than
+    the rest of the send path."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
 def _is_self(url, bind_host, port):
@@ -228,100 +240,6 @@ class Connection:
         self.url = url                 # hub links: the URL the module dialed
         self.dialer = None             # hub links: the task running the attempt
         self.busy = False              # the sender task is writing a frame it took off the queue
-
-
-def _direct_frames(base):
-    """A websockets Connection subclass (server or client side) that hands each complete data
-    message to a callback straight from the protocol's event processing, instead of queueing it
-    in the library's Assembler for a recv() loop: at hub rates the future, wake-up and task switch
-    per frame cost about as much as the module's work on it. Everything else (handshake, pings,
-    pongs, close handshake, max_size 1009) stays the library's: only TEXT/BINARY/CONT frames are
-    taken over, and they are reassembled and UTF-8 checked here as recv() would."""
-    from websockets.asyncio.messages import MAX_FRAGMENTS
-    from websockets.frames import BINARY, CONT, TEXT, CloseCode, Frame
-
-    class DirectFrames(base):
-        _sink = None          # callable(bytes) taking each message; None: keep them in _pending
-        _pending = None       # messages that arrived before the hub attached its sink
-        _fragments = None     # frames of a fragmented message so far
-        _failed = False       # a message broke the protocol (bad UTF-8): drop the rest, as recv()
-
-        def process_event(self, event):
-            if not isinstance(event, Frame):
-                return super().process_event(event)   # the handshake request / response
-            opcode = event.opcode
-            if opcode is TEXT or opcode is BINARY:
-                if not event.fin:
-                    self._fragments = [event]
-                    return None
-                text, data = opcode is TEXT, event.data
-            elif opcode is CONT:
-                frames = self._fragments
-                if frames is None:   # not reachable: the protocol refuses a stray continuation
-                    return None
-                if len(frames) >= MAX_FRAGMENTS:
-                    self._fragments = None
-                    self._fail(CloseCode.MESSAGE_TOO_BIG, "too many fragments", None)
-                    return None
-                frames.append(event)
-                if not event.fin:
-                    return None
-                self._fragments = None
-                text = frames[0].opcode is TEXT
-                data = b"".join(frame.data for frame in frames)
-            else:
-                return super().process_event(event)   # ping, pong (acknowledge_pings), close
-            if self._failed:
-                return None
-            if type(data) is not bytes:   # the parser yields bytes; a bytearray must not be kept
-                data = bytes(data)
-            if text and not data.isascii():   # JSON is almost always ASCII: skip the decode
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    self._fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}", exc)
-                    return None
-            sink = self._sink
-            if sink is None:
-                if self._pending is None:
-                    self._pending = []
-                self._pending.append(data)
-                # The Assembler's flow control: stop reading from a client that floods a
-                # connection the hub has not taken on yet.
-                if self.max_queue_high is not None and len(self._pending) > self.max_queue_high:
-                    self.transport.pause_reading()
-                return None
-            sink(data)
-            return None
-
-        def attach(self, sink):
-            """From now on every message goes to sink(data); those that came earlier go first."""
-            pending, self._pending = self._pending, None
-            self._sink = sink
-            if pending:
-                for data in pending:
-                    sink(data)
-                if self.max_queue_high is not None and len(pending) > self.max_queue_high:
-                    self.transport.resume_reading()
-
-        def _fail(self, code, reason, exc):
-            # What recv() does on bad UTF-8 or too many fragments: fail the connection through
-            # send_context (which also enforces the close timeout); later messages are dropped.
-            self._failed = True
-            if exc is not None:
-                self.set_connection_exc(exc)
-            self._fail_task = self.loop.create_task(self._fail_async(code, reason))
-
-        async def _fail_async(self, code, reason):
-            from websockets.exceptions import ConnectionClosed
-            try:
-                async with self.send_context():
-                    self.protocol.fail(code, reason)
-            except ConnectionClosed:
-                pass
-
-    DirectFrames.__name__ = DirectFrames.__qualname__ = f"Direct{base.__name__}"
-    return DirectFrames
 
 
 class _LibraryLog(logging.Handler):
@@ -394,15 +312,18 @@ class PcHub:
         ws = c.ws
         # Fast path, the common case: nothing queued before this frame and the socket's write
         # buffer below its high-water mark, so websockets' send() would not wait either. Writing
-        # through its sans-I/O protocol here saves a task switch, two copies and a UTF-8 decode
-        # per frame; a congested connection (paused) keeps the bounded queue, in order.
+        # here saves a task switch, two copies and a UTF-8 decode per frame; a congested
+        # connection (paused) keeps the bounded queue, in order.
         if (ws is not None and not c.busy and c.queue.empty() and not ws.paused
                 and ws.protocol.state is _OPEN and ws.send_in_progress is None):
             if not frame.isascii():   # a text frame must be UTF-8: never let the client see 1007
                 frame = frame.decode("utf-8", "replace").encode("utf-8")
             try:
-                ws.protocol.send_text(frame)
-                ws.send_data()
+                if ws.protocol.side is _SERVER and not ws.protocol.writes:
+                    ws.transport.write(_server_text_frame(frame))
+                else:   # a hub link: a client masks its frames; the library does that
+                    ws.protocol.send_text(frame)
+                    ws.send_data()
             except Exception as exc:  # noqa: BLE001 — as websockets' send_context: the socket is done
                 ws.set_connection_exc(exc)
                 ws.transport.abort()   # recv() ends; _finish() tells the bridge
@@ -577,7 +498,7 @@ class PcHub:
                 close_timeout=SHUTDOWN_GRACE,
                 server_header=f"PigeonHub-WASM/{__version__}",
                 logger=lib_logger,
-                create_connection=make_connection_class(_direct_frames(ServerConnection),
+                create_connection=make_connection_class(ws_direct.direct_frames(ServerConnection),
                                                         self.uploads),
             )
         except OSError as exc:
@@ -730,7 +651,7 @@ class PcHub:
 
     async def _serve(self, c):
         """Frames from c's socket to the bridge until it closes; then _finish (b.closed once).
-        Each message is handed to b.frame() from the socket's data callback (see _direct_frames),
+        Each message is handed to b.frame() from the socket's data callback (see ws_direct.py),
         so this task only waits for the end."""
         ws, conn, totals, log = c.ws, c.conn, self.totals, self.log
 
@@ -772,7 +693,7 @@ class PcHub:
                 close_timeout=SHUTDOWN_GRACE,
                 user_agent_header=f"PigeonHub-WASM/{__version__}",
                 proxy=None,              # dial directly, as a board does (no HTTP(S)_PROXY detour)
-                create_connection=_direct_frames(ClientConnection),
+                create_connection=ws_direct.direct_frames(ClientConnection),
                 logger=logging.getLogger("pigeonhub.websockets"),
             )
         except asyncio.CancelledError:
