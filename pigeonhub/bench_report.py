@@ -73,7 +73,8 @@ def write_report(directory, results, log=print):
     if load:
         meta = load["meta"]
         lines += ["## Load (PC hub vs. reference server)", "",
-                  f"Method: one asyncio load generator (websockets client) on 127.0.0.1; per run, "
+                  f"Method: one asyncio load generator (websockets client on uvloop, orjson when "
+                  f"installed) on 127.0.0.1; per run, "
                   f"N peers connect and announce in one network (discovery time = until all "
                   f"N·(N−1) `peer-discovered` frames arrived), then {meta['relays']} offers of "
                   f"4.5 KB and {meta['relays']} ICE candidates of 360 B are relayed between "

@@ -6,7 +6,10 @@ wasmtime charges one unit of fuel per executed wasm instruction (structural ones
 `loop`, `end`, `nop` and `drop` are free), so fuel before/after an export call is the module's own
 cost of that call, independent of the engine that will run it. WASM3 spends roughly a constant
 number of host instructions per wasm instruction, so this is the figure to optimise; callgrind on
-the -m32 WASM3 build (`pigeonhub bench --device`) gives the host side.
+the -m32 WASM3 build (`pigeonhub bench --device`) gives the host side. Two things are not what
+WASM3 pays: current wasmtime charges `memory.copy`/`memory.fill` one unit per byte (WASM3 copies
+natively), and imports cost nothing here (json_string_end runs the bridge core's C through
+pigeonhub._bridge, as a bridge would).
 
 The frames have the shapes heap_probe.c relays (4.5 KB SDP offer, 360 B ICE candidate, announce
 of the 20th peer into a network of 19), so the figures line up with the device benchmark.

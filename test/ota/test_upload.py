@@ -328,7 +328,7 @@ def test_boot_falls_back_to_previous_then_packaged(tmp_path, packaged_wasm, alt_
     finally:
         assert hub.stop() == 0
 
-    # previous = a module the bridge refuses (ABI 2), active = corrupted: both fall, packaged runs
+    # previous = a module the bridge refuses (ABI 1), active = corrupted: both fall, packaged runs
     store2 = ModuleStore(tmp_path / "mods2")
     store2.activate(store2.store(abi1_wasm))
     store2.activate(store2.store(alt))
