@@ -61,11 +61,34 @@ void w_bootstrap_url(ph_writer *w, uint32_t index)
     w->len += m;
 }
 
+/* The end of the literal run at fmt: its NUL or its next '%'. Templates are mostly literal text
+ * and an interpreter pays per instruction, so on wasm32 eight bytes are tested per step: the
+ * lowest byte flagged by the zero-byte test is exact (borrows only travel up from a zero byte).
+ * Reading up to seven bytes past a template's NUL is harmless in linear memory (the templates sit
+ * in the data segment, far from its end); natively the plain loop keeps the sanitizers happy. */
+static const char *literal_end(const char *fmt)
+{
+#ifdef __wasm__
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    for (;;) {
+        uint64_t x, p;
+        memcpy(&x, fmt, 8);
+        p = x ^ (ones * '%');
+        uint64_t m = (((x - ones) & ~x) | ((p - ones) & ~p)) & high;
+        if (m) return fmt + (__builtin_ctzll(m) >> 3);
+        fmt += 8;
+    }
+#else
+    while (*fmt && *fmt != '%') fmt++;
+    return fmt;
+#endif
+}
+
 void w_vfmt(ph_writer *w, const char *fmt, va_list ap)
 {
     for (;;) {
         const char *lit = fmt;
-        while (*fmt && *fmt != '%') fmt++;
+        fmt = literal_end(fmt);
         w_raw(w, lit, (uint32_t)(fmt - lit));
         if (!*fmt) return;
         char d = fmt[1];
