@@ -61,9 +61,9 @@ def direct_frames(base):
         def _cut_frames(self, data):
             protocol = self.protocol
             masked = protocol.side is SERVER   # clients mask, servers do not (RFC 6455 §5.1)
-            limit = protocol.max_message_size
-            if protocol.max_fragment_size is not None:
-                limit = protocol.max_fragment_size if limit is None else min(limit, protocol.max_fragment_size)
+            limit, fragment = protocol.max_message_size, protocol.max_fragment_size
+            if fragment is not None:
+                limit = fragment if limit is None else min(limit, fragment)
             pos, end = 0, len(data)
             while pos < end:
                 if end - pos < 2:

@@ -33,6 +33,11 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
 fi
 
 # --- Python: a private venv with the package (the bridge extension compiles here) ------------------
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "E (setup) Python 3.11 or newer is needed (websockets 17); python3 is $(python3 -V 2>&1)." \
+         "Install python3.11 (Debian 12 ships it) and run this again." >&2
+    exit 1
+fi
 if [ ! -x .venv/bin/python ]; then
     log "creating .venv"
     python3 -m venv .venv
