@@ -5,6 +5,8 @@
  * with send/close/ping/log/millis/wall_clock_ms/device_id methods (pigeonhub/server.py's asyncio
  * WebSocket server), and optionally connect(conn, url) for outgoing hub links (ABI 2): without it
  * the module's ws_connect fails and the bridge logs that this transport has no outgoing links. All calls happen with the GIL held, on the thread that owns the Bridge.
+ * A transport whose millis or wall_clock_ms attribute is None gets the extension's own clocks
+ * (monotonic ms since the Bridge was created; Unix time in ms), with no call into Python.
  *
  *   from pigeonhub._bridge import Bridge, BridgeError, check_module, ABI_VERSION
  *
@@ -19,6 +21,10 @@
 #include <Python.h>
 
 #include <string.h>
+#include <time.h>
+#ifdef _WIN32
+#include <windows.h>   /* GetTickCount64 */
+#endif
 
 #include "ph_bridge.h"
 #include "ph_json_string.h"
@@ -43,6 +49,7 @@ typedef struct {
     PyObject *send, *close, *ping, *log, *millis, *wall_clock_ms, *device_id;
     PyObject *connect;      /* optional: NULL when the transport has no outgoing links */
     uint32_t stats_cap;
+    uint64_t epoch_ms;      /* CLOCK_MONOTONIC at creation: millis() 0 when transport.millis is None */
 } BridgeObject;
 
 static void set_bridge_error(ph_result code, const char *message)
@@ -160,9 +167,23 @@ static void cb_log(void *ctx, char level, const char *msg, size_t len)
     Py_DECREF(text);
 }
 
+/* The module asks for both clocks on every frame. A transport whose millis / wall_clock_ms is None
+ * gets them from here, without a call into Python each (the PC hub does; tests keep fake clocks). */
+static uint64_t monotonic_ms(void)
+{
+#ifdef _WIN32
+    return (uint64_t)GetTickCount64();
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+#endif
+}
+
 static uint32_t cb_millis(void *ctx)
 {
     BridgeObject *self = ctx;
+    if (self->millis == Py_None) return (uint32_t)(monotonic_ms() - self->epoch_ms);   /* wraps at 2^32 */
     PyObject *r = call_transport(self->millis, "()");
     if (!r) return 0;
     uint32_t ms = (uint32_t)PyLong_AsUnsignedLongLongMask(r);   /* wraps at 2^32, as on a board */
@@ -177,6 +198,11 @@ static uint32_t cb_millis(void *ctx)
 static int64_t cb_wall_clock_ms(void *ctx)
 {
     BridgeObject *self = ctx;
+    if (self->wall_clock_ms == Py_None) {
+        struct timespec ts;
+        timespec_get(&ts, TIME_UTC);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
     PyObject *r = call_transport(self->wall_clock_ms, "()");
     if (!r) return 0;
     long long ms = PyLong_AsLongLong(r);
@@ -324,6 +350,7 @@ static int Bridge_init(BridgeObject *self, PyObject *args, PyObject *kwds)
         }
         Py_XSETREF(*methods[i].slot, m);
     }
+    self->epoch_ms = monotonic_ms();
     PyObject *connect = PyObject_GetAttrString(transport, "connect");   /* optional */
     if (!connect) PyErr_Clear();
     Py_XSETREF(self->connect, connect);

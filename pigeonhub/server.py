@@ -256,8 +256,9 @@ class _LibraryLog(logging.Handler):
 
 
 class PcHub:
-    """The PC transport of the bridge core. Its send/close/ping/log/millis/wall_clock_ms/device_id
-    methods are the transport callbacks; the bridge calls them synchronously on the loop thread."""
+    """The PC transport of the bridge core. Its send/close/ping/connect/device_id methods are the
+    transport callbacks (the clocks are the extension's own, see _Transport); the bridge calls them
+    synchronously on the loop thread."""
 
     def __init__(self, bridge_mod, module_path, args, log):
         self.bridge_mod = bridge_mod
@@ -365,12 +366,6 @@ class PcHub:
         self.log.info(f"connecting to bootstrap hub {_public_url(url)}")
         c.dialer = self._spawn(self._dial(c))
         return 0
-
-    def millis(self):
-        return int((time.monotonic() - self.started) * 1000) & 0xFFFFFFFF
-
-    def wall_clock_ms(self):
-        return int(time.time() * 1000)
 
     def device_id(self):
         return self.args.device_id or f"pc-{socket.gethostname()}-{self.port}"
@@ -926,8 +921,10 @@ class _Transport:
         self.connect = hub.connect
         self.close = hub.close
         self.ping = hub.ping
-        self.millis = hub.millis
-        self.wall_clock_ms = hub.wall_clock_ms
+        # None: the extension's own clocks (millis from the Bridge's creation, as a board counts
+        # from boot), not a Python call each; the module asks for both on every frame.
+        self.millis = None
+        self.wall_clock_ms = None
         self.device_id = hub.device_id
         self._hub = hub
 

@@ -2,6 +2,7 @@
 import gc
 import json
 import sys
+import time
 import weakref
 
 import pytest
@@ -246,3 +247,23 @@ def test_bridge_keeps_module_bytes_alive(bridge_mod, fixture_wasm):
     assert sys.getrefcount(owned) == before + 1  # bytes are referenced, not copied
     t2.bridge = None
     assert sys.getrefcount(owned) == before
+
+
+def test_none_clocks_are_the_extensions_own(bridge_mod, hub_wasm):
+    """The PC hub hands millis=None and wall_clock_ms=None: the module then reads a monotonic clock
+    from the Bridge's creation and Unix time, with no Python call per frame."""
+    class NativeClocks(RecordingTransport):
+        millis = None
+        wall_clock_ms = None
+
+    t = NativeClocks()
+    before = time.time() * 1000
+    t.bridge = bridge_mod.Bridge(hub_wasm, t)
+    a, c = join(t, PEER_A), join(t, PEER_B)
+    time.sleep(0.3)
+    t.frame(a, offer(PEER_B))
+    after = time.time() * 1000
+    relayed = frames_of(t, c, "offer")[0]
+    assert before - 1 <= relayed["timestamp"] <= after + 1
+    uptime = json.loads(t.bridge.stats())["module"]["uptimeMs"]
+    assert 300 <= uptime <= after - before + 1
