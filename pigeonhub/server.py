@@ -307,7 +307,7 @@ class PcHub:
         """frame: bytes, the module's text. Returns 1 when it was written at once (the bridge then
         counts it sent itself: no b.sent() call), 0 when queued for the sender task (which calls
         b.sent() once it is written or dropped), -1 when the connection is gone."""
-        c = self._lookup(conn)
+        c = self.conns.get(conn) or self._lookup(conn)   # per frame: the common case inline
         if c is None or c.gone or c.close_requested:
             return -1  # per ph_transport_ops.send: <0 = connection already gone, frame not taken
         ws = c.ws
