@@ -65,9 +65,7 @@ def direct_frames(base):
             if fragment is not None:
                 limit = fragment if limit is None else min(limit, fragment)
             pos, end = 0, len(data)
-            while pos < end:
-                if end - pos < 2:
-                    break
+            while end - pos >= 2:
                 head1, head2 = data[pos], data[pos + 1]
                 opcode = head1 & 0x0F
                 # FIN, no RSV bits, TEXT or BINARY, the masking the protocol requires; anything
@@ -96,7 +94,7 @@ def direct_frames(base):
                 pos = start + length
                 self._deliver(apply_mask(payload, mask) if masked else payload, opcode == 1)
                 if self._failed or self.protocol.state is not OPEN:
-                    return self._to_library(data, pos) if pos < end else None
+                    return self._to_library(data, pos)
             if pos < end:
                 self._partial = bytearray(data[pos:])
 
