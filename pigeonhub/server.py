@@ -160,11 +160,9 @@ def parse_bootstrap(values):
     return urls
 
 
-try:
-    from websockets.protocol import SERVER as _SERVER, State as _State
-    _OPEN = _State.OPEN
-except ImportError:  # pragma: no cover — websockets < 13 is not supported (pyproject)
-    _OPEN = _SERVER = None
+from websockets.protocol import SERVER as _SERVER, State as _State
+
+_OPEN = _State.OPEN
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
 
