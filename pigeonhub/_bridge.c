@@ -4,7 +4,8 @@
  * The same C code the firmware runs; only the transport differs: here it is any Python object
  * with send/close/ping/log/millis/wall_clock_ms/device_id methods (pigeonhub/server.py's asyncio
  * WebSocket server), and optionally connect(conn, url) for outgoing hub links (ABI 2): without it
- * the module's ws_connect fails and the bridge logs that this transport has no outgoing links. All calls happen with the GIL held, on the thread that owns the Bridge.
+ * the module's ws_connect fails and the bridge logs that this transport has no outgoing links.
+ * All calls happen with the GIL held, on the thread that owns the Bridge.
  * A transport whose millis or wall_clock_ms attribute is None gets the extension's own clocks
  * (monotonic ms since the Bridge was created; Unix time in ms), with no call into Python.
  *
@@ -30,14 +31,6 @@
 #include "ph_json_string.h"
 #include "pigeonhub_abi.h"
 
-#if PY_VERSION_HEX < 0x030A0000   /* Python 3.9 */
-static inline PyObject *Py_NewRef(PyObject *o)
-{
-    Py_INCREF(o);
-    return o;
-}
-#endif
-
 static PyObject *BridgeError;   /* pigeonhub._bridge.BridgeError, .code = ph_result */
 
 typedef struct {
@@ -49,7 +42,7 @@ typedef struct {
     PyObject *send, *close, *ping, *log, *millis, *wall_clock_ms, *device_id;
     PyObject *connect;      /* optional: NULL when the transport has no outgoing links */
     uint32_t stats_cap;
-    uint64_t epoch_ms;      /* CLOCK_MONOTONIC at creation: millis() 0 when transport.millis is None */
+    uint64_t epoch_ms;      /* monotonic ms at creation: millis() counts from here (millis None) */
 } BridgeObject;
 
 static void set_bridge_error(ph_result code, const char *message)
