@@ -83,7 +83,7 @@ static struct {
  * peers both offer; the larger id rejects the other's offer, and a delivered rejection makes the
  * smaller one close the connection it is answering at that moment (1 of 6 WebRTC connections
  * completed with relaying, 6 of 6 without). Like the reference, it gets the `error` frame. */
-static const char TYPES[] =   /* each as its length, the name and a NUL (see top_member in json.c) */
+static const char TYPES[] =   /* a json_str_lookup table (json.h) */
     "\5offer\0\6answer\0\15ice-candidate\0\23renegotiation-offer\0\24renegotiation-answer\0"
     "\21ice-restart-offer\0\22ice-restart-answer\0\10announce\0\4ping\0\7goodbye\0\7cleanup\0"
     "\17peer-discovered\0\21peer-disconnected\0";
@@ -966,13 +966,8 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
     int hub = l || (p->announced && p->is_hub);
 
     /* One pass over the known types: kind is the index of the type in TYPES. */
-    const char *t = TYPES;
-    uint32_t kind = 0;
-    while (*t && !(json_str_n(&type) >= (uint32_t)*t && json_str_equals(&type, t + 1))) {
-        t += *t + 2;
-        kind++;
-    }
-    const char *name = t + 1;
+    const char *name;
+    uint32_t kind = json_str_lookup(&type, TYPES, &name);
     if (kind < RELAY_COUNT) {
         handle_relay(conn, p, hub, name, &frame, ts);
     } else if (hub && kind == T_DISCOVERED) {

@@ -87,20 +87,15 @@ static json_kind kind_of(char c)
     }
 }
 
-/* json_top's members in order, each as its length, the name and a NUL. */
+/* json_top's members in order, as a json_str_lookup table. */
 static const char TOP_KEYS[] =
     "\4type\0\4data\0\13networkName\0\14targetPeerId\0\12fromPeerId\0\6peerId\0\5isHub\0";
 
-/* The json_top member a top-level key (the JSON string token) names, or NULL. Keys compare
- * decoded, as JSON.parse does ("t\u0079pe" is type); an escape only lengthens the raw key, so a
- * shorter one cannot match and most keys are told apart by length alone. */
+/* The json_top member a top-level key (the JSON string token) names, or NULL. */
 static json_val *top_member(json_top *top, const json_val *key)
 {
-    json_val *m = &top->type;
-    for (const char *k = TOP_KEYS; *k; k += *k + 2, m++) {
-        if (json_str_n(key) >= (uint32_t)*k && json_str_equals(key, k + 1)) return m;
-    }
-    return 0;
+    uint32_t i = json_str_lookup(key, TOP_KEYS, 0);
+    return i < offsetof(json_top, each) / sizeof(json_val) ? &top->type + i : 0;
 }
 
 /* Three positions in the grammar, as labels: `value` (a value starts at i), `after` (a value ended
@@ -255,6 +250,16 @@ int json_str_equals(const json_val *v, const char *lit)
         lit++;
     }
     return *lit == '\0';
+}
+
+uint32_t json_str_lookup(const json_val *v, const char *table, const char **name)
+{
+    uint32_t i = 0;
+    for (; *table; table += *table + 2, i++) {
+        if (json_str_n(v) >= (uint32_t)*table && json_str_equals(v, table + 1)) break;
+    }
+    if (name) *name = table + 1;
+    return i;
 }
 
 uint32_t json_safe_prefix(const char *p, uint32_t n, uint32_t max)

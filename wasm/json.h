@@ -62,6 +62,11 @@ static inline uint32_t json_str_n(const json_val *v) { return v->n - 2; }
 
 /* 1 when the JSON string `v` decodes to the ASCII text `lit`. */
 int json_str_equals(const json_val *v, const char *lit);
+/* The index of the entry of `table` that the JSON string `v` decodes to, or the number of entries
+ * when none does; *name (if not NULL) is set to that entry's name. A table is a string literal of
+ * entries "\<length>name\0": an escape only lengthens a raw string, so entries longer than v's
+ * raw text are skipped without comparing, and most are told apart by length alone. */
+uint32_t json_str_lookup(const json_val *v, const char *table, const char **name);
 /* Length of the longest prefix of raw string content (p, n) not longer than `max` that does not
  * cut an escape sequence or a UTF-8 character: safe to embed in another JSON string. */
 uint32_t json_safe_prefix(const char *p, uint32_t n, uint32_t max);
