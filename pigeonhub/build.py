@@ -159,27 +159,24 @@ class _Reader:
         self.pos += 1
         return b
 
-    def uleb(self) -> int:
+    def _leb(self, max_shift: int):
+        """(value bits, bit count, last byte) of one LEB128 number."""
         result = shift = 0
         while True:
             b = self.byte()
             result |= (b & 0x7F) << shift
             shift += 7
             if not b & 0x80:
-                return result
-            if shift > 63:
+                return result, shift, b
+            if shift > max_shift:
                 raise WasmFormatError("LEB128 value too long")
 
+    def uleb(self) -> int:
+        return self._leb(63)[0]
+
     def sleb(self) -> int:
-        result = shift = 0
-        while True:
-            b = self.byte()
-            result |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                return result - (1 << shift) if b & 0x40 else result
-            if shift > 70:
-                raise WasmFormatError("LEB128 value too long")
+        result, shift, last = self._leb(70)
+        return result - (1 << shift) if last & 0x40 else result
 
     def bytes(self, n: int) -> bytes:
         if self.pos + n > self.end:
