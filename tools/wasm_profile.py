@@ -27,16 +27,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pigeonhub._bridge import json_string_end  # noqa: E402 — after the path
+from pigeonhub.build import parse_abi_header  # noqa: E402
 
 PEERS = 20
 FUEL = 1 << 40
-IMPORTS = {   # name: (params, results) in wasm types; the ABI header is the source of truth
-    "ws_server_start": ("i", "i"), "ws_server_stop": ("", ""), "ws_send_to_peer": ("iii", "i"),
-    "ws_broadcast": ("iii", "i"), "log_message": ("ii", ""), "get_device_id": ("ii", ""),
-    "millis": ("", "i"), "ws_get_request_url": ("iii", "i"), "ws_close_peer": ("iiii", ""),
-    "ws_ping_peer": ("i", "i"), "wall_clock_ms": ("", "I"), "ws_connect": ("ii", "i"),
-    "get_bootstrap_hub": ("iii", "i"), "json_string_end": ("ii", "i"),
-}
+ABI = parse_abi_header()   # the imports to provide, with their WASM3 signatures ("i(i*i)")
 
 
 def peer_id(p):
@@ -98,8 +93,9 @@ class Host:
         self.urls, self.sent = {}, 0
         types = {"i": wasmtime.ValType.i32(), "I": wasmtime.ValType.i64()}
         linker = wasmtime.Linker(self.store.engine)
-        for name, (params, results) in IMPORTS.items():
-            ft = wasmtime.FuncType([types[c] for c in params], [types[c] for c in results])
+        for name, entry in ABI.imports.items():
+            result, params = entry.signature.replace("*", "i").rstrip(")").split("(")
+            ft = wasmtime.FuncType([types[c] for c in params], [] if result == "v" else [types[result]])
             linker.define_func("env", name, ft, getattr(self, "_" + name))
         self.inst = linker.instantiate(self.store, wasmtime.Module(self.store.engine, wasm))
         self.ex = self.inst.exports(self.store)
