@@ -56,6 +56,17 @@ def drain_all(*peers):
         p.drain(0.3)
 
 
+def client_told_of_remote_peer(raw):
+    """(a client of "demo", a fake hub, the id z of a remote peer the hub told that client of)."""
+    a = raw.client("demo")
+    hub = raw.fake_hub()
+    z = new_id()
+    hub.send(discovered(z, "demo"))
+    a.expect("peer-discovered", data__peerId=z)
+    hub.drain()
+    return a, hub, z
+
+
 # ---- announce: connected + our peer list ------------------------------------------------------
 
 
@@ -154,12 +165,7 @@ def test_remote_peers_are_kept_for_clients_who_join_later(raw):
 
 
 def test_client_signaling_to_a_remote_peer_goes_to_the_hub(raw):
-    a = raw.client("demo")
-    hub = raw.fake_hub()
-    z = new_id()
-    hub.send(discovered(z, "demo"))
-    a.expect("peer-discovered", data__peerId=z)
-    hub.drain()
+    a, hub, z = client_told_of_remote_peer(raw)
 
     a.signal("offer", OFFER, targetPeerId=z)
     got = hub.expect("offer", fromPeerId=a.id)
@@ -194,12 +200,7 @@ def test_remote_signaling_reaches_the_client_from_the_remote_peer(raw):
 
 
 def test_hub_peer_disconnected_is_accepted_without_error(raw):
-    a = raw.client("demo")
-    hub = raw.fake_hub()
-    z = new_id()
-    hub.send(discovered(z, "demo"))
-    a.expect("peer-discovered", data__peerId=z)
-    hub.drain()
+    a, hub, z = client_told_of_remote_peer(raw)
 
     hub.send(departed(z, "demo"))
     # and the all-connections shape a bootstrap-side reference hub sends (§4.4 a: no networkName)
