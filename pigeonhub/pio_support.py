@@ -353,3 +353,33 @@ def add_custom_targets(env) -> None:
         title="Module info",
         description="Size, SHA-256, ABI version, exports and imports of the built hub.wasm",
     )
+
+
+# --- the CMake side ------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    """`python -m pigeonhub.pio_support hub-wasm --out F`: what src/CMakeLists.txt runs for idf.py.
+
+    The same steps as :func:`pre_build`, for builds that PlatformIO does not drive.
+    """
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m pigeonhub.pio_support",
+                                     description="Build and check hub.wasm for a firmware build.")
+    parser.add_argument("step", choices=["hub-wasm"])
+    parser.add_argument("--project-dir", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--out", type=Path, required=True, help="where hub.wasm goes")
+    args = parser.parse_args(argv)
+    try:
+        slot = module_slot_size(parse_partitions((args.project_dir / "partitions.csv").read_text()))
+        size, sha = build_hub_wasm(args.project_dir, args.out.resolve(), slot)
+    except (BuildError, OSError) as exc:
+        fix = getattr(exc, "fix", "check the path and permissions")
+        print(f"E (hub.wasm) {getattr(exc, 'problem', exc)}\n  fix: {fix}", file=sys.stderr)
+        return 1
+    print(f"I (hub.wasm) {size} bytes ({100 * size // slot}% of a {slot // 1024} KiB module slot), "
+          f"sha256 {sha}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,7 @@
 #include "hub_task.h"
 #include "module_store.h"
 #include "nvs_flash.h"
-#include "wifi.h"
+#include "network.h"
 
 static const char *TAG = "pigeonhub";
 
@@ -36,7 +36,7 @@ void app_main(void)
     if (module_store_init() != ESP_OK) {
         ESP_LOGW(TAG, "no module slots: only the embedded module can run, uploads are refused");
     }
-    ESP_ERROR_CHECK(wifi_start());
+    ESP_ERROR_CHECK(network_start());
     if (strlen(CONFIG_PIGEONHUB_SNTP_SERVER) > 0) {
         esp_sntp_config_t sntp = ESP_NETIF_SNTP_DEFAULT_CONFIG(CONFIG_PIGEONHUB_SNTP_SERVER);
         esp_netif_sntp_init(&sntp); /* syncs in the background once Wi-Fi has an address */

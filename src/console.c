@@ -13,7 +13,7 @@
 #include "esp_log.h"
 #include "esp_system.h"
 #include "settings.h"
-#include "wifi.h"
+#include "network.h"
 
 static const char *TAG = "pigeonhub";
 
@@ -23,7 +23,7 @@ static int cmd_wifi(int argc, char **argv)
         printf("usage: wifi <ssid> [password]   (quote an SSID with spaces: wifi \"my net\" pw)\n");
         return 1;
     }
-    esp_err_t err = wifi_set_credentials(argv[1], argc == 3 ? argv[2] : "");
+    esp_err_t err = network_set_wifi_credentials(argv[1], argc == 3 ? argv[2] : "");
     if (err == ESP_ERR_INVALID_ARG) {
         printf("SSID must be 1-32 bytes and the password at most 63\n");
         return 1;
@@ -88,8 +88,8 @@ static int cmd_status(int argc, char **argv)
     (void)argc;
     (void)argv;
     printf("wifi: %s%s\nport: %d\nfree heap: %lu bytes\n",
-           wifi_is_connected() ? "connected, IPv4 address " : "not connected",
-           wifi_ip_string(), CONFIG_PIGEONHUB_PORT, (unsigned long)esp_get_free_heap_size());
+           network_is_connected() ? "connected, IPv4 address " : "not connected",
+           network_ip_string(), CONFIG_PIGEONHUB_PORT, (unsigned long)esp_get_free_heap_size());
     return 0;
 }
 

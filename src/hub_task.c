@@ -67,6 +67,7 @@ static char s_load_error[HUB_ERR_LEN];
 static hub_link s_links[HUB_MAX_LINKS];
 static atomic_size_t s_inbox_bytes;
 static int64_t s_confirm_at_us; /* 0: nothing to confirm */
+static hub_link *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
 
 /* ---- connection table --------------------------------------------------------------------- */
 
@@ -86,6 +87,12 @@ static hub_link *link_by_conn(int32_t conn)
         if (s_links[i].session != 0 && s_links[i].conn == conn) {
             return &s_links[i];
         }
+    }
+    /* Inside ph_bridge_on_open the module greets (or refuses) the new connection before its id
+     * is returned: an id the table does not know yet is that connection's. */
+    if (s_opening != NULL && s_opening->conn < 0) {
+        s_opening->conn = conn;
+        return s_opening;
     }
     return NULL;
 }
@@ -483,16 +490,23 @@ static void on_open(const hub_event *ev)
         return;
     }
     hub_link *l = link_by_session(0);
-    int32_t conn = l ? ph_bridge_on_open(s_bridge, (const char *)ev->data, ev->len) : PH_ERR_FULL;
-    if (conn < 0) {
+    if (l == NULL) {
         ws_transport_close(ev->fd, ev->session, PH_CLOSE_POLICY, PH_REASON_FULL,
                            strlen(PH_REASON_FULL));
         return;
     }
-    l->session = ev->session;
-    l->fd = ev->fd;
+    /* Filled before the call: the module's greeting and its 1008 refusals are sent from inside. */
+    *l = (hub_link){ .session = ev->session, .fd = ev->fd, .conn = -1, .outgoing = false };
+    s_opening = l;
+    int32_t conn = ph_bridge_on_open(s_bridge, (const char *)ev->data, ev->len);
+    s_opening = NULL;
+    if (conn < 0) {
+        memset(l, 0, sizeof(*l));
+        ws_transport_close(ev->fd, ev->session, PH_CLOSE_POLICY, PH_REASON_FULL,
+                           strlen(PH_REASON_FULL));
+        return;
+    }
     l->conn = conn;
-    l->outgoing = false;
 }
 
 static void dispatch(hub_event *ev)

@@ -3,7 +3,9 @@
  * `wifi <ssid> <password>`) first, then CONFIG_PIGEONHUB_WIFI_SSID/PASSWORD.
  * Reconnects forever with a capped backoff: a hub should come back on its own after an AP reboot.
  */
-#include "wifi.h"
+#include "network.h"
+
+#if CONFIG_PIGEONHUB_NETWORK_WIFI
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -89,7 +91,7 @@ static esp_err_t apply_credentials(const char *ssid, const char *password)
     return ESP_OK;
 }
 
-esp_err_t wifi_start(void)
+esp_err_t network_start(void)
 {
     char ssid[33];
     char password[65];
@@ -133,7 +135,7 @@ esp_err_t wifi_start(void)
     return err;
 }
 
-esp_err_t wifi_set_credentials(const char *ssid, const char *password)
+esp_err_t network_set_wifi_credentials(const char *ssid, const char *password)
 {
     esp_err_t err;
     if (ssid[0] == '\0' || strlen(ssid) > 32 || strlen(password) > 63) {
@@ -156,12 +158,14 @@ esp_err_t wifi_set_credentials(const char *ssid, const char *password)
     return esp_wifi_connect();
 }
 
-bool wifi_is_connected(void)
+bool network_is_connected(void)
 {
     return s_connected;
 }
 
-const char *wifi_ip_string(void)
+const char *network_ip_string(void)
 {
     return s_ip;
 }
+
+#endif /* CONFIG_PIGEONHUB_NETWORK_WIFI */

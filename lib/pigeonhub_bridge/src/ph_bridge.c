@@ -408,6 +408,14 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
                      (unsigned)b->config.wasm_stack_bytes);
         goto fail_env;
     }
+    /* The bridge reads WASM3's structs (m3_env.h), whose layout depends on WASM3's configuration:
+     * a bridge compiled with other definitions than WASM3 would write outside the runtime. */
+    if (b->inst.runtime->userdata != m3_GetUserData(b->inst.runtime)) {
+        rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 and the bridge were compiled with different "
+                     "WASM3 configurations (M3Runtime layouts differ): build both with the same "
+                     "definitions (lib/wasm3/CMakeLists.txt)");
+        goto fail_runtime;
+    }
     /* Linear memory actually allocated; accesses beyond it trap even inside a declared page. */
     b->inst.runtime->memoryLimit = b->config.memory_limit_bytes;
 

@@ -1,0 +1,78 @@
+/*
+ * ethernet.c — the OpenCores Ethernet MAC that Espressif's QEMU emulates, with DHCP.
+ * Selected by Kconfig PIGEONHUB_NETWORK_ETHERNET (sdkconfig.emulator); boards use wifi.c.
+ */
+#include "network.h"
+
+#if CONFIG_PIGEONHUB_NETWORK_ETHERNET
+
+#include <stdio.h>
+#include "esp_eth.h"
+#include "esp_event.h"
+#include "esp_log.h"
+#include "esp_netif.h"
+
+static const char *TAG = "pigeonhub";
+
+#define ETH_AUTONEGO_TIMEOUT_MS 100 /* QEMU's PHY answers at once */
+
+static volatile bool s_connected;
+static char s_ip[16];
+
+static void on_got_ip(void *arg, esp_event_base_t base, int32_t id, void *data)
+{
+    (void)arg;
+    (void)base;
+    (void)id;
+    const ip_event_got_ip_t *ev = data;
+    snprintf(s_ip, sizeof(s_ip), IPSTR, IP2STR(&ev->ip_info.ip));
+    s_connected = true;
+    ESP_LOGI(TAG, "IPv4 address: %s", s_ip);
+}
+
+esp_err_t network_start(void)
+{
+    esp_netif_config_t netif_cfg = ESP_NETIF_DEFAULT_ETH();
+    esp_netif_t *netif = esp_netif_new(&netif_cfg);
+    eth_mac_config_t mac_config = ETH_MAC_DEFAULT_CONFIG();
+    eth_phy_config_t phy_config = ETH_PHY_DEFAULT_CONFIG();
+    phy_config.autonego_timeout_ms = ETH_AUTONEGO_TIMEOUT_MS;
+    esp_eth_mac_t *mac = esp_eth_mac_new_openeth(&mac_config);
+    esp_eth_phy_t *phy = esp_eth_phy_new_dp83848(&phy_config);
+    esp_eth_config_t config = ETH_DEFAULT_CONFIG(mac, phy);
+    esp_eth_handle_t eth = NULL;
+    esp_err_t err;
+
+    if (netif == NULL || mac == NULL || phy == NULL) {
+        ESP_LOGE(TAG, "Ethernet: out of memory creating the interface");
+        return ESP_ERR_NO_MEM;
+    }
+    if ((err = esp_eth_driver_install(&config, &eth)) != ESP_OK ||
+        (err = esp_netif_attach(netif, esp_eth_new_netif_glue(eth))) != ESP_OK ||
+        (err = esp_event_handler_register(IP_EVENT, IP_EVENT_ETH_GOT_IP, on_got_ip, NULL)) != ESP_OK ||
+        (err = esp_eth_start(eth)) != ESP_OK) {
+        ESP_LOGE(TAG, "Ethernet: start failed: %s", esp_err_to_name(err));
+        return err;
+    }
+    ESP_LOGI(TAG, "Ethernet (OpenCores MAC) started, waiting for DHCP");
+    return ESP_OK;
+}
+
+bool network_is_connected(void)
+{
+    return s_connected;
+}
+
+const char *network_ip_string(void)
+{
+    return s_ip;
+}
+
+esp_err_t network_set_wifi_credentials(const char *ssid, const char *password)
+{
+    (void)ssid;
+    (void)password;
+    return ESP_ERR_NOT_SUPPORTED;
+}
+
+#endif /* CONFIG_PIGEONHUB_NETWORK_ETHERNET */
