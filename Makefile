@@ -1,10 +1,18 @@
 # The two commands of the README. Both set up everything they need first (scripts/setup.sh).
-.PHONY: hub test bench
+.PHONY: hub test bench emulator
 
 # Run the hub on this PC: hub.wasm on WASM3 through the same bridge core as the firmware.
 hub:
 	@scripts/setup.sh hub
 	.venv/bin/pigeonhub serve $(ARGS)
+
+# Build the firmware for QEMU and boot it: serial log here, hub on ws://127.0.0.1:$(PORT).
+# TARGET=esp32|esp32c3 (default esp32); the esp32-qemu kit is $(ESP32_QEMU_KIT), default ../shared/esp32-qemu.
+TARGET ?= esp32
+PORT ?= 3000
+emulator:
+	@scripts/setup.sh hub
+	.venv/bin/python scripts/emulator.py run --target $(TARGET) --port $(PORT)
 
 # Run the whole test suite (the same command CI runs).
 test:

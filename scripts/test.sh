@@ -28,3 +28,16 @@ HUB_WASM="$PWD/build/hub.wasm" pytest test/embedded --embedded-services serial
 stage "pytest: module under WASM3 and wasmtime, bridge, PC hub conformance, interop, firmware config, budgets"
 # test/embedded ran in its own stage above (it needs --embedded-services)
 HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" pytest --ignore=test/embedded "$@"
+
+stage "emulated board: the firmware built with ESP-IDF and booted in QEMU, every board-level suite on esp32 and esp32c3"
+if python3 scripts/emulator.py present; then
+    for target in esp32 esp32c3; do
+        stage "emulated $target: conformance, real peerpigeon clients, OTA and power cut, hub link, memory"
+        pytest test/board test/conformance test/interop --emulated-board "$target"
+        stage "emulated $target: pytest-embedded boot-log suites"
+        pytest test/embedded --embedded-services serial --emulated-board "$target"
+    done
+else
+    python3 scripts/emulator.py present --explain
+fi
+

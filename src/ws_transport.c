@@ -21,6 +21,8 @@
 static const char *TAG = "pigeonhub";
 
 #define WS_CONTROL_MAX 125          /* RFC 6455 §5.5: control frame payload limit            */
+#define WS_CLOSE_PROTOCOL 1002      /* RFC 6455 §7.4.1: protocol error                        */
+#define WS_CLOSE_BAD_DATA 1007      /* RFC 6455 §7.4.1: data inconsistent with the type (UTF-8) */
 #define WS_INBOX_WAIT_MS 2000       /* how long a sender is held back before it is dropped   */
 
 /* Per-WebSocket state, the httpd session context (freed by httpd when the socket closes). */
@@ -320,6 +322,51 @@ static esp_err_t refuse_too_big(httpd_req_t *req, ws_session *s, size_t len)
     return ESP_FAIL; /* unread payload bytes remain: httpd must drop the socket */
 }
 
+/* RFC 6455 §8.1: a text message must be UTF-8 (shortest form, no surrogates, <= U+10FFFF). */
+static bool is_utf8(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = p[i];
+        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
+        if (len == 0 || i + len > n || (len == 2 && c < 0xc2)) {
+            return false;
+        }
+        uint32_t cp = c & (0x7f >> len);
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                return false;
+            }
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) {
+            return false;
+        }
+        i += len;
+    }
+    return true;
+}
+
+/* Fail the connection with a close frame the client can read (RFC 6455 §7.1.7), then drop it. */
+static esp_err_t fail_connection(httpd_req_t *req, ws_session *s, uint16_t code, const char *reason)
+{
+    uint8_t body[2 + WS_CONTROL_MAX];
+    size_t n = strnlen(reason, WS_CONTROL_MAX - 2);
+    body[0] = (uint8_t)(code >> 8);
+    body[1] = (uint8_t)(code & 0xff);
+    memcpy(body + 2, reason, n);
+    httpd_ws_frame_t close = { .final = true, .type = HTTPD_WS_TYPE_CLOSE, .payload = body,
+                               .len = n + 2 };
+    if (s == NULL || !s->close_sent) {
+        httpd_ws_send_frame(req, &close);
+    }
+    if (s != NULL) {
+        s->close_sent = true;
+    }
+    return ESP_FAIL;
+}
+
 static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
 {
     size_t limit = atomic_load(&s_frame_limit);
@@ -345,6 +392,10 @@ static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
     }
     if (s->close_sent) {
         return ESP_OK; /* closing: the module must not see more input */
+    }
+    if (s->partial_type == HTTPD_WS_TYPE_TEXT && !is_utf8(buf, total)) {
+        ESP_LOGW(TAG, "fd %d: text message is not UTF-8; closing %d", s->fd, WS_CLOSE_BAD_DATA);
+        return fail_connection(req, s, WS_CLOSE_BAD_DATA, "Invalid UTF-8");
     }
     if (!hub_inbox_reserve(total, pdMS_TO_TICKS(WS_INBOX_WAIT_MS))) {
         ESP_LOGW(TAG, "fd %d: hub inbox full for %d ms; dropping the connection", s->fd,
@@ -374,6 +425,10 @@ static esp_err_t ws_handler(httpd_req_t *req)
     }
     httpd_ws_frame_t f = { 0 };
     esp_err_t err = httpd_ws_recv_frame(req, &f, 0); /* header only: type, FIN, length */
+    if (err == ESP_ERR_INVALID_STATE) {
+        /* httpd refuses an unmasked client frame (it logs "not properly masked") */
+        return fail_connection(req, s, WS_CLOSE_PROTOCOL, "Protocol error");
+    }
     if (err != ESP_OK) {
         return err;
     }
@@ -387,8 +442,8 @@ static esp_err_t ws_handler(httpd_req_t *req)
     case HTTPD_WS_TYPE_CONTINUE:
         return on_data(req, s, &f);
     default:
-        ESP_LOGW(TAG, "fd %d: unknown opcode 0x%x; closing", fd, f.type);
-        return ESP_FAIL;
+        ESP_LOGW(TAG, "fd %d: unknown opcode 0x%x; closing %d", fd, f.type, WS_CLOSE_PROTOCOL);
+        return fail_connection(req, s, WS_CLOSE_PROTOCOL, "Protocol error");
     }
 }
 

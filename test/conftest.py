@@ -3,6 +3,7 @@
     pytest test/conformance                         # starts `pigeonhub serve` (the PC hub) itself
     pytest test/conformance --hub-url ws://IP:PORT  # a board, or any hub already running
     pytest test/conformance --against-reference     # the reference Node server (npm peerpigeon@1.1.3)
+    pytest test/conformance --emulated-board esp32  # the firmware booted in QEMU (scripts/emulator.py)
 
 The hub fixture is session-wide; tests isolate themselves with fresh peer ids and networks.
 Environment: HUB_WASM (module the PC hub serves), HUB_TEST_WASM (module built with --test-hooks).
@@ -10,7 +11,7 @@ Environment: HUB_WASM (module the PC hub serves), HUB_TEST_WASM (module built wi
 
 import pytest
 
-from hubprocess import RemoteHub, start_pc_hub, start_reference_hub
+from hubprocess import RemoteHub, start_emulated_board, start_pc_hub, start_reference_hub
 
 def pytest_addoption(parser):
     group = parser.getgroup("pigeonhub", "PigeonHub-WASM hub under test")
@@ -21,11 +22,16 @@ def pytest_addoption(parser):
                     help="run the conformance suite against the reference Node server "
                          "(test/interop/node_modules/peerpigeon, npm peerpigeon@1.1.3) to prove "
                          "the tests; tests of deliberate improvements are expected to fail there")
+    group.addoption("--emulated-board", default=None, choices=("esp32", "esp32c3"),
+                    help="build the firmware for this chip with the esp32-qemu kit and run the "
+                         "suites against it booted in QEMU (scripts/emulator.py)")
 
 
 def pytest_configure(config):
-    if config.getoption("--hub-url") and config.getoption("--against-reference"):
-        raise pytest.UsageError("--hub-url and --against-reference are mutually exclusive")
+    chosen = [o for o in ("--hub-url", "--against-reference", "--emulated-board")
+              if config.getoption(o)]
+    if len(chosen) > 1:
+        raise pytest.UsageError(f"{' and '.join(chosen)} are mutually exclusive")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -46,18 +52,25 @@ def hub_kind(config):
         return "remote"
     if config.getoption("--against-reference"):
         return "reference"
+    if config.getoption("--emulated-board"):
+        return "board"
     return "pc"
 
 
 @pytest.fixture(scope="session")
 def hub(request, tmp_path_factory):
-    """The hub under test: .kind ("pc", "reference", "remote"), .url (ws://IP:PORT), .http."""
+    """The hub under test: .kind ("pc", "reference", "remote", "board"), .url (ws://IP:PORT), .http."""
     kind = hub_kind(request.config)
     if kind == "remote":
         yield RemoteHub(request.config.getoption("--hub-url"))
         return
     log_path = tmp_path_factory.mktemp("hub") / f"{kind}-hub.log"
-    started = start_reference_hub(log_path) if kind == "reference" else start_pc_hub(log_path)
+    if kind == "board":
+        started = start_emulated_board(request.config.getoption("--emulated-board"), log_path)
+    elif kind == "reference":
+        started = start_reference_hub(log_path)
+    else:
+        started = start_pc_hub(log_path)
     yield started
     code = started.stop()
     if kind == "pc" and code != 0:

@@ -135,6 +135,47 @@ class RemoteHub:
         return "(remote hub: no log)"
 
 
+class EmulatedBoard:
+    """The firmware in QEMU (scripts/emulator.py), as the hub under test."""
+
+    kind = "board"
+
+    def __init__(self, board):
+        self.board = board
+        self.proc = board.proc
+        self.host, self.port = "127.0.0.1", board.port
+        self.url, self.http = board.url, board.http
+
+    def log(self):
+        return self.board.log()
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        self.board.stop(sig)
+        return 0
+
+
+def emulator():
+    """scripts/emulator.py, imported (it is a script, not part of the package)."""
+    scripts = str(ROOT / "scripts")
+    if scripts not in sys.path:
+        sys.path.insert(0, scripts)
+    import emulator as module
+    return module
+
+
+def start_emulated_board(target, log_path, **kw):
+    """Build the firmware for `target` (incremental) and boot it; skips when there is no kit."""
+    emu = emulator()
+    if not emu.kit_present():
+        pytest.skip(emu.NO_KIT.format(kit=emu.kit_dir()))
+    try:
+        build = emu.build(target, quiet=True)
+        board = emu.Board(build, log_path, **kw).start()
+    except emu.EmulatorError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    return EmulatedBoard(board)
+
+
 def http_get(hub, path, timeout=5.0):
     """(status, content type, body text) of a plain HTTP GET on the hub's port."""
     with urllib.request.urlopen(hub.http + path, timeout=timeout) as r:
