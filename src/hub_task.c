@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include "esp_heap_caps.h"
 #include "esp_log.h"
 #include "esp_mac.h"
 #include "esp_system.h"
@@ -67,6 +68,7 @@ static char s_load_error[HUB_ERR_LEN];
 static hub_link s_links[HUB_MAX_LINKS];
 static atomic_size_t s_inbox_bytes;
 static int64_t s_confirm_at_us; /* 0: nothing to confirm */
+static size_t s_module_heap;    /* heap the boot module's runtime took (WASM3 + bridge)  */
 static hub_link *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
 
 /* ---- connection table --------------------------------------------------------------------- */
@@ -242,6 +244,8 @@ static void log_module(const module_image *img)
     ESP_LOGI(TAG, "module hub.wasm loaded: %u bytes, sha256 %s", (unsigned)img->len, hex);
     ESP_LOGI(TAG, "module source: %s", slot_name(img->slot));
     ESP_LOGI(TAG, "hub id %s", ph_bridge_hub_id(s_bridge));
+    ESP_LOGI(TAG, "heap: %" PRIu32 " bytes free, module runtime %u bytes", esp_get_free_heap_size(),
+             (unsigned)s_module_heap);
 }
 
 /* The bootstrap list: NVS (console `bootstrap`) or CONFIG_PIGEONHUB_BOOTSTRAP_HUBS, split at commas
@@ -329,7 +333,9 @@ static void load_boot_module(void)
             module_store_mark_bad(order[i]);
             continue;
         }
+        size_t heap_before = esp_get_free_heap_size();
         s_bridge = create_bridge(&img, err, sizeof(err));
+        s_module_heap = heap_before - esp_get_free_heap_size();
         if (s_bridge != NULL && ph_bridge_start(s_bridge, CONFIG_PIGEONHUB_PORT) != 0) {
             snprintf(err, sizeof(err), "start_server(%d) failed", CONFIG_PIGEONHUB_PORT);
             ph_bridge_destroy(s_bridge);
@@ -414,10 +420,26 @@ static long stats_int(const char *json, const char *key)
     return at ? strtol(at + strlen(key), NULL, 10) : 0;
 }
 
+/* The board's memory figures (/health and /stats): heap now, its low-water mark, the largest
+ * block one allocation can get, and the least stack each busy task has had left. */
+static void memory_json(char *out, size_t cap)
+{
+    TaskHandle_t httpd = xTaskGetHandle("httpd");
+    snprintf(out, cap,
+             "{\"freeHeap\":%" PRIu32 ",\"minFreeHeap\":%" PRIu32 ",\"largestFreeBlock\":%u,"
+             "\"moduleRuntime\":%u,\"hubStackFree\":%u,\"hubStackSize\":%d,\"httpdStackFree\":%u,\"httpdStackSize\":%d}",
+             esp_get_free_heap_size(), esp_get_minimum_free_heap_size(),
+             (unsigned)heap_caps_get_largest_free_block(MALLOC_CAP_8BIT), (unsigned)s_module_heap,
+             (unsigned)uxTaskGetStackHighWaterMark(NULL), HUB_TASK_STACK_BYTES,
+             httpd ? (unsigned)uxTaskGetStackHighWaterMark(httpd) : 0, CONFIG_PIGEONHUB_HTTPD_STACK);
+}
+
 /* The reference server's /health shape (protocol.md §8), with the board's heap as "memory".
  * `out` first serves as scratch for the module stats the counters come from. */
 static int health_json(char *out, size_t cap)
 {
+    char memory[256];
+    memory_json(memory, sizeof(memory));
     long hubs = 0, networks = 0;
     if (s_bridge && ph_bridge_stats_json(s_bridge, out, cap) >= 0) {
         hubs = stats_int(out, "\"hubs\":");
@@ -439,12 +461,11 @@ static int health_json(char *out, size_t cap)
              "{\"status\":\"%s\",\"timestamp\":\"%s\",\"uptime\":%.3f,\"isHub\":true,"
              "\"connections\":%" PRIu32 ",\"peers\":%d,\"hubs\":%ld,\"networks\":%ld,"
              "\"module\":{\"source\":\"%s\",\"bytes\":%u,\"sha256\":\"%s\",\"error\":\"%s\"},"
-             "\"memory\":{\"freeHeap\":%" PRIu32 ",\"minFreeHeap\":%" PRIu32 "}}",
+             "\"memory\":%s}",
              s_bridge ? "healthy" : "no-module", stamp, esp_timer_get_time() / 1e6,
              s_bridge ? ph_bridge_connection_count(s_bridge) : 0,
              s_bridge ? ph_bridge_peer_count(s_bridge) : 0, hubs, networks,
-             slot_name(s_image.slot), (unsigned)s_image.len, hex, s_load_error,
-             esp_get_free_heap_size(), esp_get_minimum_free_heap_size());
+             slot_name(s_image.slot), (unsigned)s_image.len, hex, s_load_error, memory);
     return 200;
 }
 
@@ -459,9 +480,16 @@ static void handle_call(hub_call *c)
             snprintf(c->out, c->cap, "no hub module loaded: %s", s_load_error);
             c->status = 503;
         } else {
-            c->status = ph_bridge_stats_json(s_bridge, c->out, c->cap) >= 0 ? 200 : 503;
-            if (c->status != 200) {
+            char memory[256];
+            int n = ph_bridge_stats_json(s_bridge, c->out, c->cap);
+            memory_json(memory, sizeof(memory));
+            /* The bridge's object, with the board's memory as one more member. */
+            if (n > 0 && (size_t)n + strlen(memory) + 12 < c->cap && c->out[n - 1] == '}') {
+                snprintf(c->out + n - 1, c->cap - (size_t)n + 1, ",\"memory\":%s}", memory);
+                c->status = 200;
+            } else {
                 strlcpy(c->out, "stats do not fit the buffer", c->cap);
+                c->status = 503;
             }
         }
         break;
