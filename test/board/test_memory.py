@@ -16,7 +16,7 @@ from hubprocess import http_get
 
 PEERS = 20                      # MAX_PEERS
 OFFER_SDP_BYTES = 4500          # a typical WebRTC offer
-OFFERS_PER_SENDER = 30
+OFFERS_PER_SENDER = 10
 # Floors that catch a regression towards exhaustion, not the goal: docs/PERFORMANCE.md has the
 # figures and what it would take to reach 96 KiB free under load.
 MIN_FREE_HEAP_FLOOR = 4 * 1024
