@@ -51,15 +51,10 @@ static esp_err_t send_error(httpd_req_t *req, const char *status, const char *re
     return send_json(req, status, body);
 }
 
-static size_t path_len(const char *uri)
-{
-    return strcspn(uri, "?#");
-}
-
+/* The reference answers /health only on that exact request URI: with a query it is the banner. */
 static bool path_is(const char *uri, const char *path)
 {
-    size_t n = path_len(uri);
-    return n == strlen(path) && strncmp(uri, path, n) == 0;
+    return strcmp(uri, path) == 0;
 }
 
 esp_err_t http_endpoints_handle_get(httpd_req_t *req)

@@ -39,6 +39,7 @@ static const char *TAG = "pigeonhub";
 #define HUB_CALL_WAIT_MS 10000             /* HTTP handlers give up on the hub task after this */
 #define HUB_INBOX_POLL_MS 10
 #define HUB_ERR_LEN 160
+#define WALL_CLOCK_SYNCED_AFTER 1600000000 /* s: an RTC before 2020 has not been set by SNTP */
 
 /* A WebSocket the hub task knows: transport session ↔ bridge connection. */
 typedef struct {
@@ -154,7 +155,7 @@ static int64_t op_wall_clock_ms(void *ctx)
     struct timeval tv;
     (void)ctx;
     gettimeofday(&tv, NULL);
-    if (tv.tv_sec < 1600000000) { /* before SNTP sync the RTC counts from 1970: report uptime */
+    if (tv.tv_sec < WALL_CLOCK_SYNCED_AFTER) { /* before SNTP sync the RTC counts from 1970: uptime */
         return esp_timer_get_time() / 1000;
     }
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
@@ -458,15 +459,46 @@ static int health_json(char *out, size_t cap)
     size_t n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &utc);
     snprintf(stamp + n, sizeof(stamp) - n, ".%03ldZ", (long)(tv.tv_usec / 1000));
     snprintf(out, cap,
-             "{\"status\":\"%s\",\"timestamp\":\"%s\",\"uptime\":%.3f,\"isHub\":true,"
+             "{\"status\":\"%s\",\"timestamp\":\"%s\",\"wallClock\":\"%s\",\"uptime\":%.3f,\"isHub\":true,"
              "\"connections\":%" PRIu32 ",\"peers\":%d,\"hubs\":%ld,\"networks\":%ld,"
              "\"module\":{\"source\":\"%s\",\"bytes\":%u,\"sha256\":\"%s\",\"error\":\"%s\"},"
              "\"memory\":%s}",
-             s_bridge ? "healthy" : "no-module", stamp, esp_timer_get_time() / 1e6,
+             s_bridge ? "healthy" : "no-module", stamp,
+             tv.tv_sec < WALL_CLOCK_SYNCED_AFTER ? "unsynced" : "synced", esp_timer_get_time() / 1e6,
              s_bridge ? ph_bridge_connection_count(s_bridge) : 0,
              s_bridge ? ph_bridge_peer_count(s_bridge) : 0, hubs, networks,
              slot_name(s_image.slot), (unsigned)s_image.len, hex, s_load_error, memory);
     return 200;
+}
+
+/* The bridge's stats object with what the PC hub adds (same shape): the module image's size,
+ * sha256 and source inside "module", and hubId, uptime and the board's memory at the top. */
+static int stats_json(char *out, size_t cap)
+{
+    static const char head[] = "{\"module\":{";
+    char image[160], tail[384], memory[256], hex[65] = "";
+    int n = ph_bridge_stats_json(s_bridge, out, cap);
+    if (n <= 0 || out[n - 1] != '}') {
+        return -1;
+    }
+    if (s_image.data) {
+        module_store_sha_hex(s_image.sha256, hex);
+    }
+    memory_json(memory, sizeof(memory));
+    size_t at = sizeof(head) - 1;
+    bool module_object = strncmp(out, head, at) == 0;
+    int ilen = snprintf(image, sizeof(image), "\"size\":%u,\"sha256\":\"%s\",\"source\":\"%s\"%s",
+                        (unsigned)s_image.len, hex, slot_name(s_image.slot),
+                        module_object && out[at] != '}' ? "," : "");
+    int tlen = snprintf(tail, sizeof(tail), ",\"hubId\":\"%s\",\"uptime\":%.3f,\"memory\":%s}",
+                        ph_bridge_hub_id(s_bridge), esp_timer_get_time() / 1e6, memory);
+    if (!module_object || (size_t)(n + ilen + tlen) >= cap) {
+        return -1;
+    }
+    memmove(out + at + ilen, out + at, (size_t)n - at + 1);
+    memcpy(out + at, image, (size_t)ilen);
+    memcpy(out + n + ilen - 1, tail, (size_t)tlen + 1);
+    return 0;
 }
 
 static void handle_call(hub_call *c)
@@ -480,16 +512,9 @@ static void handle_call(hub_call *c)
             snprintf(c->out, c->cap, "no hub module loaded: %s", s_load_error);
             c->status = 503;
         } else {
-            char memory[256];
-            int n = ph_bridge_stats_json(s_bridge, c->out, c->cap);
-            memory_json(memory, sizeof(memory));
-            /* The bridge's object, with the board's memory as one more member. */
-            if (n > 0 && (size_t)n + strlen(memory) + 12 < c->cap && c->out[n - 1] == '}') {
-                snprintf(c->out + n - 1, c->cap - (size_t)n + 1, ",\"memory\":%s}", memory);
-                c->status = 200;
-            } else {
+            c->status = stats_json(c->out, c->cap) == 0 ? 200 : 503;
+            if (c->status != 200) {
                 strlcpy(c->out, "stats do not fit the buffer", c->cap);
-                c->status = 503;
             }
         }
         break;

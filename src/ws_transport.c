@@ -12,6 +12,8 @@
 #include <string.h>
 #include "esp_heap_caps.h" /* MALLOC_CAP_* in HTTPD_DEFAULT_CONFIG */
 #include "esp_log.h"
+#include "esp_timer.h"
+#include "lwip/sockets.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
 #include "http_endpoints.h"
@@ -24,6 +26,8 @@ static const char *TAG = "pigeonhub";
 #define WS_CLOSE_PROTOCOL 1002      /* RFC 6455 §7.4.1: protocol error                        */
 #define WS_CLOSE_BAD_DATA 1007      /* RFC 6455 §7.4.1: data inconsistent with the type (UTF-8) */
 #define WS_INBOX_WAIT_MS 2000       /* how long a sender is held back before it is dropped   */
+#define WS_DRAIN_MS 1000            /* a refused frame's payload is read away for this long...  */
+#define WS_DRAIN_MAX (64 * 1024)    /* ...or up to this many bytes, before the socket is dropped */
 
 /* Per-WebSocket state, the httpd session context (freed by httpd when the socket closes). */
 typedef struct {
@@ -306,20 +310,55 @@ static esp_err_t on_control(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f
     return ESP_OK;
 }
 
-static esp_err_t refuse_too_big(httpd_req_t *req, ws_session *s, size_t len)
+/* Read and discard what is left of the offending frame (bounded in bytes and time): lwIP answers a
+ * close with unread data by a reset, and a reset makes the client's stack drop the close frame. */
+static void drain_unread(int fd, size_t unread)
 {
-    uint8_t body[2 + sizeof(PH_REASON_TOO_BIG) - 1];
-    body[0] = PH_CLOSE_TOO_BIG >> 8;
-    body[1] = PH_CLOSE_TOO_BIG & 0xff;
-    memcpy(body + 2, PH_REASON_TOO_BIG, sizeof(body) - 2);
+    uint8_t scratch[256];
+    int64_t deadline = esp_timer_get_time() + WS_DRAIN_MS * 1000LL;
+    unread = unread > WS_DRAIN_MAX ? WS_DRAIN_MAX : unread;
+    while (unread > 0 && esp_timer_get_time() < deadline) {
+        struct timeval tv = { .tv_sec = 0, .tv_usec = 50 * 1000 };
+        fd_set fds;
+        FD_ZERO(&fds);
+        FD_SET(fd, &fds);
+        if (select(fd + 1, &fds, NULL, NULL, &tv) <= 0) {
+            continue;
+        }
+        int n = recv(fd, scratch, unread < sizeof(scratch) ? unread : sizeof(scratch), MSG_DONTWAIT);
+        if (n <= 0) {
+            break;
+        }
+        unread -= (size_t)n;
+    }
+}
+
+/* Fail the connection (RFC 6455 §7.1.7): a close frame the client can read, then drop the socket.
+ * `unread`: payload bytes of the current frame still in the socket. */
+static esp_err_t fail_connection(httpd_req_t *req, ws_session *s, uint16_t code, const char *reason,
+                                 size_t unread)
+{
+    uint8_t body[2 + WS_CONTROL_MAX];
+    size_t n = strnlen(reason, WS_CONTROL_MAX - 2);
+    body[0] = (uint8_t)(code >> 8);
+    body[1] = (uint8_t)(code & 0xff);
+    memcpy(body + 2, reason, n);
     httpd_ws_frame_t close = { .final = true, .type = HTTPD_WS_TYPE_CLOSE, .payload = body,
-                               .len = sizeof(body) };
-    httpd_ws_send_frame(req, &close);
-    s->close_sent = true;
+                               .len = n + 2 };
+    if (!s->close_sent) {
+        httpd_ws_send_frame(req, &close);
+        s->close_sent = true;
+    }
+    drain_unread(httpd_req_to_sockfd(req), unread);
+    return ESP_FAIL;
+}
+
+static esp_err_t refuse_too_big(httpd_req_t *req, ws_session *s, size_t total, size_t unread)
+{
     /* Let the bridge account for it on its own thread; the payload is never read. */
-    hub_event ev = { .type = HUB_EV_TOO_BIG, .session = s->id, .fd = s->fd, .len = len };
+    hub_event ev = { .type = HUB_EV_TOO_BIG, .session = s->id, .fd = s->fd, .len = total };
     hub_post(&ev, portMAX_DELAY);
-    return ESP_FAIL; /* unread payload bytes remain: httpd must drop the socket */
+    return fail_connection(req, s, PH_CLOSE_TOO_BIG, PH_REASON_TOO_BIG, unread);
 }
 
 /* RFC 6455 §8.1: a text message must be UTF-8 (shortest form, no surrogates, <= U+10FFFF). */
@@ -348,31 +387,12 @@ static bool is_utf8(const uint8_t *p, size_t n)
     return true;
 }
 
-/* Fail the connection with a close frame the client can read (RFC 6455 §7.1.7), then drop it. */
-static esp_err_t fail_connection(httpd_req_t *req, ws_session *s, uint16_t code, const char *reason)
-{
-    uint8_t body[2 + WS_CONTROL_MAX];
-    size_t n = strnlen(reason, WS_CONTROL_MAX - 2);
-    body[0] = (uint8_t)(code >> 8);
-    body[1] = (uint8_t)(code & 0xff);
-    memcpy(body + 2, reason, n);
-    httpd_ws_frame_t close = { .final = true, .type = HTTPD_WS_TYPE_CLOSE, .payload = body,
-                               .len = n + 2 };
-    if (s == NULL || !s->close_sent) {
-        httpd_ws_send_frame(req, &close);
-    }
-    if (s != NULL) {
-        s->close_sent = true;
-    }
-    return ESP_FAIL;
-}
-
 static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
 {
     size_t limit = atomic_load(&s_frame_limit);
     size_t total = s->partial_len + f->len;
     if (total > limit) {
-        return refuse_too_big(req, s, total);
+        return refuse_too_big(req, s, total, f->len);
     }
     uint8_t *buf = realloc(s->partial, total ? total : 1);
     if (buf == NULL) {
@@ -395,7 +415,7 @@ static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
     }
     if (s->partial_type == HTTPD_WS_TYPE_TEXT && !is_utf8(buf, total)) {
         ESP_LOGW(TAG, "fd %d: text message is not UTF-8; closing %d", s->fd, WS_CLOSE_BAD_DATA);
-        return fail_connection(req, s, WS_CLOSE_BAD_DATA, "Invalid UTF-8");
+        return fail_connection(req, s, WS_CLOSE_BAD_DATA, "Invalid UTF-8", 0);
     }
     if (!hub_inbox_reserve(total, pdMS_TO_TICKS(WS_INBOX_WAIT_MS))) {
         ESP_LOGW(TAG, "fd %d: hub inbox full for %d ms; dropping the connection", s->fd,
@@ -427,7 +447,7 @@ static esp_err_t ws_handler(httpd_req_t *req)
     esp_err_t err = httpd_ws_recv_frame(req, &f, 0); /* header only: type, FIN, length */
     if (err == ESP_ERR_INVALID_STATE) {
         /* httpd refuses an unmasked client frame (it logs "not properly masked") */
-        return fail_connection(req, s, WS_CLOSE_PROTOCOL, "Protocol error");
+        return fail_connection(req, s, WS_CLOSE_PROTOCOL, "Protocol error", f.len);
     }
     if (err != ESP_OK) {
         return err;
@@ -443,7 +463,7 @@ static esp_err_t ws_handler(httpd_req_t *req)
         return on_data(req, s, &f);
     default:
         ESP_LOGW(TAG, "fd %d: unknown opcode 0x%x; closing %d", fd, f.type, WS_CLOSE_PROTOCOL);
-        return fail_connection(req, s, WS_CLOSE_PROTOCOL, "Protocol error");
+        return fail_connection(req, s, WS_CLOSE_PROTOCOL, "Protocol error", f.len);
     }
 }
 

@@ -33,6 +33,9 @@ def joined(connect):
         peer.expect("connected")
         if network is not None:
             peer.announce(network, **data)
+            # The hub handles one connection's frames in order: its pong means the announce has
+            # taken effect, so a slower hub (a board) cannot see another peer's signal first.
+            peer.roundtrip()
         return peer
 
     return make

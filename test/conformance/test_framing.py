@@ -10,17 +10,9 @@ import json
 import socket
 import time
 
-import pytest
 from websocket import ABNF
 
 from hubclient import new_network
-
-# Known differences of the firmware's transport (esp_http_server), seen on the emulated board; open
-# in the emulator issue. Not strict: QEMU's timing makes some of them pass now and then.
-BOARD_TIMING = "httpd's 5 s receive timeout can drop a frame cut into byte-sized segments under QEMU"
-BOARD_COALESCED = "a message followed by others in the same TCP segment is sometimes lost on the board"
-BOARD_CLOSE_LOST = ("httpd closes the socket with the offending frame unread: the kernel's RST "
-                    "overtakes the 1002 close frame")
 
 
 def wire(payload, opcode=ABNF.OPCODE_TEXT, fin=1, mask=1):
@@ -50,7 +42,6 @@ def send_cut(peer, data, cuts):
         time.sleep(0.003)   # let the hub read this piece on its own
 
 
-@pytest.mark.board_xfail(reason=BOARD_TIMING)
 def test_frames_cut_inside_header_length_mask_and_payload(joined):
     """Three frames (7-bit, 16-bit and 16-bit lengths), cut after every one of the first 8 bytes
     of each header and in the middle of each payload: all three relayed, in order, intact."""
@@ -69,7 +60,6 @@ def test_frames_cut_inside_header_length_mask_and_payload(joined):
     a.roundtrip()
 
 
-@pytest.mark.board_xfail(reason=BOARD_COALESCED)
 def test_many_frames_in_one_segment_with_a_ping_between(joined):
     """Frames coalesced into one write, with a ping among them: every message relayed in order,
     the ping answered, the connection kept."""
@@ -84,7 +74,6 @@ def test_many_frames_in_one_segment_with_a_ping_between(joined):
     a.roundtrip()
 
 
-@pytest.mark.board_xfail(reason=BOARD_CLOSE_LOST)
 def test_unmasked_client_frame_fails_with_1002(joined):
     """RFC 6455 §5.1: a server must close on an unmasked frame from a client (protocol error);
     other connections are unaffected."""
@@ -96,7 +85,6 @@ def test_unmasked_client_frame_fails_with_1002(joined):
     b.roundtrip()
 
 
-@pytest.mark.board_xfail(reason=BOARD_CLOSE_LOST)
 def test_unknown_opcode_after_good_frames_fails_with_1002(joined):
     """Good frames first, then a reserved opcode (0x3) in the same segment: the good ones are
     relayed, then the connection is failed with 1002."""

@@ -32,7 +32,7 @@ def test_client_killed_mid_frame(joined, connect):
     newcomer.roundtrip()
 
 
-def test_flood_from_one_client(joined):
+def test_flood_from_one_client(hub, joined):
     net = new_network()
     flooder, b = joined(net), joined(net)
     frame = json.dumps({"type": "ping", "data": {"n": 0}}).encode()
@@ -50,7 +50,8 @@ def test_flood_from_one_client(joined):
         closed = (exc.code, exc.reason)
     # Either every ping was answered, or the slow consumer was cut off with 1013 (bounded outbox).
     assert pongs == FLOOD_FRAMES or (closed and closed[0] == 1013), (pongs, closed)
-    assert time.monotonic() - started < 30
+    # a bound against a stuck hub, not a speed target; QEMU emulates the board many times slower
+    assert time.monotonic() - started < (150 if hub.kind == "board" else 30)
     b.roundtrip()
 
 
