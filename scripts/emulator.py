@@ -140,6 +140,7 @@ def provision(flash: Path, build: Path, settings: dict) -> None:
     """Write `settings` (NVS key -> string, src/settings.h keys) into the board's flash file, as the
     serial console's `token` / `bootstrap` commands would have stored them."""
     env = kit_environment()
+    flash.parent.mkdir(parents=True, exist_ok=True)
     if not flash.exists():   # qemu-run.sh merges the build into it without starting QEMU
         subprocess.run(["qemu-run.sh", str(build), "--flash", str(flash), "--print-cmd"], env=env,
                        stdout=subprocess.DEVNULL, check=True)

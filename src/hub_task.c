@@ -370,8 +370,10 @@ static int swap_to_slot(int slot, char *out, size_t cap)
         strlcpy(out, err, cap);
         return 500;
     }
+    /* The check needs a scratch runtime beside the running one; without the heap for it, the
+     * swap below makes the same checks after unloading the running module. */
     res = ph_bridge_check_module(img.data, img.len, err, sizeof(err));
-    if (res != PH_OK) {
+    if (res != PH_OK && res != PH_ERR_NO_MEMORY) {
         snprintf(out, cap, "module rejected: %s", err);
         module_store_release(&img);
         return 422;
@@ -390,9 +392,12 @@ static int swap_to_slot(int slot, char *out, size_t cap)
         }
     }
     if (res != PH_OK) {
-        snprintf(out, cap, "swap failed, the previous module keeps running: %s", err);
+        bool rejected = res != PH_ERR_NO_MEMORY && res != PH_ERR_INIT;
+        snprintf(out, cap, "%s%s", rejected ? "module rejected: " :
+                 res == PH_ERR_NO_MEMORY ? "not enough memory for this module, the previous one keeps running: "
+                                         : "swap failed, the previous module keeps running: ", err);
         module_store_release(&img);
-        return 500;
+        return rejected ? 422 : res == PH_ERR_NO_MEMORY ? 507 : 500;
     }
     /* The old runtime is gone: its bytes may be unmapped now. */
     module_store_release(&s_image);

@@ -79,6 +79,7 @@ M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap
     const void *argp[4];
     for (uint32_t i = 0; i < argc && i < 4; i++) argp[i] = &args[i];
     IM3Function f = b->inst.fn[id];
+    if (!f) return "no module loaded";   /* a swap that could not restore the old module either */
     int64_t saved_sp = b->inst.stack_pointer ? b->inst.stack_pointer->intValue : 0;
 
     b->depth++;
@@ -384,6 +385,13 @@ static ph_result ph_read_input_buffer(ph_bridge *b, char *err, size_t err_cap)
     return PH_OK;
 }
 
+/* Running out of heap is not the module's fault: it gets its own result, so an upload of a good
+ * module is not reported as a bad one. */
+static ph_result ph_load_result(M3Result r)
+{
+    return r == m3Err_mallocFailed || r == m3Err_mallocFailedCodePage ? PH_ERR_NO_MEMORY : PH_ERR_LOAD;
+}
+
 ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, char *err, size_t err_cap)
 {
     ph_result rc;
@@ -421,7 +429,7 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
 
     r = m3_ParseModule(b->inst.env, &module, wasm, (uint32_t)wasm_len);
     if (r) {
-        rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot parse the module: %s", r);
+        rc = ph_fail(err, err_cap, ph_load_result(r), "WASM3 cannot parse the module: %s", r);
         goto fail_runtime;   /* m3_ParseModule freed what it had built */
     }
     if (module->memoryImported) {
@@ -429,7 +437,7 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
         goto fail_module;
     }
     r = m3_LoadModule(b->inst.runtime, module);
-    if (r && b->config.memory_limit_bytes &&
+    if (r && b->config.memory_limit_bytes && ph_load_result(r) != PH_ERR_NO_MEMORY &&
         (uint64_t)info.initial_pages * PH_WASM_PAGE_BYTES > b->config.memory_limit_bytes) {
         /* Most likely its data lies past the limit: say so rather than WASM3's generic words. */
         rc = ph_fail(err, err_cap, PH_ERR_MEMORY,
@@ -438,7 +446,7 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
         goto fail_module;
     }
     if (r) {
-        rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot load the module: %s", r);
+        rc = ph_fail(err, err_cap, ph_load_result(r), "WASM3 cannot load the module: %s", r);
         goto fail_module;
     }
     b->inst.module = module;   /* the runtime owns it from here */
@@ -446,7 +454,7 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
     if ((rc = ph_link_imports(b, err, err_cap)) != PH_OK) goto fail_runtime;
     r = m3_CompileModule(module);
     if (r) {
-        rc = ph_fail(err, err_cap, PH_ERR_LOAD, "WASM3 cannot compile the module: %s", r);
+        rc = ph_fail(err, err_cap, ph_load_result(r), "WASM3 cannot compile the module: %s", r);
         goto fail_runtime;
     }
     if ((rc = ph_check_globals(b, err, err_cap)) != PH_OK) goto fail_runtime;
@@ -455,7 +463,8 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
     if ((rc = ph_check_abi_version(b, err, err_cap)) != PH_OK) goto fail_runtime;
     if ((rc = ph_check_exports(b, err, err_cap)) != PH_OK) goto fail_runtime;
     if ((r = ph_call0(b, PH_EXPORT_init, &value)) != m3Err_none) {
-        rc = ph_fail(err, err_cap, PH_ERR_INIT, "init() trapped: %s", r);
+        rc = ph_fail(err, err_cap, r == m3Err_mallocFailed || r == m3Err_mallocFailedCodePage
+                                       ? PH_ERR_NO_MEMORY : PH_ERR_INIT, "init() trapped: %s", r);
         goto fail_runtime;
     }
     if (value != 0) {

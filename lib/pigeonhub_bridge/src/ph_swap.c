@@ -165,19 +165,13 @@ static ph_result swap_fail(ph_bridge *b, const ph_instance *old, ph_result rc)
     return rc;
 }
 
-ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len, char *err,
-                         size_t err_cap)
+/* Load `wasm` into a new runtime beside `old`, replay every connection into it and commit; on
+ * failure b->inst becomes `old` again. `old` may be an empty instance (see ph_bridge_swap). */
+static ph_result swap_to(ph_bridge *b, ph_instance old, const uint8_t *wasm, size_t wasm_len,
+                         char *err, size_t err_cap)
 {
-    ph_bridge *b = bridge;
     ph_result rc;
     M3Result r;
-    if (err && err_cap) err[0] = '\0';
-    if (!b) return ph_fail(err, err_cap, PH_ERR_UNKNOWN_CONN, "no bridge to swap a module into");
-    if (b->depth || b->replaying)
-        return ph_fail(err, err_cap, PH_ERR_INIT,
-                       "module swap requested from inside a module call; refused (transport bug)");
-
-    ph_instance old = b->inst;
     memset(&b->inst, 0, sizeof b->inst);
     b->deferred = calloc(b->slot_count, sizeof *b->deferred);
     if (!b->deferred) {
@@ -299,6 +293,43 @@ ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len
            "%u hub links, %u frames kept from clients", (unsigned)replayed, (unsigned)announces,
            (unsigned)links, (unsigned)(b->suppressed - suppressed_before));
     return PH_OK;
+}
+
+ph_result ph_bridge_swap(ph_bridge *bridge, const uint8_t *wasm, size_t wasm_len, char *err,
+                         size_t err_cap)
+{
+    ph_bridge *b = bridge;
+    if (err && err_cap) err[0] = '\0';
+    if (!b) return ph_fail(err, err_cap, PH_ERR_UNKNOWN_CONN, "no bridge to swap a module into");
+    if (b->depth || b->replaying)
+        return ph_fail(err, err_cap, PH_ERR_INIT,
+                       "module swap requested from inside a module call; refused (transport bug)");
+
+    ph_result rc = swap_to(b, b->inst, wasm, wasm_len, err, err_cap);
+    if (rc != PH_ERR_NO_MEMORY) return rc;
+
+    /* No heap for two runtimes at once (a board without PSRAM holds one module and little more):
+     * the running one is unloaded first. Its bytes stay valid (flash, or the caller's buffer), so
+     * if the new module fails too, the old one is loaded again and every connection replayed into
+     * it, as into a new module: clients see nothing either way. */
+    const uint8_t *old_wasm = b->inst.wasm;
+    size_t old_len = b->inst.wasm_len;
+    ph_log(b, 'W', "bridge: no room for two modules (%s); unloading the running one for the swap", err);
+    ph_instance_free(&b->inst);
+    ph_instance none;
+    memset(&none, 0, sizeof none);
+    b->swap_failures--;   /* counted again below only if the swap fails after all */
+    rc = swap_to(b, none, wasm, wasm_len, err, err_cap);
+    if (rc == PH_OK) return PH_OK;
+    char why[160];
+    if (swap_to(b, none, old_wasm, old_len, why, sizeof why) == PH_OK) {
+        b->swaps--;   /* the module running is the one that ran before */
+        ph_log(b, 'W', "bridge: the previous module was loaded again");
+    } else {
+        ph_log(b, 'E', "bridge: the previous module could not be loaded again (%s): no module runs "
+               "until one is uploaded", why);
+    }
+    return rc;
 }
 
 uint32_t ph_bridge_last_swap_replayed(const ph_bridge *bridge)
