@@ -1,8 +1,9 @@
 """pytest-embedded suites (ESP-IDF convention: pytest_*.py, the `dut` fixture, the device's log is the
-test's evidence). The same files run two ways:
+test's evidence). The same files run three ways:
 
     pytest test/embedded --embedded-services esp --port /dev/ttyUSB0 --upload-token T   # a board
     pytest test/embedded --embedded-services serial                                     # PC twin (CI)
+    pytest test/embedded --embedded-services serial --emulated-board esp32|esp32c3      # QEMU
 
 Board: the `esp` service (pytest-embedded-serial-esp, installed with a board setup, not here) resets
 the board when the `dut` is created; the hub boots and logs.
@@ -11,6 +12,13 @@ its pseudo-terminal to pytest-embedded as the `port`. pyserial discards pending 
 a port, so the twin prints nothing there until told `reset` (pigeonhub/server.py): the `boot`
 fixture writes that line through the dut's own serial port, after the port is open.
 `--embedded-services serial --port PTY` drives a `pigeonhub serve --pty` someone started by hand.
+Emulated board (--emulated-board, test/conftest.py): this conftest builds the firmware and boots it
+once per session in QEMU (scripts/emulator.py) with UART0 on a pseudo-terminal (the `port`), a QMP
+monitor socket, the hub's port forwarded to 127.0.0.1 and a random upload token in its NVS. QEMU
+drops what the board prints while the port is closed, so the `boot` fixture resets the board
+(QMP system_reset, the reset button) after pytest-embedded opened the port, as the esp service
+does on a board. The board's own address (10.0.2.15, QEMU's user network) is not reachable from
+here: the harvested Boot carries the forwarded one (Boot.address), which the suites connect to.
 
 Without --embedded-services (the main `pytest` run over test/) every test here is skipped.
 """
@@ -18,10 +26,13 @@ Without --embedded-services (the main `pytest` run over test/) every test here i
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -33,13 +44,16 @@ for extra in (ROOT, ROOT / "test" / "conformance"):   # pigeonhub (the CLI), hub
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from embedded_support import read_boot_log  # noqa: E402
+from embedded_support import BOOT_TIMEOUT, read_boot_log  # noqa: E402
 
 TWIN_START_TIMEOUT = 60.0   # s: the first `pigeonhub serve` may build hub.wasm before it boots
 TWIN_STOP_TIMEOUT = 15.0    # s: Ctrl-C closes every peer with 1001 and waits for their answers
+EMULATOR_BOOT_TIMEOUT = 120.0   # s from QEMU's start to /health on the forwarded port (a busy host)
+EMULATOR_RESET_TIMEOUT = 90.0   # s from a reset to the last boot line (scripts/emulator.py BOOT_TIMEOUT)
 PTY_LINE = re.compile(r"^I \(\d+\) pigeonhub: pty (/dev/\S+)\s*$", re.M)
 TWIN_BOOTED = re.compile(r"^I \(\d+\) pigeonhub: hub id [0-9a-f]{40}\s*$", re.M)
-HOW_TO_RUN = ("pytest-embedded suite: run `pytest test/embedded --embedded-services serial` (PC twin) "
+HOW_TO_RUN = ("pytest-embedded suite: run `pytest test/embedded --embedded-services serial` (PC twin), "
+              "add `--emulated-board esp32` (firmware in QEMU), "
               "or `--embedded-services esp --port /dev/ttyUSB0` (board)")
 
 
@@ -47,6 +61,8 @@ def pytest_configure(config):
     # pytest-embedded records junit attributes through this experimental pytest API on every test.
     config.addinivalue_line("filterwarnings",
                             "ignore:record_xml_attribute is an experimental feature")
+    if hub_mode(config) == "emulator" and _option(config, "port"):
+        raise pytest.UsageError("--emulated-board starts its own QEMU board: drop --port")
 
 
 def pytest_addoption(parser):
@@ -67,14 +83,19 @@ def _option(config, name, default=None):
 
 
 def hub_mode(config):
-    """"board" (esp service resets it), "console" (--port of a `pigeonhub serve --pty` started by
-    hand), "twin" (this conftest starts one), or None (not a pytest-embedded run)."""
+    """"board" (esp service resets it), "emulator" (--emulated-board: this conftest boots the
+    firmware in QEMU), "console" (--port of a `pigeonhub serve --pty` started by hand), "twin"
+    (this conftest starts one), or None (not a pytest-embedded run)."""
     services = {s.strip() for s in re.split(r"[,|]", _option(config, "embedded_services", "") or "")
                 if s.strip()}
     if not services:
         return None
     if "esp" in services:
+        if _option(config, "emulated_board"):
+            raise pytest.UsageError("--emulated-board runs with --embedded-services serial, not esp")
         return "board"
+    if _option(config, "emulated_board"):
+        return "emulator"
     return "console" if _option(config, "port") else "twin"
 
 
@@ -168,42 +189,109 @@ def pc_twin(request, tmp_path_factory):
                     pytrace=False)
 
 
+# ---- the emulated board ----------------------------------------------------------------------------
+
+def _health_answers(url):
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=5) as r:
+            return r.status == 200
+    except OSError:   # refused, reset, timeout (QEMU accepts on the forwarded port before the hub does)
+        return False
+
+
+@pytest.fixture(scope="session")
+def emulated_board(request, tmp_path_factory):
+    """The firmware booted in QEMU (scripts/emulator.Board) with UART0 on a pty (.tty), a QMP
+    monitor (.reset()), the hub forwarded to 127.0.0.1:.port and a random .token in its NVS;
+    None unless this is an --emulated-board run."""
+    if hub_mode(request.config) != "emulator":
+        yield None
+        return
+    from hubprocess import emulator   # test/hubprocess.py: scripts/emulator.py, imported
+    emu = emulator()
+    target = _option(request.config, "emulated_board")
+    if not emu.kit_present():
+        pytest.skip(emu.NO_KIT.format(kit=emu.kit_dir()))
+    tmp = tmp_path_factory.mktemp(f"emulated-{target}")
+    token = secrets.token_hex(16)
+    try:
+        build = emu.build(target, quiet=True)
+        board = emu.Board(build, tmp / "qemu.log", settings={"upload_token": token}, serial="pty",
+                          monitor=Path(tempfile.mkdtemp(prefix="ph-qmp-")) / "qmp.sock")
+        board.start(wait=False)
+    except emu.EmulatorError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    board.token, board.target, board.guest_port = token, target, emu.HUB_PORT
+    try:
+        board.tty = board.pty()
+        # Its first boot goes unseen (nobody has the pty open) but must be over before a test
+        # resets it: QEMU ignores a system_reset in the board's first seconds.
+        deadline = time.monotonic() + EMULATOR_BOOT_TIMEOUT
+        while not _health_answers(board.http):
+            if board.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the emulated {target} did not answer GET {board.http}/health within "
+                            f"{EMULATOR_BOOT_TIMEOUT:g} s (QEMU exit code {board.proc.poll()}); "
+                            f"QEMU's output:\n{board.log()}", pytrace=False)
+            time.sleep(0.5)
+        yield board
+    except emu.EmulatorError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    finally:
+        board.stop()
+        shutil.rmtree(board.monitor.parent, ignore_errors=True)
+
+
 @pytest.fixture
 def port(request):
-    """pytest-embedded's `port`: the twin's pty in a twin run, else --port (None lets the esp
-    service find the board)."""
-    if hub_mode(request.config) == "twin":
+    """pytest-embedded's `port`: the twin's or the emulated board's pty, else --port (None lets
+    the esp service find the board)."""
+    mode = hub_mode(request.config)
+    if mode == "twin":
         return request.getfixturevalue("pc_twin").pty
+    if mode == "emulator":
+        return request.getfixturevalue("emulated_board").tty
     return _option(request.config, "port")
 
 
-def _reset(config, dut, board_already_reset=False):
+def _reset(request, dut, board_already_reset=False):
     """Reset the hub and harvest its boot log."""
-    mode = hub_mode(config)
+    mode = hub_mode(request.config)
+    address, timeout = None, BOOT_TIMEOUT
     if mode in ("twin", "console"):
         dut.write("reset")   # through the port the dut opened: nothing the hub prints is discarded
+    elif mode == "emulator":
+        board = request.getfixturevalue("emulated_board")
+        board.reset()        # QMP system_reset, after the dut opened the pty
+        # the hub's port as this machine reaches it: QEMU forwards 127.0.0.1:board.port to it
+        address = {board.guest_port: ("127.0.0.1", board.port)}
+        # QEMU's speed is whatever the host spares (2 emulated cores on a busy 2-CPU machine boot
+        # several times slower), while the firmware's timeouts follow the host clock
+        timeout = EMULATOR_RESET_TIMEOUT
     elif not board_already_reset:
         dut.serial.hard_reset()   # EspSerial (pytest-embedded-serial-esp): EN pulsed via RTS, as esptool
-    return read_boot_log(dut)
+    return read_boot_log(dut, timeout=timeout, forwarded=address)
 
 
 @pytest.fixture
-def boot(request, pc_twin, dut):
+def boot(request, pc_twin, emulated_board, dut):
     """The boot log after a reset, harvested: module size and SHA-256, hub id, IP address, port.
-    A board was reset by the esp service when `dut` was created; a twin is reset here."""
-    return _reset(request.config, dut, board_already_reset=True)
+    A board was reset by the esp service when `dut` was created; a twin or an emulated board is
+    reset here."""
+    return _reset(request, dut, board_already_reset=True)
 
 
 @pytest.fixture
 def reboot(request, boot, dut):
     """reboot() -> the next Boot: a second reset within one test."""
-    return lambda: _reset(request.config, dut)
+    return lambda: _reset(request, dut)
 
 
 @pytest.fixture
-def upload_token(request, pc_twin):
+def upload_token(request, pc_twin, emulated_board):
     if pc_twin is not None:
         return pc_twin.token
+    if emulated_board is not None:
+        return emulated_board.token
     token = _option(request.config, "upload_token") or os.environ.get("PIGEONHUB_TOKEN")
     if not token:
         pytest.skip("the hub's upload token is needed: --upload-token T (board console: `token T`)")
@@ -220,3 +308,6 @@ def pytest_runtest_makereport(item, call):
         if twin is not None:
             tail = "\n".join(twin.log().splitlines()[-60:])
             rep.sections.append(("pigeonhub serve --pty output (last 60 lines)", tail))
+        board = item.funcargs.get("emulated_board") if hasattr(item, "funcargs") else None
+        if board is not None:   # its serial log is pytest-embedded's dut log; this is QEMU's own
+            rep.sections.append((f"QEMU ({board.target}) output", board.log()))

@@ -40,9 +40,9 @@ def line(body: bytes) -> "re.Pattern[bytes]":
     return re.compile(_PREFIX + body + _END)
 
 
-# The boot log (src/hub_task.c log_module + op_server_start, src/wifi.c on_ip_event; PC twin:
-# pigeonhub/server.py boot()). Order differs (the board gets its IP from Wi-Fi whenever the AP
-# answers), so they are matched in any order.
+# The boot log (src/hub_task.c log_module + op_server_start, src/wifi.c on_ip_event or, under QEMU,
+# src/ethernet.c; PC twin: pigeonhub/server.py boot()). Order differs (the board gets its IP from
+# Wi-Fi whenever the AP answers, or from DHCP), so they are matched in any order.
 BOOT_LINES = {
     "module loaded": line(rb"module (\S+) loaded: (\d+) bytes, sha256 ([0-9a-f]{64})"),
     "hub id": line(rb"hub id ([0-9a-f]{40})"),
@@ -53,21 +53,28 @@ BOOT_LINES = {
 
 @dataclasses.dataclass
 class Boot:
-    """Values harvested from one boot log."""
+    """Values harvested from one boot log. `ip` and `port` are what the hub printed; `address` is
+    (host, port) where this machine reaches it: the same on a board and the twin, 127.0.0.1 and the
+    forwarded port for an emulated board (QEMU's 10.0.2.15 is only reachable inside QEMU)."""
     module_name: str
     module_bytes: int
     module_sha256: str
     hub_id: str
     ip: str
     port: int
+    address: tuple = None
+
+    def __post_init__(self):
+        if self.address is None:
+            self.address = (self.ip, self.port)
 
     @property
     def ws_url(self):
-        return f"ws://{self.ip}:{self.port}"
+        return "ws://%s:%d" % self.address
 
     @property
     def http_url(self):
-        return f"http://{self.ip}:{self.port}"
+        return "http://%s:%d" % self.address
 
 
 def expect_lines(dut, patterns: dict, timeout: float) -> dict:
@@ -97,13 +104,20 @@ def expect_line(dut, what: str, pattern, timeout=LOG_TIMEOUT):
     return expect_lines(dut, {what: pattern}, timeout)[what]
 
 
-def read_boot_log(dut, timeout=BOOT_TIMEOUT) -> Boot:
+def read_boot_log(dut, timeout=BOOT_TIMEOUT, forwarded=None) -> Boot:
+    """The Boot harvested from the log. `forwarded` (port the hub printed -> (host, port)) is how
+    this machine reaches a hub behind a port forward (QEMU's hostfwd); None: at the logged address."""
     m = expect_lines(dut, BOOT_LINES, timeout)
     loaded = m["module loaded"]
     boot = Boot(module_name=loaded.group(1).decode(), module_bytes=int(loaded.group(2)),
                 module_sha256=loaded.group(3).decode(), hub_id=m["hub id"].group(1).decode(),
                 ip=m["IPv4 address"].group(1).decode(),
                 port=int(m["WebSocket server listening"].group(1)))
+    if forwarded is not None:
+        if boot.port not in forwarded:
+            pytest.fail(f"the hub listens on port {boot.port}, but only {sorted(forwarded)} "
+                        "is forwarded to this machine", pytrace=False)
+        boot.address = forwarded[boot.port]
     return boot
 
 

@@ -1,21 +1,26 @@
 """The boot log: what a user sees on the serial console after a reset, and that it is true.
 
-Board: src/hub_task.c (module loaded, hub id, WebSocket server listening), src/wifi.c (IPv4 address).
+Board: src/hub_task.c (module loaded, hub id, WebSocket server listening), src/wifi.c (IPv4 address;
+src/ethernet.c in QEMU, reached through a port forwarded to 127.0.0.1).
 PC twin: pigeonhub/server.py boot(), printed on its pty after `reset`.
 """
 
 from embedded_support import SLOT_BYTES, http_json, running_module
 
 
-def test_boot_log_names_module_hub_id_address_and_port(boot, pc_twin):
+def test_boot_log_names_module_hub_id_address_and_port(boot, pc_twin, emulated_board):
     # The fixture harvested the four lines with anchored regexes; here: their values are the truth.
     assert 8 < boot.module_bytes <= SLOT_BYTES
     assert 1 <= boot.port <= 65535
     assert all(0 <= int(octet) <= 255 for octet in boot.ip.split("."))
     if pc_twin is not None:
         assert boot.ip == "127.0.0.1"   # the twin was started with --host 127.0.0.1
+    if emulated_board is not None:
+        assert boot.ip == "10.0.2.15"   # QEMU's user network gives the guest this address
+        assert boot.port == emulated_board.guest_port   # the port QEMU forwards 127.0.0.1:P to
 
-    # The address and port from the log reach the hub: what `curl http://IP:PORT/health` shows.
+    # The address and port from the log reach the hub: what `curl http://IP:PORT/health` shows
+    # (for an emulated board, through the port QEMU forwards to it: Boot.address).
     health = http_json(boot, "/health")
     assert health["status"] == "healthy"
     assert health["isHub"] is True
