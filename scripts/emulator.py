@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ("esp32", "esp32c3")
+OWN_SOURCES = ("src", "lib/pigeonhub_bridge", "wasm")   # our code: a warning here fails the build
 HUB_PORT = 3000                    # CONFIG_PIGEONHUB_PORT: the port the firmware listens on
 GUEST_HOST_ADDR = "10.0.2.100"     # qemu-run.sh's default guestfwd address
 BOOT_TIMEOUT = 90.0                # s, to "hub id" and "IPv4 address" in the serial log
@@ -122,6 +123,12 @@ def build(target: str, out: Path | None = None, extra_defaults=(), quiet=False) 
         tail = log.read_text(errors="replace")[-4000:] if quiet else ""
         raise EmulatorError(f"E (emulator) idf.py build for {target} failed (exit "
                             f"{done.returncode}){': ' + tail if tail else ''}")
+    if quiet:
+        ours = [line for line in log.read_text(errors="replace").splitlines()
+                if "warning:" in line and any(f"/{d}/" in line for d in OWN_SOURCES)]
+        if ours:
+            raise EmulatorError("E (emulator) the firmware must build without warnings:\n" +
+                                "\n".join(ours[:20]))
     print(f"I (emulator) {target} firmware built in {time.monotonic() - started:.0f} s", flush=True)
     return out
 
