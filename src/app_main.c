@@ -2,12 +2,16 @@
  * app_main.c — PigeonHub-WASM firmware entry: NVS, network stack, Wi-Fi, the hub task (which
  * starts the HTTP/WebSocket server and loads hub.wasm), the serial console.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include "console.h"
 #include "esp_event.h"
 #include "esp_log.h"
 #include "esp_netif.h"
 #include "esp_netif_sntp.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/semphr.h"
 #include "hub_task.h"
 #include "module_store.h"
 #include "nvs_flash.h"
@@ -27,8 +31,32 @@ static esp_err_t nvs_init(void)
     return err;
 }
 
+#if CONFIG_LIBC_PICOLIBC
+/* Picolibc's stdio (ESP-IDF's CONFIG_LIBC_PICOLIBC, used by the esp32-qemu kit) takes no lock on
+ * stdout, so two tasks logging at once mix their characters mid-line ("I (114I78) pigeonhub: IPv4 (
+ * address") and the lines tests and users look for are lost. Each ESP_LOGx line is one vprintf call
+ * (log v1): a mutex around it keeps lines whole, as newlib's stdout lock does. */
+static SemaphoreHandle_t s_log_lock;
+
+static int locked_vprintf(const char *fmt, va_list args)
+{
+    bool locked = !xPortInIsrContext() && xTaskGetSchedulerState() == taskSCHEDULER_RUNNING &&
+                  xSemaphoreTake(s_log_lock, pdMS_TO_TICKS(100)) == pdTRUE;
+    int n = vprintf(fmt, args);
+    if (locked) {
+        xSemaphoreGive(s_log_lock);
+    }
+    return n;
+}
+#endif
+
 void app_main(void)
 {
+#if CONFIG_LIBC_PICOLIBC
+    if ((s_log_lock = xSemaphoreCreateMutex()) != NULL) {
+        esp_log_set_vprintf(locked_vprintf);
+    }
+#endif
     ESP_ERROR_CHECK(nvs_init());
     ESP_ERROR_CHECK(esp_netif_init());
     ESP_ERROR_CHECK(esp_event_loop_create_default());

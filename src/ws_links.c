@@ -21,24 +21,35 @@
 #include <stdlib.h>
 #include <string.h>
 #include "esp_log.h"
+#include "esp_timer.h"
 #include "esp_transport_ws.h"
 #include "esp_websocket_client.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/queue.h"
 #include "freertos/task.h"
 #include "hub_task.h"
+#include "network.h"
 #include "pigeonhub_abi.h"
 #include "sdkconfig.h"
 
 static const char *TAG = "pigeonhub";
 
 #define WS_LINKS_MAX (CONFIG_PIGEONHUB_MAX_HUB_LINKS > 0 ? CONFIG_PIGEONHUB_MAX_HUB_LINKS : 1)
-#define WS_LINK_QUEUE_LEN 32
+#define WS_LINK_QUEUE_LEN 64
+/* Frames waiting for the far hubs (all links). A link carries every local peer's traffic to its
+ * far hub, so the bridge's per-connection outbox limit (sized for one peer) is not applied to it:
+ * two browser-sized offers (4-8 KB each) sent at once would exceed it and the bridge would close
+ * the whole link, forgetting every remote peer. Frames are reported sent once queued here;
+ * one that does not fit is dropped (the module counts it), never the link. */
+#define WS_LINK_QUEUE_BYTES (3 * CONFIG_PIGEONHUB_OUTBOX_LIMIT)
+#define WS_LINK_DROP_LOG_US 5000000    /* at most one "dropped" line per 5 s */
 #define WS_LINK_TASK_STACK 4096
 #define WS_LINK_SEND_TIMEOUT_MS 2000   /* a far hub that does not read: frame dropped after this */
 #define WS_LINK_CLOSE_TIMEOUT_MS 3000  /* close handshake; the client then drops the TCP link    */
 #define WS_LINK_NETWORK_TIMEOUT_MS 10000
 #define WS_LINK_INBOX_WAIT_MS 1000     /* back-pressure on the client task, as for httpd frames */
+#define WS_LINK_ADDRESS_WAIT_MS 10000  /* a dial without an IPv4 address waits this long for one */
+#define WS_LINK_ADDRESS_POLL_MS 100
 
 typedef struct {
     _Atomic uint32_t session;   /* 0 = free; set by the hub task, cleared by the worker */
@@ -67,6 +78,9 @@ static ws_link s_links[WS_LINKS_MAX];
 static QueueHandle_t s_cmds;
 static ws_sent_cb s_on_sent;
 static atomic_size_t s_frame_limit = MAX_MESSAGE_SIZE;
+static atomic_size_t s_queued_bytes;   /* CMD_SEND bytes in s_cmds or being written */
+static uint32_t s_drops;               /* hub task only: frames dropped since the last log line */
+static int64_t s_drop_logged_us = -WS_LINK_DROP_LOG_US;   /* hub task only */
 static uint32_t s_next_session;
 
 /* ---- events from a client's task ----------------------------------------------------------- */
@@ -187,6 +201,13 @@ static void finish(ws_link *l, uint32_t session)
 
 static void do_open(ws_link *l, uint32_t session, const char *url)
 {
+    /* The module dials its bootstrap hubs as it starts, which is before DHCP (or Wi-Fi) has given
+     * the board an address: without one the dial fails at once ("Host is unreachable", logged by
+     * esp-tls from the client's task) and the link waits out a backoff. Wait for the address. */
+    for (int waited = 0; !network_is_connected() && waited < WS_LINK_ADDRESS_WAIT_MS;
+         waited += WS_LINK_ADDRESS_POLL_MS) {
+        vTaskDelay(pdMS_TO_TICKS(WS_LINK_ADDRESS_POLL_MS));
+    }
     esp_websocket_client_config_t cfg = {
         .uri = url,
         .disable_auto_reconnect = true,   /* one attempt: the module owns the retry policy */
@@ -230,9 +251,7 @@ static void worker(void *arg)
                 ESP_LOGW(TAG, "hub link %" PRIu32 ": a %u-byte frame could not be sent", cmd.session,
                          (unsigned)cmd.len);
             }
-            if (s_on_sent) {
-                s_on_sent(l->conn, cmd.len);   /* written or dropped: the bridge's outbox shrinks */
-            }
+            atomic_fetch_sub(&s_queued_bytes, cmd.len);   /* written or dropped */
             break;
         case CMD_PING:
             if (live && atomic_load(&l->connected)) {
@@ -347,8 +366,27 @@ uint32_t ws_links_open(int32_t conn, const char *url, size_t len)
 int ws_links_send(uint32_t session, int32_t conn, const uint8_t *data, size_t len)
 {
     ws_link *l = find(session);
-    (void)conn;
-    return l != NULL && enqueue(CMD_SEND, l, session, 0, data, len, false) ? 0 : -1;
+    if (l == NULL) {
+        return -1;
+    }
+    size_t queued = atomic_fetch_add(&s_queued_bytes, len);
+    if (queued + len > WS_LINK_QUEUE_BYTES || !enqueue(CMD_SEND, l, session, 0, data, len, false)) {
+        atomic_fetch_sub(&s_queued_bytes, len);
+        s_drops++;
+        int64_t now = esp_timer_get_time();
+        if (now - s_drop_logged_us >= WS_LINK_DROP_LOG_US) {
+            ESP_LOGW(TAG, "hub link %" PRIu32 ": %u bytes wait for the far hub (limit %d): dropping "
+                          "frames (%" PRIu32 " since the last such line)", session, (unsigned)queued,
+                     WS_LINK_QUEUE_BYTES, s_drops);
+            s_drop_logged_us = now;
+            s_drops = 0;
+        }
+        return -1;
+    }
+    if (s_on_sent) {
+        s_on_sent(conn, len);   /* queued: the bridge's outbox for this link stays empty */
+    }
+    return 0;
 }
 
 int ws_links_ping(uint32_t session)

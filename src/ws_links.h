@@ -27,7 +27,9 @@ void ws_links_set_frame_limit(size_t limit);
 /* Hub task. Start dialing url (copied) for bridge connection conn; returns the session id, or
  * 0 when it cannot (no memory, bad URL): nothing will be reported for it then. */
 uint32_t ws_links_open(int32_t conn, const char *url, size_t len);
-/* Queue a text frame (copied): 0, or -1 when out of memory or the link is gone (no on_sent). */
+/* Queue a text frame (copied): 0, with on_sent reported at once (the link's own byte budget, not the
+ * bridge's per-connection outbox, bounds what waits for the far hub), or -1 when that budget is
+ * full, out of memory or the link is gone (no on_sent; the module counts the frame dropped). */
 int ws_links_send(uint32_t session, int32_t conn, const uint8_t *data, size_t len);
 int ws_links_ping(uint32_t session);
 /* Close handshake with code/reason (copied), or abort a link still dialing. HUB_EV_CLOSE follows. */

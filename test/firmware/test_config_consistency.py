@@ -29,6 +29,7 @@ KNOWN_IDF_OPTIONS = {
     "CONFIG_ESP_CONSOLE_UART_DEFAULT",
     "CONFIG_ESP_CONSOLE_UART_CUSTOM",
     "CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG",
+    "CONFIG_LIBC_PICOLIBC",   # newlib component's C library choice (the esp32-qemu kit sets it)
 }
 
 

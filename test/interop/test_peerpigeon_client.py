@@ -1,6 +1,7 @@
 """The real PeerPigeon client (npm peerpigeon 1.1.3, headless Node with WebRTC) through the hub:
 two meshes discover each other, connect over WebRTC via the hub's signaling relay and exchange a
-data-channel "hello". Runs against the hub under test (PC hub, --hub-url, --against-reference)."""
+data-channel "hello". Runs against the hub under test (PC hub, --hub-url, --against-reference,
+--emulated-board esp32|esp32c3: the firmware in QEMU, reached on its forwarded 127.0.0.1 port)."""
 
 import json
 import shutil
