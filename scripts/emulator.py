@@ -221,7 +221,11 @@ class Board:
             if self.serial:
                 out.close()
         if wait:
-            self.wait_booted(timeout)
+            try:
+                self.wait_booted(timeout)
+            except EmulatorError:
+                self.stop()   # a board that did not boot is not left running
+                raise
         return self
 
     def log(self) -> str:

@@ -11,6 +11,7 @@
 #include "esp_netif.h"
 #include "esp_netif_sntp.h"
 #include "freertos/FreeRTOS.h"
+#include "freertos/task.h"
 #include "freertos/semphr.h"
 #include "hub_task.h"
 #include "module_store.h"
@@ -18,6 +19,9 @@
 #include "network.h"
 
 static const char *TAG = "pigeonhub";
+
+#define CONSOLE_START_WAIT_MS 5000
+#define CONSOLE_START_POLL_MS 50
 
 static esp_err_t nvs_init(void)
 {
@@ -71,6 +75,14 @@ void app_main(void)
     }
     ESP_ERROR_CHECK(hub_task_start());
 #if CONFIG_PIGEONHUB_CONSOLE
+    /* The console's banner and terminal probe are printed outside the log's lock: started after
+     * the boot lines (module, hub id, address), they cannot land in the middle of one. Bounded,
+     * so a board without network settings still gets its console to be given them. */
+    for (int waited = 0; !(hub_task_booted() && network_is_connected()) &&
+                         waited < CONSOLE_START_WAIT_MS;
+         waited += CONSOLE_START_POLL_MS) {
+        vTaskDelay(pdMS_TO_TICKS(CONSOLE_START_POLL_MS));
+    }
     console_start();
 #endif
 }

@@ -38,6 +38,7 @@ static const char *TAG = "pigeonhub";
 #define HUB_BOOTSTRAP_BYTES 512            /* the whole comma-separated list (NVS / Kconfig)  */
 #define HUB_CALL_WAIT_MS 10000             /* HTTP handlers give up on the hub task after this */
 #define HUB_INBOX_POLL_MS 10
+#define HUB_OUT_WAIT_MS 50                 /* longest wait for the sockets to take queued frames */
 #define HUB_ERR_LEN 160
 #define WALL_CLOCK_SYNCED_AFTER 1600000000 /* s: an RTC before 2020 has not been set by SNTP */
 
@@ -70,7 +71,8 @@ static hub_link s_links[HUB_MAX_LINKS];
 static atomic_size_t s_inbox_bytes;
 static int64_t s_confirm_at_us; /* 0: nothing to confirm */
 static size_t s_module_heap;    /* heap the boot module's runtime took (WASM3 + bridge)  */
-static hub_link *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
+static hub_link *s_opening;
+static atomic_bool s_booted;     /* the boot module is loaded (or none could be): its lines are out */     /* the entry of the connection ph_bridge_on_open is opening */
 
 /* ---- connection table --------------------------------------------------------------------- */
 
@@ -643,12 +645,15 @@ static void hub_task(void *arg)
                  esp_err_to_name(err));
     }
     load_boot_module();
+    atomic_store(&s_booted, true);
 
     TickType_t next_tick = xTaskGetTickCount() + pdMS_TO_TICKS(HUB_TICK_MS);
     for (;;) {
         hub_event ev;
         TickType_t now = xTaskGetTickCount();
         TickType_t wait = (int32_t)(next_tick - now) > 0 ? next_tick - now : 0;
+        /* Bounded: the httpd task may itself be waiting for inbox room that only we free. */
+        ws_transport_wait_writable(pdMS_TO_TICKS(HUB_OUT_WAIT_MS));
         if (xQueueReceive(s_queue, &ev, wait) == pdTRUE) {
             dispatch(&ev);
         }
@@ -674,6 +679,11 @@ esp_err_t hub_task_start(void)
         return ESP_ERR_NO_MEM;
     }
     return ESP_OK;
+}
+
+bool hub_task_booted(void)
+{
+    return atomic_load(&s_booted);
 }
 
 bool hub_post(const hub_event *ev, TickType_t wait)

@@ -68,10 +68,10 @@ static void on_ip_event(void *arg, esp_event_base_t base, int32_t id, void *data
     (void)id;
     const ip_event_got_ip_t *ev = data;
     snprintf(s_ip, sizeof(s_ip), IPSTR, IP2STR(&ev->ip_info.ip));
-    s_connected = true;
     s_retry_ms = WIFI_RETRY_MIN_MS;
     /* Tests and users harvest the address from this exact line. */
     ESP_LOGI(TAG, "IPv4 address: %s", s_ip);
+    s_connected = true; /* after the line: the console starts once it is out (app_main.c) */
 }
 
 static esp_err_t apply_credentials(const char *ssid, const char *password)

@@ -62,6 +62,8 @@ static SemaphoreHandle_t s_out_lock;
 static out_item *s_out_head;
 static out_item *s_out_tail;
 static bool s_drain_queued; /* one httpd_queue_work() item at a time; under s_out_lock */
+static atomic_size_t s_out_bytes; /* frame bytes queued for the httpd task, not yet written */
+static bool s_drain_stale;  /* a kick found the item still pending; under s_out_lock    */
 
 httpd_handle_t ws_transport_server(void)
 {
@@ -132,10 +134,12 @@ static void drain_work(void *arg)
     out_item *it = s_out_head;
     s_out_head = s_out_tail = NULL;
     s_drain_queued = false;
+    s_drain_stale = false;
     xSemaphoreGive(s_out_lock);
     while (it) {
         out_item *next = it->next;
         deliver(it);
+        atomic_fetch_sub(&s_out_bytes, it->len);
         free(it);
         it = next;
     }
@@ -155,6 +159,7 @@ static void request_drain(void)
 static int enqueue(out_item *it)
 {
     bool kick;
+    atomic_fetch_add(&s_out_bytes, it->len);
     xSemaphoreTake(s_out_lock, portMAX_DELAY);
     if (s_out_tail) {
         s_out_tail->next = it;
@@ -216,16 +221,40 @@ void ws_transport_close(int fd, uint32_t session, uint16_t code, const char *rea
     enqueue(it);
 }
 
+bool ws_transport_wait_writable(TickType_t wait)
+{
+    TickType_t start = xTaskGetTickCount();
+    while (atomic_load(&s_out_bytes) > WS_OUT_HIGH_WATER) {
+        if (xTaskGetTickCount() - start >= wait) {
+            return false;
+        }
+        vTaskDelay(1);
+    }
+    return true;
+}
+
 void ws_transport_kick(void)
 {
     bool kick;
+    bool lost = false;
     xSemaphoreTake(s_out_lock, portMAX_DELAY);
     kick = s_out_head != NULL && !s_drain_queued;
     if (kick) {
         s_drain_queued = true;
+    } else if (s_out_head != NULL) {
+        /* httpd's control socket is a UDP socket with a small lwIP receive mailbox: when a
+         * burst of httpd_sess_trigger_close() items fills it, lwIP drops the datagram of our work
+         * item and httpd_queue_work() still returns ESP_OK. Pending for a whole tick: ask again
+         * (a second item finds the FIFO empty and does nothing). */
+        lost = s_drain_stale;
+        s_drain_stale = !lost;
     }
     xSemaphoreGive(s_out_lock);
-    if (kick) {
+    if (kick || lost) {
+        if (lost) {
+            ESP_LOGW(TAG, "outgoing frames waited a whole tick for the httpd task: queueing the "
+                          "send work again");
+        }
         request_drain();
     }
 }

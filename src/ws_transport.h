@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include "esp_err.h"
 #include "esp_http_server.h"
+#include "freertos/FreeRTOS.h"
 #include "sdkconfig.h"
 
 /* Sockets the HTTP server may hold open: every peer, every incoming hub link, plus spare ones so
@@ -42,6 +43,12 @@ void ws_transport_set_frame_limit(size_t limit);
 int ws_transport_send(int fd, uint32_t session, int32_t conn, const uint8_t *data, size_t len);
 int ws_transport_ping(int fd, uint32_t session);
 void ws_transport_close(int fd, uint32_t session, uint16_t code, const char *reason, size_t len);
+/* Hub task, before it takes the next event: wait (at most `wait`) until the frames queued for
+ * the httpd task are under WS_OUT_HIGH_WATER bytes. What the hub has written but the sockets
+ * have not taken is heap; without this a burst (the 20th peer's announce, an offer storm) holds
+ * tens of KB at once. Returns false when it gave up waiting. */
+#define WS_OUT_HIGH_WATER 8192
+bool ws_transport_wait_writable(TickType_t wait);
 /* Hub task, every tick: retry a drain request httpd_queue_work() refused earlier. */
 void ws_transport_kick(void);
 
