@@ -32,13 +32,10 @@ HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" py
 stage "emulated board: the firmware built with ESP-IDF (esp32, esp32c3) and booted in QEMU"
 if python3 scripts/emulator.py present; then
     for target in esp32 esp32c3; do
-        stage "emulated $target: memory budgets and the conformance files the firmware passes"
-        # The rest of test/conformance, test/interop and the other test/board suites run with the
-        # same option (`--emulated-board $target`); the ones still failing on the board are listed
-        # in the emulator issue's note and join this list as they are fixed.
-        pytest test/board/test_memory.py test/conformance/test_connect.py \
-               test/conformance/test_discovery.py test/conformance/test_departure.py \
-               test/conformance/test_framing.py --emulated-board "$target"
+        stage "emulated $target: conformance, real peerpigeon clients, OTA and power cut, hub link, memory"
+        pytest test/board test/conformance test/interop --emulated-board "$target"
+        stage "emulated $target: pytest-embedded suites (QEMU's serial port on a pty)"
+        pytest test/embedded --embedded-services serial --emulated-board "$target"
     done
 else
     python3 scripts/emulator.py present --explain
