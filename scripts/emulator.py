@@ -210,7 +210,9 @@ class Board:
         if extra:
             cmd += ["--", *extra]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        # qemu-run.sh --log starts the file afresh; with `serial` this process appends to it
+        self._log_offset = (self.log_path.stat().st_size if self.serial and self.log_path.exists()
+                            else 0)
         # with `serial`, QEMU's own messages ("char device redirected to /dev/pts/N") go to the log
         out = open(self.log_path, "ab") if self.serial else subprocess.DEVNULL
         try:
