@@ -42,10 +42,6 @@ def pytest_collection_modifyitems(config, items):
                 "reason", "deliberate improvement over the reference server")
             # strict: the reference must really behave differently, proving the test can fail
             item.add_marker(pytest.mark.xfail(reason=f"reference differs: {reason}", strict=True))
-        board_xfail = item.get_closest_marker("board_xfail")
-        if kind == "board" and board_xfail:
-            item.add_marker(pytest.mark.xfail(reason=f"board: {board_xfail.kwargs['reason']}",
-                                              strict=False))
         if kind != "pc" and item.get_closest_marker("pc_hub"):
             item.add_marker(pytest.mark.skip(reason="needs the PC hub started by the suite "
                                                     "(not --hub-url / --against-reference)"))

@@ -17,9 +17,12 @@ from hubprocess import http_get
 PEERS = 20                      # MAX_PEERS
 OFFER_SDP_BYTES = 4500          # a typical WebRTC offer
 OFFERS_PER_SENDER = 10
-# Floors that catch a regression towards exhaustion, not the goal: docs/PERFORMANCE.md has the
-# figures and what it would take to reach 96 KiB free under load.
-MIN_FREE_HEAP_FLOOR = 4 * 1024
+# Budgets set a little under what the chips measure (docs/PERFORMANCE.md), to catch a regression;
+# the goal of 96 KiB free under load is not reached yet. Boot figures are steady; the low-water
+# mark under load moves with QEMU's timing, so its floor keeps more room.
+BOOT_FREE_HEAP_BUDGET = {"esp32": 70_000, "esp32c3": 105_000}
+LOAD_MIN_FREE_HEAP_FLOOR = {"esp32": 6 * 1024, "esp32c3": 32 * 1024}
+MODULE_RUNTIME_BUDGET = 120 * 1024    # WASM3 + bridge for hub.wasm
 STACK_MARGIN_BUDGET = 2048      # least stack a task may have had left
 OUT_OF_MEMORY = ("no mem", "out of memory", "Stack canary", "stack overflow")
 
@@ -29,7 +32,7 @@ def memory(board):
 
 
 def show(stage, m):
-    print(f"\n  {stage:<24} free {m['freeHeap']:>7}  min free {m['minFreeHeap']:>7}  "
+    print(f"\n  {stage:<26} free {m['freeHeap']:>7}  min free {m['minFreeHeap']:>7}  "
           f"largest block {m['largestFreeBlock']:>7}  hub stack left {m['hubStackFree']:>6}/"
           f"{m['hubStackSize']}  httpd stack left {m['httpdStackFree']:>5}/{m['httpdStackSize']}")
 
@@ -71,9 +74,11 @@ def test_heap_and_stacks_under_offer_load(new_board, board_target):
         for p in peers:
             p.close()
 
-    assert stormed["minFreeHeap"] >= MIN_FREE_HEAP_FLOOR, (
-        f"minimum free heap {stormed['minFreeHeap']} B under offer load is below the "
-        f"{MIN_FREE_HEAP_FLOOR} B floor")
+    assert booted["freeHeap"] >= BOOT_FREE_HEAP_BUDGET[board_target], "free heap after boot"
+    assert booted["moduleRuntime"] <= MODULE_RUNTIME_BUDGET, "heap of the module's runtime"
+    floor = LOAD_MIN_FREE_HEAP_FLOOR[board_target]
+    assert stormed["minFreeHeap"] >= floor, (
+        f"minimum free heap {stormed['minFreeHeap']} B under offer load is below the {floor} B floor")
     assert stormed["hubStackFree"] >= STACK_MARGIN_BUDGET, "hub task stack margin"
     assert stormed["httpdStackFree"] >= STACK_MARGIN_BUDGET, "httpd task stack margin"
     log = board.log()
