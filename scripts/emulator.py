@@ -36,6 +36,7 @@ OWN_SOURCES = ("src", "lib/pigeonhub_bridge", "wasm")   # our code: a warning he
 HUB_PORT = 3000                    # CONFIG_PIGEONHUB_PORT: the port the firmware listens on
 GUEST_HOST_ADDR = "10.0.2.100"     # qemu-run.sh's default guestfwd address
 BOOT_TIMEOUT = 90.0                # s, to "hub id" and "IPv4 address" in the serial log
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 READY = (re.compile(r"I \(\d+\) pigeonhub: hub id [0-9a-f]{40}"),
          re.compile(r"I \(\d+\) pigeonhub: IPv4 address: (\d+\.\d+\.\d+\.\d+)"))
 
@@ -237,11 +238,12 @@ class Board:
             return ""
 
     def boot_log(self) -> str:
-        """The serial log since the last start()."""
+        """The serial log since the last start(), without terminal escape sequences (the console's
+        probe writes one, and it can land inside a log line)."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(self._log_offset)
-                return f.read().decode(errors="replace")
+                return ANSI_ESCAPE.sub("", f.read().decode(errors="replace"))
         except OSError:
             return ""
 

@@ -20,8 +20,6 @@
 
 static const char *TAG = "pigeonhub";
 
-#define CONSOLE_START_WAIT_MS 5000
-#define CONSOLE_START_POLL_MS 50
 
 static esp_err_t nvs_init(void)
 {
@@ -75,14 +73,8 @@ void app_main(void)
     }
     ESP_ERROR_CHECK(hub_task_start());
 #if CONFIG_PIGEONHUB_CONSOLE
-    /* The console's banner and terminal probe are printed outside the log's lock: started after
-     * the boot lines (module, hub id, address), they cannot land in the middle of one. Bounded,
-     * so a board without network settings still gets its console to be given them. */
-    for (int waited = 0; !(hub_task_booted() && network_is_connected()) &&
-                         waited < CONSOLE_START_WAIT_MS;
-         waited += CONSOLE_START_POLL_MS) {
-        vTaskDelay(pdMS_TO_TICKS(CONSOLE_START_POLL_MS));
-    }
+    /* Right away, not once the hub serves: starting the REPL (its UART driver and terminal probe)
+     * held the emulated board still for seconds, which must not happen while peers connect. */
     console_start();
 #endif
 }

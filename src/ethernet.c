@@ -27,7 +27,7 @@ static void on_got_ip(void *arg, esp_event_base_t base, int32_t id, void *data)
     const ip_event_got_ip_t *ev = data;
     snprintf(s_ip, sizeof(s_ip), IPSTR, IP2STR(&ev->ip_info.ip));
     ESP_LOGI(TAG, "IPv4 address: %s", s_ip);
-    s_connected = true; /* after the line: the console starts once it is out (app_main.c) */
+    s_connected = true;
 }
 
 esp_err_t network_start(void)

@@ -645,7 +645,6 @@ static void hub_task(void *arg)
                  esp_err_to_name(err));
     }
     load_boot_module();
-    atomic_store(&s_booted, true);
 
     TickType_t next_tick = xTaskGetTickCount() + pdMS_TO_TICKS(HUB_TICK_MS);
     for (;;) {
@@ -679,11 +678,6 @@ esp_err_t hub_task_start(void)
         return ESP_ERR_NO_MEM;
     }
     return ESP_OK;
-}
-
-bool hub_task_booted(void)
-{
-    return atomic_load(&s_booted);
 }
 
 bool hub_post(const hub_event *ev, TickType_t wait)

@@ -37,8 +37,6 @@ typedef struct {
 } hub_event;
 
 esp_err_t hub_task_start(void);
-/* The boot module is loaded (or none could be) and its log lines are out. */
-bool hub_task_booted(void);
 /* Post an event; false when the queue stayed full for `wait` ticks (data is then still the
  * caller's to free). Frame events also count against CONFIG_PIGEONHUB_INBOX_BYTES. */
 bool hub_post(const hub_event *ev, TickType_t wait);

@@ -71,7 +71,7 @@ static void on_ip_event(void *arg, esp_event_base_t base, int32_t id, void *data
     s_retry_ms = WIFI_RETRY_MIN_MS;
     /* Tests and users harvest the address from this exact line. */
     ESP_LOGI(TAG, "IPv4 address: %s", s_ip);
-    s_connected = true; /* after the line: the console starts once it is out (app_main.c) */
+    s_connected = true;
 }
 
 static esp_err_t apply_credentials(const char *ssid, const char *password)
