@@ -71,7 +71,7 @@ static hub_link s_links[HUB_MAX_LINKS];
 static atomic_size_t s_inbox_bytes;
 static int64_t s_confirm_at_us; /* 0: nothing to confirm */
 static size_t s_module_heap;    /* heap the boot module's runtime took (WASM3 + bridge)  */
-static hub_link *s_opening;
+static hub_link *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
 
 /* ---- connection table --------------------------------------------------------------------- */
 
