@@ -63,7 +63,9 @@ def kit_dir() -> Path:
 
 
 def kit_present() -> bool:
-    return (kit_dir() / "setup.sh").is_file()
+    """The kit as shipped (setup.sh + archive) or already unpacked (env.sh: what the kit's own
+    env.sh names in ESP32_QEMU_KIT once sourced)."""
+    return (kit_dir() / "setup.sh").is_file() or (kit_dir() / "env.sh").is_file()
 
 
 _ENV_CACHE: dict | None = None
@@ -77,11 +79,14 @@ def kit_environment() -> dict:
     kit = kit_dir()
     if not kit_present():
         raise EmulatorError(NO_KIT.format(kit=kit))
-    setup = subprocess.run(["bash", str(kit / "setup.sh")], stdout=subprocess.PIPE, text=True)
-    if setup.returncode != 0:
-        raise EmulatorError(f"E (emulator) {kit}/setup.sh failed (exit {setup.returncode}); "
-                            "its messages are above")
-    env_sh = setup.stdout.strip().splitlines()[-1]
+    if (kit / "setup.sh").is_file():
+        setup = subprocess.run(["bash", str(kit / "setup.sh")], stdout=subprocess.PIPE, text=True)
+        if setup.returncode != 0:
+            raise EmulatorError(f"E (emulator) {kit}/setup.sh failed (exit {setup.returncode}); "
+                                "its messages are above")
+        env_sh = setup.stdout.strip().splitlines()[-1]
+    else:
+        env_sh = str(kit / "env.sh")
     dump = subprocess.run(["bash", "-c", f'source "{env_sh}" >/dev/null && env -0'],
                           stdout=subprocess.PIPE, check=True)
     env = dict(item.split("=", 1) for item in dump.stdout.decode().split("\0") if "=" in item)
