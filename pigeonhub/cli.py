@@ -12,6 +12,8 @@ COMMANDS = {
     "info": ("pigeonhub.info", "print a module's size, hash, ABI version, exports and imports"),
     "upload": ("pigeonhub.upload", "upload a hub module to a board (or PC hub) over the air"),
     "bench": ("pigeonhub.bench", "benchmark this hub against the reference PeerPigeon server"),
+    "soak": ("pigeonhub.soak", "bounded load-and-churn run against a hub: leaks, count mismatches, "
+                               "latency; ends with PASS or FAIL"),
 }
 
 

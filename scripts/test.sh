@@ -27,7 +27,9 @@ HUB_WASM="$PWD/build/hub.wasm" pytest test/embedded --embedded-services serial
 
 stage "pytest: module under WASM3 and wasmtime, bridge, PC hub conformance, interop, firmware config, budgets"
 # test/embedded ran in its own stage above (it needs --embedded-services)
-HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" pytest --ignore=test/embedded "$@"
+# SOAK_SECONDS: test/soak's `pigeonhub soak` run against a PC hub lasts a minute in CI
+SOAK_SECONDS=60 HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-test-hooks.wasm" \
+    pytest --ignore=test/embedded "$@"
 
 stage "emulated board: the firmware built with ESP-IDF (esp32, esp32c3) and booted in QEMU"
 if python3 scripts/emulator.py present; then
