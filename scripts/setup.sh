@@ -16,6 +16,9 @@ command -v wasm-opt >/dev/null || apt_packages+=(binaryen)   # hub.wasm fits 16 
 command -v gcc >/dev/null || apt_packages+=(gcc libc6-dev)
 if [ "$mode" = test ]; then
     command -v valgrind >/dev/null || apt_packages+=(valgrind)
+    # libFuzzer's runtime for clang-14 (fuzz/)
+    [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
+        [ "$(uname -m)" != x86_64 ] || apt_packages+=(libclang-rt-14-dev)
     command -v node >/dev/null || apt_packages+=(nodejs npm)
     [ -e /usr/lib/gcc/x86_64-linux-gnu/12/32/libgcc.a ] || [ "$(uname -m)" != x86_64 ] \
         || apt_packages+=(gcc-multilib)
