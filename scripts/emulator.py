@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -314,9 +315,28 @@ class Board:
             call("qmp_capabilities")
             return call(execute, {k.replace("_", "-"): v for k, v in arguments.items()})
 
-    def reset(self):
-        """Press the reset button (QEMU system_reset): the firmware boots again, flash kept."""
-        self.monitor_command("system_reset")
+    def uptime(self):
+        """The hub's uptime from /health, or None when it does not answer (booting)."""
+        try:
+            with urllib.request.urlopen(self.http + "/health", timeout=1) as r:
+                return float(json.loads(r.read())["uptime"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def reset(self, attempts=3, confirm_s=10.0):
+        """Press the reset button (QEMU system_reset): the firmware boots again, flash kept.
+        QEMU sometimes ignores a system_reset: pressed again until the hub stops answering or its
+        uptime starts over."""
+        for _ in range(attempts):
+            before = self.uptime()
+            self.monitor_command("system_reset")
+            deadline = time.monotonic() + confirm_s
+            while time.monotonic() < deadline:
+                now = self.uptime()
+                if now is None or before is None or now < before:
+                    return
+                time.sleep(0.2)
+        raise EmulatorError(f"E (emulator) QEMU ignored system_reset {attempts} times")
 
     def stop(self, sig=signal.SIGTERM):
         """Stop QEMU (SIGKILL: a power cut, nothing is flushed)."""
