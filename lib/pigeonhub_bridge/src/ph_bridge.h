@@ -135,6 +135,10 @@ ph_result ph_bridge_check_module(const uint8_t *wasm, size_t wasm_len, char *err
  * On any failure (bad bytes, ABI version, missing export, init() or start_server() failing, a trap
  * while replaying) it returns the specific error with the reason in err, and the old module keeps
  * running exactly as before: nothing was sent, closed or freed.
+ * When the heap cannot hold the new runtime beside the old one (PH_ERR_NO_MEMORY), the old runtime
+ * is freed first and the swap tried again; if that fails too, the old module is loaded again from
+ * its bytes and every connection replayed into it (its own state starts over; clients see
+ * nothing), and the new module's error is returned.
  *
  * Ownership: WASM3 reads module bytes in place, so `wasm` must stay valid and unchanged until the
  * bridge is destroyed or swapped again (the firmware keeps the flash slot mapped; the Python
