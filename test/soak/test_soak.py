@@ -64,9 +64,11 @@ def test_soak_passes_against_the_pc_hub_and_writes_a_sane_csv(own_hub, tmp_path)
     ts = [float(r["t"]) for r in rows]
     assert ts == sorted(ts) and ts[-1] >= SOAK_SECONDS - interval
     for r in rows:
+        # the soak's own verdict on the quiet count (a close still in flight may be counted by
+        # the hub as a connection for a moment: the soak allows for it, and so does this test)
         assert r["match"] == "1"
-        assert r["hub_connections"] == r["expected_connections"] == r["hub_peers"]
-        assert 2 <= int(r["hub_connections"]) <= 20
+        assert int(r["expected_connections"]) <= int(r["hub_connections"]) <= 20
+        assert int(r["hub_peers"]) <= int(r["hub_connections"])
         assert int(r["rss_bytes"]) > 1_000_000 and int(r["fds"]) > int(r["hub_connections"])
         assert r["lost"] == "0"
     relayed = [r for r in rows if r["p50_ms"]]
