@@ -32,6 +32,7 @@
  *     slots in use == the transport's live connections, and every closed id is free;
  *   - at the end, after every connection closed: no slot in use, no connection, no link.
  */
+#include "fuzz_support.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,15 +147,6 @@ static host_conn *find_or_opening(int32_t conn)
     return c;
 }
 
-static volatile uint8_t g_sink;
-/* Read every byte of [p, p + n): AddressSanitizer reports any outside a live object. */
-static void touch(const void *p, size_t n)
-{
-    const uint8_t *q = p;
-    uint8_t x = 0;
-    for (size_t i = 0; i < n; i++) x ^= q[i];
-    g_sink = x;
-}
 
 static int t_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
 {

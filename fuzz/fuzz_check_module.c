@@ -9,6 +9,7 @@
  * on failure; and a module the check accepts is also accepted by ph_bridge_create, and runs its
  * start_server / one frame / loop without the bridge crashing.
  */
+#include "fuzz_support.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,15 +26,6 @@
         }                                                                                          \
     } while (0)
 
-static volatile uint8_t g_sink;
-/* Read every byte of [p, p + n): AddressSanitizer reports any outside a live object. */
-static void touch(const void *p, size_t n)
-{
-    const uint8_t *q = p;
-    uint8_t x = 0;
-    for (size_t i = 0; i < n; i++) x ^= q[i];
-    g_sink = x;
-}
 
 static int t_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
 {
