@@ -2,8 +2,10 @@
 
 Project metadata lives in pyproject.toml; this file only adds the C extension. WASM3's sources are
 third-party and not in the repository: they are fetched (pip download of the pywasm3 0.5.0 sdist),
-hash-checked and extracted into lib/wasm3/src by pigeonhub/wasm3_source.py, loaded here by path
-because the package is not importable yet while it is being built.
+hash-checked, extracted and patched (lib/wasm3/patches) into lib/wasm3/src by
+pigeonhub/wasm3_source.py, loaded here by path because the package is not importable yet while it
+is being built. A changed patch re-extracts every file, so build_ext sees newer sources and
+recompiles them.
 """
 import importlib.util
 import os
