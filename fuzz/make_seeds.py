@@ -6,7 +6,8 @@
 module: frames as captured on the wire (client and hub connections), in the record format of
 fuzz_module.c; bridge: event sequences in the format of fuzz_bridge.c; check_module: the real
 modules, the bridge fixtures (test/native/bridge/fixtures, broken variants included, built with
-variants.py + wat2wasm into --work) and hand-made broken modules. Regression inputs (crash-*) in the
+variants.py + wat2wasm into --work) and hand-made broken modules; frames and upload (the Atheris
+targets fuzz_frames.py, fuzz_upload.py): WebSocket byte streams and POST /module requests. Regression inputs (crash-*) in the
 corpus directories are left alone.
 """
 import argparse
@@ -162,6 +163,62 @@ def check_seeds(hub, hub2, work):
     return seeds
 
 
+def ws_frame(opcode, payload, fin=True, mask=b"\x37\xfa\x21\x3d"):
+    """A client's WebSocket frame (masked, RFC 6455 section 5.2)."""
+    head = bytes([(0x80 if fin else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack(">Q", n)
+    return head + mask + bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
+
+
+def frames_seeds():
+    """fuzz_frames.py: byte 0 = when the sink attaches, byte 1 = how the stream is chunked."""
+    text, close = 1, 8
+    streams = {
+        "session": b"".join(ws_frame(text, f) for f in FRAMES),
+        "fragmented": ws_frame(text, FRAMES[2][:20], fin=False) + ws_frame(0, FRAMES[2][20:40], fin=False)
+                      + ws_frame(0, FRAMES[2][40:]),
+        "ping-pong-binary": ws_frame(9, b"hi") + ws_frame(10, b"") + ws_frame(2, b"\x00\xff"),
+        "bad-utf8": ws_frame(text, b'{"type":"\xff"}') + ws_frame(text, FRAMES[0]),
+        "close-then-data": ws_frame(close, struct.pack(">H", 1000) + b"bye") + ws_frame(text, FRAMES[0]),
+        "too-big": bytes([0x81, 0xFF]) + struct.pack(">Q", 1 << 40) + b"\0\0\0\0",
+        "unmasked": bytes([0x81, len(FRAMES[0])]) + FRAMES[0],
+        "bad-opcode-rsv": bytes([0xC3, 0x80]) + b"\0\0\0\0",
+        "medium": ws_frame(text, b'{"type":"offer","data":"' + b"x" * 300 + b'"}'),
+    }
+    return {f"{name}-{attach}{chunking}": bytes([attach, chunking]) + stream
+            for name, stream in streams.items() for attach, chunking in ((0, 0), (1, 7), (3, 200))}
+
+
+def upload_seeds(hub, hub2):
+    """fuzz_upload.py: byte 0 odd = a raw request; even = assembled (method, path, token, hash
+    mode, length mode, extra-header length, extra, body; 0 picks the valid choice)."""
+    import hashlib
+    plain, test = Path(hub2).read_bytes(), Path(hub).read_bytes()
+
+    def post(body, token=b"fuzz-token"):
+        return (b"POST /module HTTP/1.1\r\nAuthorization: Bearer " + token + b"\r\nX-Module-SHA256: "
+                + hashlib.sha256(body).hexdigest().encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    return {
+        "raw-test-module": b"\x01" + post(test),
+        "raw-cut-body": b"\x03" + post(plain)[:600],
+        "raw-options": b"\x01OPTIONS /module HTTP/1.1\r\nOrigin: http://x\r\n\r\n",
+        "raw-wrong-token": b"\x01" + post(b"\0asm\1\0\0\0", b"nope"),
+        "raw-websocket": b"\x01GET / HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "assembled-test-module": b"\x00" + bytes(6) + test,
+        "assembled-chunked": b"\x06" + bytes(6) + test,
+        "assembled-truncated": b"\x00" + bytes(6) + test[:len(test) // 2],
+        "assembled-garbage": b"\x00" + bytes(6) + b"<html>hello</html>",
+        "assembled-header": b"\x00" + bytes([0, 0, 0, 0, 0, 20]) + b"X-Extra: \xff\r\nBad line" + plain[:64],
+    }
+
+
 def write(dirpath, seeds):
     dirpath.mkdir(parents=True, exist_ok=True)
     for old in dirpath.glob("seed-*"):
@@ -182,6 +239,8 @@ def main():
     write(out / "module", module_seeds())
     write(out / "bridge", bridge_seeds())
     write(out / "check_module", check_seeds(a.hub, a.hub2, a.work))
+    write(out / "frames", frames_seeds())
+    write(out / "upload", upload_seeds(a.hub, a.hub2))
 
 
 if __name__ == "__main__":

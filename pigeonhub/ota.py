@@ -224,7 +224,10 @@ def make_connection_class(base, endpoint):
             if self._http_state == "http":
                 buf = self._http_buf
                 end = buf.find(b"\r\n\r\n")
-                if end >= 0:
+                if end < 0:
+                    self._http_reply(400, {"error": "request ended inside its headers "
+                                                    "(no blank line after them)"})
+                else:
                     try:
                         _method, path, headers = _parse_head(buf[:end])
                     except ValueError:

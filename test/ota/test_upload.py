@@ -162,6 +162,23 @@ def test_rejected_upload_leaves_old_module_serving(rejecting_hub, alt_wasm, abi1
     assert not any(p.suffix == ".wasm" for p in mods.iterdir())
 
 
+def test_request_cut_inside_its_headers_gets_a_reason(rejecting_hub):
+    """A client that half-closes before the blank line ending the headers (found by fuzz/
+    fuzz_upload.py: the hub closed without a word) gets a 400 saying so."""
+    import socket
+    hub, a, b, _ = rejecting_hub
+    with socket.create_connection((hub.host, hub.port), timeout=10) as sock:
+        sock.sendall(f"POST /module HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n".encode())
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert json.loads(body) == {"error": "request ended inside its headers (no blank line after them)"}
+    assert_relays(a, b, "after-cut-headers")
+
+
 def test_cli_refuses_bad_files_before_sending(rejecting_hub, tmp_path, fixture_variants):
     hub, a, b, _ = rejecting_hub
     before = hub.log()
