@@ -16,6 +16,10 @@ from websocket import ABNF
 
 DEFAULT_TIMEOUT = 5.0   # s to wait for a frame that must arrive
 QUIET = 0.6             # s of silence that counts as "nothing was sent"
+# s for the TCP connect and the upgrade: an emulated board on a loaded CI machine drops Ethernet
+# frames (QEMU's NIC has no room while its CPU thread waits) and the user-mode network stack
+# retransmits with backoff, so a handshake there can take several seconds without any hub fault.
+CONNECT_TIMEOUT = 20.0
 
 
 def new_id():
@@ -49,8 +53,9 @@ class Peer:
         self.inbox = []          # frames received but not yet consumed by expect()
         self.received = []       # every JSON frame ever received, in order
         self.close_info = None   # (code, reason) once closed
-        self.ws = websocket.create_connection(raw_url, timeout=timeout, suppress_origin=True,
-                                              enable_multithread=False)
+        self.ws = websocket.create_connection(raw_url, timeout=max(timeout, CONNECT_TIMEOUT),
+                                              suppress_origin=True, enable_multithread=False)
+        self.ws.settimeout(timeout)
 
     # ---- sending --------------------------------------------------------------------------------
 
