@@ -3,7 +3,9 @@
  *
  * Every call into the module goes through ph_call(), which is where traps are caught: the trap is
  * logged and counted, the module's __stack_pointer is put back where it was before the call, and the
- * connection being served is closed 1011. The hub keeps serving everyone else.
+ * connection being served is closed 1011. The hub keeps serving everyone else. ph_call also gives
+ * each call its budget (config.call_budget loop iterations and calls), so a module that never
+ * returns traps instead of stopping the hub.
  *
  * Connection ids carry a slot index and a generation (ph_bridge_internal.h). Each slot has a
  * bounded outbox counter: bytes handed to ops->send minus bytes the transport reported written.
@@ -72,7 +74,8 @@ static void ph_outbox_release(ph_slot *s, uint32_t generation, size_t len)
 /* Calls into the module                                                                            */
 
 /* Call export `id`; `conn` names the connection being served (or -1), which is closed 1011 when the
- * call traps and close_on_trap is set. ret receives an i32 result when the export has one. */
+ * call traps and close_on_trap is set. ret receives an i32 result when the export has one.
+ * A call that spends its whole budget returns b->budget_trap (the trap with the budget's size). */
 M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap, uint32_t argc,
                  const int32_t *args, int32_t *ret)
 {
@@ -83,10 +86,16 @@ M3Result ph_call(ph_bridge *b, ph_export_id id, int32_t conn, bool close_on_trap
     int64_t saved_sp = b->inst.stack_pointer ? b->inst.stack_pointer->intValue : 0;
 
     b->depth++;
+    /* Every call starts with the whole budget: what one frame or tick may cost does not depend
+     * on the calls before it. */
+    m3_SetCallBudget(b->inst.runtime, b->config.call_budget);
     M3Result r = m3_Call(f, argc, argp);
+    uint32_t spent = b->config.call_budget - m3_GetCallBudgetLeft(b->inst.runtime);
+    if (spent > b->budget_peak) b->budget_peak = spent;
     if (!r && ret) r = m3_GetResultsV(f, ret);
     b->depth--;
 
+    if (r == m3Err_trapBudgetExhausted) r = b->budget_trap;
     if (r) {
         /* A trap unwinds the interpreter but not the module's shadow stack: without this, every
          * trap would leak the trapping functions' frames until the stack runs into the data. */
@@ -562,6 +571,10 @@ ph_bridge *ph_bridge_create(const uint8_t *wasm, size_t wasm_len, const ph_trans
     if (b->config.max_connections > PH_MAX_SLOTS - b->config.max_links)
         b->config.max_connections = PH_MAX_SLOTS - b->config.max_links;
     if (b->config.wasm_stack_bytes == 0) b->config.wasm_stack_bytes = defaults.wasm_stack_bytes;
+    if (b->config.call_budget == 0) b->config.call_budget = defaults.call_budget;
+    snprintf(b->budget_trap, sizeof b->budget_trap,
+             "[trap] module exceeded its per-call budget of %u loop iterations/calls",
+             (unsigned)b->config.call_budget);
     if ((rc = ph_copy_bootstrap(b, err, err_cap)) != PH_OK) goto fail_bridge;
 
     b->slot_count = b->config.max_connections + b->config.max_links;
@@ -684,7 +697,8 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
                      "\"linearMemoryBytes\":%u,\"wasmStackBytes\":%u,\"inputBufferBytes\":%u,"
                      "\"abiVersion\":%d,\"swaps\":%u,\"swapFailures\":%u,\"lastSwapReplayed\":%u,"
                      "\"lastSwapAnnounces\":%u,\"swapSuppressedFrames\":%u,\"maxLinks\":%u,"
-                     "\"bootstrapHubs\":%u,\"linksOpened\":%u,\"linksRefused\":%u,\"links\":[",
+                     "\"bootstrapHubs\":%u,\"linksOpened\":%u,\"linksRefused\":%u,"
+                     "\"callBudget\":%u,\"callBudgetPeak\":%u,\"links\":[",
                      (int)module_len, module_json, (unsigned)b->accepted_count,
                      (unsigned)b->config.max_connections, (unsigned long long)b->frames_in,
                      (unsigned)b->frames_too_big, (unsigned)b->outbox_overflows, (unsigned)b->traps,
@@ -695,7 +709,8 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
                      (unsigned)b->swap_failures, (unsigned)b->last_swap_replayed,
                      (unsigned)b->last_swap_announces, (unsigned)b->suppressed,
                      (unsigned)b->config.max_links, (unsigned)b->bootstrap_count,
-                     (unsigned)b->links_opened, (unsigned)b->links_refused);
+                     (unsigned)b->links_opened, (unsigned)b->links_refused,
+                     (unsigned)b->config.call_budget, (unsigned)b->budget_peak);
     if (n < 0 || (size_t)n >= cap) return -1;
     size_t used = (size_t)n;
     bool first = true;

@@ -129,6 +129,10 @@ struct ph_bridge {
     uint32_t bootstrap_count;
 
     int depth;                 /* export calls in progress (0 or 1: nothing re-enters)       */
+    /* What ph_call reports for WASM3's m3Err_trapBudgetExhausted: the trap with the budget's
+     * size (config.call_budget), written once at create. */
+    char budget_trap[96];
+    uint32_t budget_peak;      /* most of the call budget any call has spent (stats)         */
     bool closes_pending;       /* some slot has closed_pending set                            */
 
     bool started;              /* start_server() succeeded and stop_server() was not called   */

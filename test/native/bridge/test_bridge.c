@@ -17,6 +17,9 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "ph_bridge.h"
 #include "pigeonhub_abi.h"
@@ -504,6 +507,142 @@ static void test_trap_closes_only_that_conn_1011(void)
     char stats[1024];
     ph_bridge_stats_json(t->bridge, stats, sizeof stats);
     CHECK(strstr(stats, "\"traps\":1,"), "%s", stats);
+    ft_free(t);
+}
+
+/* The call budget (ph_bridge_config.call_budget, WASM3 patch 0006): a module that never returns. */
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void test_budget_refuses_init_that_never_returns(void)
+{
+    blob loops = fixture("init_loops_forever");
+    char expected[160];
+    snprintf(expected, sizeof expected,
+             "init() trapped: [trap] module exceeded its per-call budget of %u loop iterations/calls",
+             (unsigned)PH_BRIDGE_DEFAULT_CALL_BUDGET);
+    /* The over-the-air check: refused with the reason, and it returns (before patch 0006 it spun
+     * for ever; main's watchdog fails the run then). */
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char err[256] = "";
+    ph_result rc = ph_bridge_check_module(loops.data, loops.len, err, sizeof err);
+    double took = seconds_since(&t0);
+    CHECK(rc == PH_ERR_INIT && strcmp(err, expected) == 0, "check_module: %d \"%s\"", rc, err);
+    CHECK(took < 10.0, "check_module took %.1f s", took);
+    /* ph_bridge_create the same, with the trap in the log; a budget of the caller's own size is
+     * the one applied and reported. */
+    fake_transport *t = calloc(1, sizeof *t);
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    config.call_budget = 1000;
+    ph_bridge *b = ph_bridge_create(loops.data, loops.len, ft_ops(t), &config, &rc, err, sizeof err);
+    CHECK(!b && rc == PH_ERR_INIT, "create: %d %s", rc, err);
+    CHECK(strcmp(err, "init() trapped: [trap] module exceeded its per-call budget of 1000 loop "
+                      "iterations/calls") == 0, "%s", err);
+    CHECK(count_logs(t, "E hub.wasm init() trapped: [trap] module exceeded its per-call budget of "
+                        "1000 loop iterations/calls") == 1, "init trap not logged");
+    for (int i = 0; i < t->log_count; i++) free(t->logs[i]);
+    free(t);
+    free(loops.data);
+}
+
+static void test_budget_ends_runaway_tick(void)
+{
+    /* fuzz/corpus/check_module/timeout-loop-never-returns: loop() never returns. The module is
+     * accepted (init() returns); each tick ends with a trap, and the hub serves on. */
+    blob runaway = fixture("tick_loops_forever");
+    char err[256] = "";
+    CHECK(ph_bridge_check_module(runaway.data, runaway.len, err, sizeof err) == PH_OK, "%s", err);
+    fake_transport *t = start(runaway, NULL);
+    if (!t) { CHECK(0, "tick_loops_forever refused"); free(runaway.data); return; }
+    int32_t a = open_conn(t, "/");
+    ph_bridge_tick(t->bridge);
+    ph_bridge_tick(t->bridge);
+    CHECK(count_logs(t, "E hub.wasm loop() trapped: [trap] module exceeded its per-call budget of ") == 2,
+          "loop() trap not logged twice");
+    CHECK(!conn_rec(t, a)->close_requested, "a trap in loop() closed a connection");
+    frame(t, a, "Estill served");
+    CHECK(strcmp(last_frame(t, a), "Estill served") == 0, "not served after runaway ticks");
+    ft_free(t);
+    free(runaway.data);
+}
+
+static void test_budget_ends_runaway_on_message_1011(void)
+{
+    blob runaway = fixture("message_loops_forever");
+    ph_bridge_config config = PH_BRIDGE_CONFIG_DEFAULT;
+    config.max_connections = 4;
+    fake_transport *t = start(runaway, &config);
+    if (!t) { CHECK(0, "message_loops_forever refused"); free(runaway.data); return; }
+    int32_t a = open_conn(t, "/"), b = open_conn(t, "/");
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    frame(t, a, "R");   /* on_message never returns for "R" */
+    double took = seconds_since(&t0);
+    CHECK(took < 10.0, "the runaway frame took %.1f s", took);
+    fake_conn *ca = conn_rec(t, a);
+    CHECK(ca->close_code == PH_CLOSE_INTERNAL && strcmp(ca->close_reason, "Hub module error") == 0,
+          "close %u \"%s\"", ca->close_code, ca->close_reason);
+    char expected[200];
+    snprintf(expected, sizeof expected, "E hub.wasm on_message() trapped: [trap] module exceeded its "
+             "per-call budget of %u loop iterations/calls (conn %d)",
+             (unsigned)PH_BRIDGE_DEFAULT_CALL_BUDGET, (int)a);
+    CHECK(count_logs(t, expected) == 1, "log line \"%s\" missing", expected);
+    /* The others are served; the runaway's slot is given back (its disconnect reaches the module). */
+    frame(t, b, "Estill here");
+    CHECK(strcmp(last_frame(t, b), "Estill here") == 0, "other connection not served");
+    CHECK(!conn_rec(t, b)->close_requested, "the other connection was closed");
+    CHECK(count_logs(t, "D gone") == 1, "runaway conn disconnected %d times", count_logs(t, "D gone"));
+    CHECK(ph_bridge_connection_count(t->bridge) == 1, "connections %u", ph_bridge_connection_count(t->bridge));
+    /* A call tree without any loop (2^40 calls): function entries spend the budget too. */
+    int32_t f = open_conn(t, "/");
+    frame(t, f, "F");
+    CHECK(conn_rec(t, f)->close_code == PH_CLOSE_INTERNAL, "fan-out: close %u", conn_rec(t, f)->close_code);
+    snprintf(expected, sizeof expected, "E hub.wasm on_message() trapped: [trap] module exceeded its "
+             "per-call budget of %u loop iterations/calls (conn %d)",
+             (unsigned)PH_BRIDGE_DEFAULT_CALL_BUDGET, (int)f);
+    CHECK(count_logs(t, expected) == 1, "log line \"%s\" missing", expected);
+    CHECK(ph_bridge_connection_count(t->bridge) == 1, "connections %u", ph_bridge_connection_count(t->bridge));
+    /* No slot leaked: 20 more runaways through 4 slots, then every slot opens again. */
+    for (int i = 0; i < 20; i++) {
+        int32_t c = open_conn(t, "/");
+        CHECK(c >= 0, "runaway %d: no slot (%d)", i, c);
+        if (c < 0) break;
+        frame(t, c, "R");
+        CHECK(conn_rec(t, c)->close_code == PH_CLOSE_INTERNAL, "runaway %d not closed", i);
+    }
+    CHECK(ph_bridge_connection_count(t->bridge) == 1, "connections %u", ph_bridge_connection_count(t->bridge));
+    for (int i = 0; i < 3; i++) CHECK(open_conn(t, "/") >= 0, "slot %d not free again", i);
+    CHECK(ph_bridge_on_open(t->bridge, "/", 1) == PH_ERR_FULL, "more slots than max_connections");
+    frame(t, b, "Eafter 22 runaways");
+    CHECK(strcmp(last_frame(t, b), "Eafter 22 runaways") == 0, "not served after 22 runaways");
+    char stats[1024];
+    ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    char budget[96];
+    snprintf(budget, sizeof budget, "\"callBudget\":%u,\"callBudgetPeak\":%u,",
+             (unsigned)PH_BRIDGE_DEFAULT_CALL_BUDGET, (unsigned)PH_BRIDGE_DEFAULT_CALL_BUDGET);
+    CHECK(strstr(stats, "\"traps\":22,") && strstr(stats, budget), "%s", stats);
+    ft_free(t);
+    free(runaway.data);
+}
+
+static void test_budget_peak_of_real_calls(void)
+{
+    /* What the fixture's calls spend is counted, far below the budget. */
+    fake_transport *t = start(g_fixture, NULL);
+    if (!t) { CHECK(0, "fixture refused"); return; }
+    int32_t a = open_conn(t, "/");
+    frame(t, a, "Eping");
+    char stats[1024];
+    ph_bridge_stats_json(t->bridge, stats, sizeof stats);
+    const char *peak = strstr(stats, "\"callBudgetPeak\":");
+    unsigned value = peak ? (unsigned)strtoul(peak + 17, NULL, 10) : 0;
+    CHECK(peak && value > 0 && value < 100, "peak %u: %s", value, stats);
     ft_free(t);
 }
 
@@ -997,7 +1136,7 @@ static void test_swap_refusals_leave_old_module_serving(void)
     free(traps.data);
     char stats[1024];
     ph_bridge_stats_json(t->bridge, stats, sizeof stats);
-    CHECK(strstr(stats, "\"swaps\":0,") && strstr(stats, "\"swapFailures\":17,"), "%s", stats);
+    CHECK(strstr(stats, "\"swaps\":0,") && strstr(stats, "\"swapFailures\":18,"), "%s", stats);
     ft_free(t);
 }
 
@@ -1419,6 +1558,25 @@ static void test_swap_keeps_links(void)
 
 typedef struct { const char *name; void (*fn)(void); } test_case;
 
+/* A test that hangs (a module call that never returns) fails the run instead of blocking it. */
+#define TEST_TIMEOUT_SECONDS 120
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+static const char *volatile g_running;
+
+static void on_watchdog(int sig)
+{
+    (void)sig;
+    static const char head[] = "FAIL ";
+    static const char tail[] = ": still running after " STRINGIFY(TEST_TIMEOUT_SECONDS) " s (a call that never returns?)\n";
+    const char *name = g_running ? g_running : "?";
+    if (write(STDOUT_FILENO, head, sizeof head - 1) < 0 || write(STDOUT_FILENO, name, strlen(name)) < 0 ||
+        write(STDOUT_FILENO, tail, sizeof tail - 1) < 0) {
+        /* nothing more to be done */
+    }
+    _exit(1);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1448,6 +1606,10 @@ int main(int argc, char **argv)
         { "oversized_frame_1009", test_oversized_frame_1009 },
         { "outbox_overflow_1013_only_slow", test_outbox_overflow_1013_only_slow },
         { "trap_closes_only_that_conn_1011", test_trap_closes_only_that_conn_1011 },
+        { "budget_refuses_init_that_never_returns", test_budget_refuses_init_that_never_returns },
+        { "budget_ends_runaway_on_message_1011", test_budget_ends_runaway_on_message_1011 },
+        { "budget_ends_runaway_tick", test_budget_ends_runaway_tick },
+        { "budget_peak_of_real_calls", test_budget_peak_of_real_calls },
         { "stack_pointer_restored_after_traps", test_stack_pointer_restored_after_traps },
         { "hostile_pointers", test_hostile_pointers },
         { "memory_limit_applies_to_host_pointers", test_memory_limit_applies_to_host_pointers },
@@ -1473,10 +1635,14 @@ int main(int argc, char **argv)
         { "swap_50_times_no_leak", test_swap_50_times_no_leak },
     };
     int passed = 0, failed = 0, skipped = 0;
+    signal(SIGALRM, on_watchdog);
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         g_failures_in_test = 0;
         g_skip_reason = NULL;
+        g_running = tests[i].name;
+        alarm(TEST_TIMEOUT_SECONDS);
         tests[i].fn();
+        alarm(0);
         if (g_failures_in_test) {
             printf("FAIL %s\n", tests[i].name);
             failed++;
