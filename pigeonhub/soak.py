@@ -56,7 +56,7 @@ import time
 import urllib.parse
 
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from pigeonhub import event_loop
 from pigeonhub.bench_load import (_CONNECTION, ICE_FRAME_BYTES, NETWORK, OFFER_FRAME_BYTES,
@@ -94,8 +94,8 @@ def add_arguments(parser):
     parser.add_argument("--interval", type=float, default=5.0,
                         help="seconds between quiet samples (default 5)")
     parser.add_argument("--warmup", type=float,
-                        help="seconds before the leak baselines (default: a quarter of the run, "
-                             "at most 60)")
+                        help="seconds before the leak baselines (default: a quarter of the run; "
+                             "docs/RELIABILITY.md says why)")
     parser.add_argument("--settle", type=float, default=5.0,
                         help="seconds a quiet sample waits for the hub's counts (default 5)")
     parser.add_argument("--rss-tolerance", type=float, default=5.0,
@@ -236,7 +236,7 @@ class Soak:
             await peer.ws.send(json.dumps({"type": "announce", "data": {"peerId": peer.peer_id},
                                            "maxPeers": 3, "networkName": NETWORK},
                                           separators=(",", ":")))
-        except (OSError, ConnectionClosed, InvalidStatus, asyncio.TimeoutError) as exc:
+        except (OSError, ConnectionClosed, InvalidHandshake, asyncio.TimeoutError) as exc:
             self.refused += 1
             self.failures.append(f"join failed: {type(exc).__name__} {exc}"[:200])
             await self._drop(peer, abrupt=True)
@@ -495,7 +495,7 @@ class Soak:
         a = self.args
         self.start = time.monotonic()
         end = self.start + a.seconds
-        warmup = a.warmup if a.warmup is not None else min(60.0, a.seconds / 4)
+        warmup = a.warmup if a.warmup is not None else a.seconds / 4
         try:
             for _ in range(a.peers):
                 await self.join()

@@ -69,6 +69,7 @@ static module_image s_image = { .slot = MODULE_SLOT_EMBEDDED };
 static char s_load_error[HUB_ERR_LEN];
 static hub_link s_links[HUB_MAX_LINKS];
 static atomic_size_t s_inbox_bytes;
+static atomic_size_t s_inbox_peak;   /* the most s_inbox_bytes has been since boot (/stats) */
 static int64_t s_confirm_at_us; /* 0: nothing to confirm */
 static size_t s_module_heap;    /* heap the boot module's runtime took (WASM3 + bridge)  */
 static hub_link *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
@@ -428,17 +429,20 @@ static long stats_int(const char *json, const char *key)
 }
 
 /* The board's memory figures (/health and /stats): heap now, its low-water mark, the largest
- * block one allocation can get, and the least stack each busy task has had left. */
+ * block one allocation can get, the least stack each busy task has had left, and the most bytes
+ * the inbox and the send queue have held at once. */
 static void memory_json(char *out, size_t cap)
 {
     TaskHandle_t httpd = xTaskGetHandle("httpd");
     snprintf(out, cap,
              "{\"freeHeap\":%" PRIu32 ",\"minFreeHeap\":%" PRIu32 ",\"largestFreeBlock\":%u,"
-             "\"moduleRuntime\":%u,\"hubStackFree\":%u,\"hubStackSize\":%d,\"httpdStackFree\":%u,\"httpdStackSize\":%d}",
+             "\"moduleRuntime\":%u,\"hubStackFree\":%u,\"hubStackSize\":%d,\"httpdStackFree\":%u,\"httpdStackSize\":%d,"
+             "\"inboxPeak\":%u,\"outQueuePeak\":%u}",
              esp_get_free_heap_size(), esp_get_minimum_free_heap_size(),
              (unsigned)heap_caps_get_largest_free_block(MALLOC_CAP_8BIT), (unsigned)s_module_heap,
              (unsigned)uxTaskGetStackHighWaterMark(NULL), HUB_TASK_STACK_BYTES,
-             httpd ? (unsigned)uxTaskGetStackHighWaterMark(httpd) : 0, CONFIG_PIGEONHUB_HTTPD_STACK);
+             httpd ? (unsigned)uxTaskGetStackHighWaterMark(httpd) : 0, CONFIG_PIGEONHUB_HTTPD_STACK,
+             (unsigned)atomic_load(&s_inbox_peak), (unsigned)ws_transport_out_peak());
 }
 
 /* The reference server's /health shape (protocol.md §8), with the board's heap as "memory".
@@ -692,6 +696,9 @@ bool hub_inbox_reserve(size_t len, TickType_t wait)
         /* A single frame larger than the whole budget still passes when the inbox is empty. */
         if (cur == 0 || cur + len <= CONFIG_PIGEONHUB_INBOX_BYTES) {
             if (atomic_compare_exchange_weak(&s_inbox_bytes, &cur, cur + len)) {
+                size_t peak = atomic_load(&s_inbox_peak);
+                while (cur + len > peak && !atomic_compare_exchange_weak(&s_inbox_peak, &peak, cur + len)) {
+                }
                 return true;
             }
             continue;

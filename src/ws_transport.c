@@ -63,6 +63,7 @@ static out_item *s_out_head;
 static out_item *s_out_tail;
 static bool s_drain_queued; /* one httpd_queue_work() item at a time; under s_out_lock */
 static atomic_size_t s_out_bytes; /* frame bytes queued for the httpd task, not yet written */
+static atomic_size_t s_out_peak;  /* the most s_out_bytes has been since boot (/stats)       */
 static bool s_drain_stale;  /* a kick found the item still pending; under s_out_lock    */
 
 httpd_handle_t ws_transport_server(void)
@@ -159,7 +160,10 @@ static void request_drain(void)
 static int enqueue(out_item *it)
 {
     bool kick;
-    atomic_fetch_add(&s_out_bytes, it->len);
+    size_t now = atomic_fetch_add(&s_out_bytes, it->len) + it->len;
+    size_t peak = atomic_load(&s_out_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&s_out_peak, &peak, now)) {
+    }
     xSemaphoreTake(s_out_lock, portMAX_DELAY);
     if (s_out_tail) {
         s_out_tail->next = it;
@@ -219,6 +223,11 @@ void ws_transport_close(int fd, uint32_t session, uint16_t code, const char *rea
     }
     it->code = code;
     enqueue(it);
+}
+
+size_t ws_transport_out_peak(void)
+{
+    return atomic_load(&s_out_peak);
 }
 
 bool ws_transport_wait_writable(TickType_t wait)

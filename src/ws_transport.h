@@ -49,6 +49,8 @@ void ws_transport_close(int fd, uint32_t session, uint16_t code, const char *rea
  * tens of KB at once. Returns false when it gave up waiting. */
 #define WS_OUT_HIGH_WATER 8192
 bool ws_transport_wait_writable(TickType_t wait);
+/* The most bytes ever queued for the httpd task at once (a high-water mark for /stats). */
+size_t ws_transport_out_peak(void);
 /* Hub task, every tick: retry a drain request httpd_queue_work() refused earlier. */
 void ws_transport_kick(void);
 

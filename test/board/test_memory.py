@@ -34,7 +34,8 @@ def memory(board):
 def show(stage, m):
     print(f"\n  {stage:<26} free {m['freeHeap']:>7}  min free {m['minFreeHeap']:>7}  "
           f"largest block {m['largestFreeBlock']:>7}  hub stack left {m['hubStackFree']:>6}/"
-          f"{m['hubStackSize']}  httpd stack left {m['httpdStackFree']:>5}/{m['httpdStackSize']}")
+          f"{m['hubStackSize']}  httpd stack left {m['httpdStackFree']:>5}/{m['httpdStackSize']}  "
+          f"inbox peak {m['inboxPeak']:>6}  send queue peak {m['outQueuePeak']:>6}")
 
 
 def test_heap_and_stacks_under_offer_load(new_board, board_target):
