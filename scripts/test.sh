@@ -19,9 +19,8 @@ stage "C unit tests under ASan/UBSan: bridge core with WASM3"
 # the bridge suite needs the test hooks (its trap tests send "__test_trap")
 HUB_WASM="$PWD/build/hub-test-hooks.wasm" make -s -C test/native/bridge
 
-stage "libFuzzer: module and bridge targets 30 s each on their corpus, every committed input replayed (fuzz/)"
-# check_module is replayed only: a bounded run finds a known WASM3 0.5.0 bug (fuzz/README.md)
-make -s -C fuzz run-module run-bridge FUZZ_SECONDS=30
+stage "libFuzzer: every target (module, bridge, check_module, frames, upload) 30 s on its corpus, every committed input replayed (fuzz/)"
+make -s -C fuzz run FUZZ_SECONDS=30
 make -s -C fuzz regress
 
 stage "PlatformIO native env offline: bridge suite built and run by pio test (real pre-build step)"
