@@ -82,16 +82,8 @@ typedef struct ph_bridge_config {
  * CONFIG_PIGEONHUB_MAX_HUB_LINKS defaults to it too. */
 #define PH_BRIDGE_DEFAULT_MAX_LINKS 2
 #define PH_BRIDGE_MAX_LINKS         16   /* upper bound of max_links                          */
-/* call_budget: the most any call of hub.wasm needs is about 60,000 (loop iterations + calls): the
- * whole 16 KiB input buffer of small JSON tokens (a `goodbye` whose data is [0,0,...]: 60,446; the
- * test suite's largest, a 16 KiB whitespace-padded ping, 16,492; 20 peers announcing, get_stats
- * with 20 peers, a swap replaying 20 peers: about 4,100 each; init(): 2,937). 2,000,000 is 120x the
- * test suite's largest and 33x that worst frame. A runaway loop ends at the trap after 2,000,000
- * iterations: `(loop (br 0))` costs 21 x86-32 instructions per iteration (callgrind), so,
- * projected as in docs/PERFORMANCE.md (x 1.0-1.5 Xtensa instructions, CPI 1.5-3, 240 MHz),
- * 0.26-0.79 s on an ESP32; a counter loop (i += 1 until it wraps, 71 instructions) 0.9-2.7 s;
- * 4 ms and 9 ms on a PC. The budget counts iterations, not instructions: a loop with a heavier
- * body takes longer (at hub.wasm's ~400 instructions per count, up to ~15 s). */
+/* call_budget: far above what any call of hub.wasm needs, yet a runaway loop ends within about
+ * a second on an ESP32 (the measurements and the projection: docs/RELIABILITY.md, "Call budget"). */
 #define PH_BRIDGE_DEFAULT_CALL_BUDGET (2u * 1000u * 1000u)
 #define PH_BRIDGE_CONFIG_DEFAULT { .max_connections = 24, .outbox_limit_bytes = 64 * 1024, \
                                    .memory_limit_bytes = 48 * 1024, .wasm_stack_bytes = 4 * 1024, \
