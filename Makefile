@@ -1,5 +1,5 @@
 # The two commands of the README. Both set up everything they need first (scripts/setup.sh).
-.PHONY: hub test bench emulator
+.PHONY: hub test bench emulator fuzz
 
 # Run the hub on this PC: hub.wasm on WASM3 through the same bridge core as the firmware.
 hub:
@@ -24,3 +24,10 @@ bench:
 	@scripts/setup.sh test
 	@.venv/bin/python -c "import matplotlib, orjson" 2>/dev/null || .venv/bin/pip install -q "matplotlib>=3.7" "orjson>=3.9"
 	.venv/bin/pigeonhub bench --all --peers 5,10,20 --report reports/bench $(ARGS)
+
+# Every fuzz target for FUZZ_SECONDS (default 60) each on its corpus, then every committed input
+# replayed (fuzz/README.md; CI runs 30 s each).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@scripts/setup.sh test
+	@$(MAKE) -s -C fuzz run regress FUZZ_SECONDS=$(FUZZ_SECONDS)
