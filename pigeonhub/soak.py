@@ -8,7 +8,8 @@ silent ones, never more than the hub's MAX_PEERS 20) in one network:
   * churn, at --churn events per second: a peer joins (connects with ?peerId=, waits for
     `connected`, announces), leaves abruptly (SO_LINGER 0, then close: the hub sees a TCP RST),
     leaves politely (`goodbye` frame, then a 1000 close), or goes silent (the generator stops
-    reading and sending on it, so it answers neither frames nor the hub's pings);
+    reading and sending on it, so it answers neither frames nor the hub's pings) whenever fewer
+    than --silent peers are;
   * relay, at --rate frames per second: 4.5 KB offers and 360 B ICE candidates between random
     pairs of active peers (bench_load.FrameFactory: the client's frame shapes); each one is matched
     on arrival (type, fromPeerId, targetPeerId) and its latency recorded. A frame whose two ends
@@ -85,7 +86,7 @@ def add_arguments(parser):
     parser.add_argument("--peers", type=int, default=10,
                         help="active peers kept connected (default 10)")
     parser.add_argument("--silent", type=int, default=2,
-                        help="at most this many silent peers at a time (default 2); "
+                        help="silent peers at a time, each replaced once checked (default 2); "
                              "--peers + --silent <= 18 leaves the hub 2 slots for closes in flight")
     parser.add_argument("--rate", type=float, default=40.0,
                         help="relayed frames per second, offers and candidates (default 40)")
@@ -376,15 +377,11 @@ class Soak:
         if len(active) < a.peers:
             await self.join()
             return
-        choice = self.rng.random()
         victim = self.rng.choice(active)
-        if choice < 0.4:
-            await self.leave_abrupt(victim)
-        elif choice < 0.8:
-            await self.leave_polite(victim)
-        elif len(self._silent()) < a.silent:
+        # silent peers are replaced first: a short run then still verifies some against the timeout
+        if len(self._silent()) < a.silent:
             self.go_silent(victim)
-        elif self.rng.random() < 0.5:      # silent ones at their cap: leave, either way
+        elif self.rng.random() < 0.5:
             await self.leave_abrupt(victim)
         else:
             await self.leave_polite(victim)
