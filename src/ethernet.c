@@ -6,6 +6,7 @@
 
 #if CONFIG_PIGEONHUB_NETWORK_ETHERNET
 
+#include <stdint.h>
 #include <stdio.h>
 #include "esp_eth.h"
 #include "esp_event.h"
@@ -30,8 +31,53 @@ static void on_got_ip(void *arg, esp_event_base_t base, int32_t id, void *data)
     s_connected = true;
 }
 
+/* QEMU's OpenCores MAC forgets its interrupt state on a reset without lowering its interrupt line.
+ * A reset that lands between a frame's arrival and its interrupt handler leaves the line high
+ * with nothing pending, and once the driver enables the interrupt, CPU 0 runs the handler
+ * forever: the board stops after "Calling app_main()" at this and every later reset. One frame
+ * sent in loopback (so nothing leaves the board) with its transmit interrupt unmasked, then
+ * acknowledged, moves the line up and down again, which leaves it low. The registers are the
+ * emulator's (hw/net/opencores_eth.c) at the addresses ESP-IDF's openeth driver uses. */
+#if CONFIG_IDF_TARGET_ESP32
+#define OPENETH_BASE 0x3ff69000u
+#else
+#define OPENETH_BASE 0x600cd000u
+#endif
+#define OPENETH_REG(offset) (*(volatile uint32_t *)(OPENETH_BASE + (offset)))
+#define OPENETH_MODER OPENETH_REG(0x00)
+#define OPENETH_INT_SOURCE OPENETH_REG(0x04)
+#define OPENETH_INT_MASK OPENETH_REG(0x08)
+#define OPENETH_TX_DESC0_FLAGS OPENETH_REG(0x400)
+#define OPENETH_TX_DESC0_BUFFER OPENETH_REG(0x404)
+#define MODER_DEFAULT 0xa000u /* what the driver's sanity check expects to find */
+#define MODER_RESET (1u << 11)
+#define MODER_LOOPBACK (1u << 7)
+#define MODER_TX_ENABLE (1u << 1)
+#define INT_TX_DONE (1u << 0)
+#define TX_READY (1u << 15)
+#define TX_IRQ (1u << 14)
+#define TX_WRAP (1u << 13)
+#define LOOPBACK_FRAME_LEN 64u
+
+static void openeth_lower_stale_interrupt(void)
+{
+    static uint8_t frame[LOOPBACK_FRAME_LEN];
+
+    OPENETH_MODER = MODER_DEFAULT | MODER_RESET;
+    OPENETH_MODER = MODER_DEFAULT;
+    OPENETH_INT_MASK = INT_TX_DONE;
+    OPENETH_TX_DESC0_BUFFER = (uint32_t)(uintptr_t)frame;
+    OPENETH_TX_DESC0_FLAGS = (LOOPBACK_FRAME_LEN << 16) | TX_READY | TX_IRQ | TX_WRAP;
+    OPENETH_MODER = MODER_DEFAULT | MODER_LOOPBACK | MODER_TX_ENABLE; /* sends it: line up */
+    OPENETH_INT_SOURCE = INT_TX_DONE;                                 /* acknowledged: down */
+    OPENETH_INT_MASK = 0;
+    OPENETH_MODER = MODER_DEFAULT | MODER_RESET;
+    OPENETH_MODER = MODER_DEFAULT;
+}
+
 esp_err_t network_start(void)
 {
+    openeth_lower_stale_interrupt(); /* before the driver allocates the interrupt */
     esp_netif_config_t netif_cfg = ESP_NETIF_DEFAULT_ETH();
     esp_netif_t *netif = esp_netif_new(&netif_cfg);
     eth_mac_config_t mac_config = ETH_MAC_DEFAULT_CONFIG();
