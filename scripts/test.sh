@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 mkdir -p build
 
-stage() { printf '\n=== %s\n' "$*"; }
+started=$SECONDS
+# each stage line says how long the run has taken so far: the whole of it must stay under CI's limit
+stage() { printf '\n=== [%dm%02ds] %s\n' $(((SECONDS - started) / 60)) $(((SECONDS - started) % 60)) "$*"; }
 
 stage "hub.wasm: build from source, check budgets and ABI"
 pigeonhub build --out build/hub.wasm
@@ -46,3 +48,4 @@ if python3 scripts/emulator.py present; then
 else
     python3 scripts/emulator.py present --explain
 fi
+stage "all passed"
