@@ -274,7 +274,8 @@ static int Bridge_init(BridgeObject *self, PyObject *args, PyObject *kwds)
     static char *kwlist[] = { "wasm", "transport", "max_connections", "outbox_limit", "memory_limit",
                               "bootstrap", "max_links", NULL };
     PyObject *wasm, *transport, *bootstrap = NULL;
-    unsigned int max_connections = 24, outbox_limit = 65536, memory_limit = 65536;
+    unsigned int max_connections = PH_BRIDGE_DEFAULT_MAX_CONNECTIONS;
+    unsigned int outbox_limit = PH_BRIDGE_DEFAULT_OUTBOX_LIMIT, memory_limit = PH_BRIDGE_DEFAULT_MEMORY_LIMIT;
     unsigned int max_links = PH_BRIDGE_DEFAULT_MAX_LINKS;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$IIIOI:Bridge", kwlist, &wasm, &transport,
                                      &max_connections, &outbox_limit, &memory_limit, &bootstrap,
@@ -578,9 +579,10 @@ static PyGetSetDef Bridge_getset[] = {
 static PyTypeObject BridgeType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "pigeonhub._bridge.Bridge",
-    .tp_doc = PyDoc_STR("Bridge(wasm, transport, *, max_connections=24, outbox_limit=65536, "
-                        "memory_limit=65536, bootstrap=None, max_links=2)\n\nRuns hub.wasm in WASM3 for one transport. Raises "
-                        "BridgeError (.code, message) when the module is refused."),
+    .tp_doc = PyDoc_STR("Bridge(wasm, transport, *, max_connections, outbox_limit, memory_limit, "
+                        "bootstrap=None, max_links)\n\nRuns hub.wasm in WASM3 for one transport; the "
+                        "limits default to DEFAULTS, the board's. Raises BridgeError (.code, message) "
+                        "when the module is refused."),
     .tp_basicsize = sizeof(BridgeObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -647,6 +649,18 @@ PyMODINIT_FUNC PyInit__bridge(void)
     if (PyModule_AddObject(m, "Bridge", Py_NewRef((PyObject *)&BridgeType)) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "ABI_VERSION", PH_ABI_VERSION) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "MAX_LINKS", PH_BRIDGE_MAX_LINKS) < 0) goto fail;
+    /* PH_BRIDGE_CONFIG_DEFAULT: the board's limits, which the PC hub runs with too */
+    PyObject *defaults = Py_BuildValue("{sIsIsIsIsIsI}",
+                                       "max_connections", PH_BRIDGE_DEFAULT_MAX_CONNECTIONS,
+                                       "outbox_limit", PH_BRIDGE_DEFAULT_OUTBOX_LIMIT,
+                                       "memory_limit", PH_BRIDGE_DEFAULT_MEMORY_LIMIT,
+                                       "wasm_stack", PH_BRIDGE_DEFAULT_WASM_STACK,
+                                       "max_links", PH_BRIDGE_DEFAULT_MAX_LINKS,
+                                       "call_budget", PH_BRIDGE_DEFAULT_CALL_BUDGET);
+    if (!defaults || PyModule_AddObject(m, "DEFAULTS", defaults) < 0) {
+        Py_XDECREF(defaults);
+        goto fail;
+    }
     static const struct { const char *name; int value; } codes[] = {
         { "ERR_NOT_WASM", PH_ERR_NOT_WASM }, { "ERR_ABI_VERSION", PH_ERR_ABI_VERSION },
         { "ERR_MISSING_EXPORT", PH_ERR_MISSING_EXPORT }, { "ERR_MEMORY", PH_ERR_MEMORY },

@@ -352,24 +352,31 @@ def layout_from_inspection(info: ModuleInfo, inspect: ModuleInfo) -> MemoryLayou
 
 # --- budgets ----------------------------------------------------------------------------------
 
-def bridge_memory_limit(text: str | None = None) -> int:
-    """memory_limit_bytes of PH_BRIDGE_CONFIG_DEFAULT: the linear memory WASM3 really allocates.
-
-    The module's stack + data + bss must fit under it (accesses beyond it trap). One page when the
-    bridge header is absent (module-only checkout) or sets no limit (0 = the module's own size)."""
+def bridge_defaults(text: str | None = None) -> dict:
+    """The bridge's defaults, the board's limits: {"MEMORY_LIMIT": 49152, ...} from the
+    `#define PH_BRIDGE_DEFAULT_<NAME> (a * b)` lines of ph_bridge.h (read as text: a module-only
+    checkout or a build without the _bridge extension has no other way to them). {} without it."""
     if text is None:
         try:
             text = BRIDGE_HEADER.read_text()
         except OSError:
-            return INITIAL_PAGES * PAGE
-    m = re.search(r"#define\s+PH_BRIDGE_CONFIG_DEFAULT\b((?:[^\n]*\\\n)*[^\n]*)", text)
-    limit = m and re.search(r"\.memory_limit_bytes\s*=\s*([0-9*\s]+?)\s*[,}]", m.group(1))
-    if not limit:
-        return INITIAL_PAGES * PAGE
-    value = 1
-    for factor in limit.group(1).split("*"):
-        value *= int(factor)
-    return value or INITIAL_PAGES * PAGE
+            return {}
+    values = {}
+    for name, expr in re.findall(r"^#define\s+PH_BRIDGE_DEFAULT_(\w+)\s+\(?([0-9u*\s]+?)\)?\s*$", text,
+                                 re.MULTILINE):
+        value = 1
+        for factor in expr.split("*"):
+            value *= int(factor.strip().rstrip("u"))
+        values[name] = value
+    return values
+
+
+def bridge_memory_limit(text: str | None = None) -> int:
+    """The bridge's default memory limit: the linear memory WASM3 really allocates.
+
+    The module's stack + data + bss must fit under it (accesses beyond it trap). One page when the
+    bridge header is absent (module-only checkout) or sets no limit (0 = the module's own size)."""
+    return bridge_defaults(text).get("MEMORY_LIMIT") or INITIAL_PAGES * PAGE
 
 
 def check_budgets(info: ModuleInfo, layout: MemoryLayout | None = None, abi: AbiTable | None = None,
@@ -421,7 +428,7 @@ def _layout_problem(layout: MemoryLayout) -> str:
     limit = min(page, bridge_memory_limit())
     where = (f"{limit} bytes" if limit == page else
              f"{limit} bytes (the bridge's default memory_limit_bytes, "
-             f"PH_BRIDGE_CONFIG_DEFAULT in ph_bridge.h)")
+             f"PH_BRIDGE_DEFAULT_MEMORY_LIMIT in ph_bridge.h)")
     return (f"stack {layout.stack_bytes} + data {layout.data_bytes} + bss {layout.bss_bytes} = "
             f"{layout.heap_base} bytes > {where} (over by {layout.heap_base - limit}); "
             f"lower --max-peers or the buffer sizes")

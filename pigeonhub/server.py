@@ -27,15 +27,12 @@ from .log import Logger
 
 DEFAULT_MODULE = Path(__file__).resolve().parent / "data" / "hub.wasm"
 MODULE_MAX_PEERS = 20         # MAX_PEERS in wasm/pigeonhub_abi.h (what the default module refuses beyond)
-DEFAULT_SLOTS = 24            # PH_BRIDGE_CONFIG_DEFAULT: MAX_PEERS + room for the module's own 1008s
 MAX_WS_MESSAGE = 2 * 1024 * 1024  # library limit; far above the module's 16 KiB so the bridge's 1009 decides
 HTTP_BANNER = "PeerPigeon WebSocket Signaling Server"  # the reference server's plain-HTTP answer
 CLOSE_FULL = (1008, "Maximum connections reached")      # PH_CLOSE_POLICY, PH_REASON_FULL
 FORCE_CLOSE_AFTER = 1.0       # s a requested close may wait behind a blocked send before it jumps the queue
 SHUTDOWN_GRACE = 3.0          # s for clients to answer the 1001 close on Ctrl-C / reset
 LINK_OPEN_TIMEOUT = 10.0      # s for a bootstrap hub to complete the WebSocket handshake
-DEFAULT_MAX_LINKS = 2         # PH_BRIDGE_DEFAULT_MAX_LINKS: PigeonHub's default list has two hubs
-MAX_LINKS = 16                # PH_BRIDGE_MAX_LINKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,9 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "URL naming this hub itself is skipped. The module dials each and "
                              "re-dials with backoff when a link drops")
     parser.add_argument("--max-links", type=int, default=None, metavar="N",
-                        help=f"hub link slots reserved next to the client slots (default: the "
-                             f"number of --bootstrap hubs, at least {DEFAULT_MAX_LINKS}; at most "
-                             f"{MAX_LINKS})")
+                        help="hub link slots reserved next to the client slots (default: the "
+                             "number of --bootstrap hubs, at least the board's default)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also print debug lines (connections opened/closed)")
 
@@ -108,9 +104,15 @@ def run(args) -> int:
     except ValueError as exc:
         log.error(f"--bootstrap: {exc}")
         return 2
+    try:
+        from . import _bridge
+    except ImportError as exc:
+        log.error(f"the bridge extension pigeonhub._bridge is not built ({exc}); "
+                  "run `pip install -e .` (or `make hub`)")
+        return 2
     max_links = getattr(args, "max_links", None)
-    if max_links is not None and not 0 <= max_links <= MAX_LINKS:
-        log.error(f"--max-links must be 0..{MAX_LINKS}, not {max_links}")
+    if max_links is not None and not 0 <= max_links <= _bridge.MAX_LINKS:
+        log.error(f"--max-links must be 0..{_bridge.MAX_LINKS}, not {max_links}")
         return 2
     module_path = args.module if args.module is not None else DEFAULT_MODULE
     if args.module is None and not module_path.exists():
@@ -123,12 +125,6 @@ def run(args) -> int:
             return 2
     if not module_path.is_file():
         log.error(f"cannot load module {module_path}: no such file")
-        return 2
-    try:
-        from . import _bridge
-    except ImportError as exc:
-        log.error(f"the bridge extension pigeonhub._bridge is not built ({exc}); "
-                  "run `pip install -e .` (or `make hub`)")
         return 2
     hub = PcHub(_bridge, module_path, args, log)
     try:
@@ -418,7 +414,8 @@ class PcHub:
         self.ready = asyncio.Event()
         if self.server is None:
             await self._listen()
-        slots = self.args.max_peers if self.args.max_peers is not None else DEFAULT_SLOTS
+        slots = (self.args.max_peers if self.args.max_peers is not None
+                 else self.bridge_mod.DEFAULTS["max_connections"])
         self._pick_bootstrap()
         if self.store is not None:
             self.bridge, path = self._boot_from_store(slots)
@@ -466,7 +463,8 @@ class PcHub:
     def _link_options(self):
         max_links = getattr(self.args, "max_links", None)
         if max_links is None:
-            max_links = min(MAX_LINKS, max(DEFAULT_MAX_LINKS, len(self.bootstrap)))
+            max_links = min(self.bridge_mod.MAX_LINKS,
+                            max(self.bridge_mod.DEFAULTS["max_links"], len(self.bootstrap)))
         return {"bootstrap": self.bootstrap, "max_links": max_links}
 
     async def _listen(self):

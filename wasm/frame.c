@@ -100,7 +100,7 @@ void w_vfmt(ph_writer *w, const char *fmt, va_list ap)
             w_raw(w, p, va_arg(ap, uint32_t));
         } else if (d == 'd') {
             int64_t v = va_arg(ap, int64_t);
-            if (v < 0) w_raw(w, "-", 1);
+            if (v < 0) W_LIT(w, "-");
             w_u64(w, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);   /* INT64_MIN has no positive */
         } else if (d == 'u') {
             w_u64(w, va_arg(ap, uint32_t));
@@ -113,7 +113,7 @@ void w_vfmt(ph_writer *w, const char *fmt, va_list ap)
             w_bootstrap_url(w, va_arg(ap, uint32_t));
         } else { /* '8': peer ids are logged as 8 digits, enough to tell peers apart */
             w_raw(w, va_arg(ap, const char *), 8);
-            w_raw(w, "\xE2\x80\xA6", 3);   /* U+2026 "…" */
+            W_LIT(w, "\xE2\x80\xA6");   /* U+2026 "…" */
         }
     }
 }

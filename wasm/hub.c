@@ -207,7 +207,7 @@ static void frame_relay(ph_writer *w, const char *type, const json_val *data)
 
 static int is_mesh(const char *net, uint32_t n)
 {
-    return n == sizeof PH_MESH_NETWORK - 1 && memcmp(net, PH_MESH_NETWORK, n) == 0;
+    return EQUALS_LIT(net, n, PH_MESH_NETWORK);
 }
 
 /* --- hub connections: incoming hubs and outgoing links ----------------------------------------- */
@@ -834,7 +834,7 @@ void stop_server(void)
     memset(g_remote, 0, sizeof g_remote);
     g.running = 0;
     ws_server_stop();
-    log_message("I server stopped", 16);
+    LOG_LIT("I server stopped");
 }
 
 /* The first `peerId` query parameter (URLSearchParams.get semantics), any path. NULL if absent. */
@@ -847,7 +847,7 @@ static const char *url_peer_id(const char *url, uint32_t n, uint32_t *len)
         while (i < n && url[i] != '&') i++;
         uint32_t eq = s;
         while (eq < i && url[eq] != '=') eq++;
-        if (eq - s == 6 && memcmp(url + s, "peerId", 6) == 0) {
+        if (EQUALS_LIT(url + s, eq - s, "peerId")) {
             uint32_t v = eq < i ? eq + 1 : i;
             *len = i - v;
             return url + v;
@@ -935,7 +935,7 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
     if (len < 0 || len > MAX_MESSAGE_SIZE || (uintptr_t)ptr < (uintptr_t)g_in ||
         off > (uintptr_t)(MAX_MESSAGE_SIZE - len)) {
         g.drop.too_big++;
-        log_message("W frame outside the input buffer", 32);
+        LOG_LIT("W frame outside the input buffer");
         return;
     }
     ph_link *l = link_by_conn(conn);

@@ -28,6 +28,7 @@ PH_IMPORT(ws_server_stop)     void ws_server_stop(void);
 PH_IMPORT(ws_send_to_peer)    int32_t ws_send_to_peer(int32_t conn, const char *data, int32_t len);
 PH_IMPORT(ws_broadcast)       int32_t ws_broadcast(const char *data, int32_t len, int32_t exclude_conn);
 PH_IMPORT(log_message)        void log_message(const char *msg, int32_t len);
+#define LOG_LIT(lit) log_message((lit), (int32_t)sizeof(lit) - 1)   /* a string literal, no counting */
 PH_IMPORT(get_device_id)      void get_device_id(char *buf, int32_t len);
 PH_IMPORT(millis)             uint32_t millis(void);
 PH_IMPORT(ws_get_request_url) int32_t ws_get_request_url(int32_t conn, char *buf, int32_t len);

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pigeonhub.build import bridge_defaults
 from pigeonhub.pio_support import BuildError, is_module_slot, parse_partitions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HUB_WASM_BUDGET = 16 * 1024       # pigeonhub build's size budget for hub.wasm
 FLASH_SIZES = {"2MB": 2, "4MB": 4, "8MB": 8, "16MB": 16}
 HTTPD_INTERNAL_SOCKETS = 3        # esp_http_server: max_open_sockets + 3 <= CONFIG_LWIP_MAX_SOCKETS
+BRIDGE_HEADER = "lib/pigeonhub_bridge/src/ph_bridge.h"
 MMU_PAGE = 64 * 1024              # esp_partition_mmap maps whole 64 KiB pages
 # ESP-IDF options the code tests (#if) without setting them; names checked against ESP-IDF
 # v5.5.3 components/esp_system/Kconfig (console selection).
@@ -30,6 +32,7 @@ KNOWN_IDF_OPTIONS = {
     "CONFIG_ESP_CONSOLE_UART_CUSTOM",
     "CONFIG_ESP_CONSOLE_USB_SERIAL_JTAG",
     "CONFIG_LIBC_PICOLIBC",   # newlib component's C library choice (the esp32-qemu kit sets it)
+    "CONFIG_IDF_TARGET_ESP32",   # ESP-IDF's own Kconfig: set by idf.py's target
 }
 
 
@@ -51,6 +54,7 @@ class Config:
     sources: dict = field(default_factory=dict)
     abi: str = ""
     ini: str = ""
+    bridge: dict = field(default_factory=dict)
 
 
 def parse_kconfig(text):
@@ -103,6 +107,7 @@ def load(root):
         sources={p.name: p.read_text() for p in sorted((root / "src").glob("*.[ch]"))},
         abi=(root / "wasm" / "pigeonhub_abi.h").read_text(),
         ini=(root / "platformio.ini").read_text(),
+        bridge=bridge_defaults((root / BRIDGE_HEADER).read_text()),
     )
 
 
@@ -251,6 +256,27 @@ def check_sdkconfig_defaults(cfg):
     return problems
 
 
+# Kconfig option -> the bridge default it must equal (Kconfig cannot include ph_bridge.h)
+KCONFIG_BRIDGE_DEFAULTS = {"PIGEONHUB_OUTBOX_LIMIT": "OUTBOX_LIMIT",
+                           "PIGEONHUB_MODULE_MEMORY_LIMIT": "MEMORY_LIMIT",
+                           "PIGEONHUB_WASM_STACK": "WASM_STACK",
+                           "PIGEONHUB_MAX_HUB_LINKS": "MAX_LINKS"}
+
+
+def check_bridge_defaults(cfg):
+    """The firmware's Kconfig defaults are the bridge's defaults, which the PC hub runs with."""
+    problems = []
+    for option, name in KCONFIG_BRIDGE_DEFAULTS.items():
+        if kconfig_int(cfg, option) != cfg.bridge.get(name):
+            problems.append(f"Kconfig {option} defaults to {kconfig_int(cfg, option)}, but "
+                            f"PH_BRIDGE_DEFAULT_{name} in ph_bridge.h is {cfg.bridge.get(name)}: "
+                            f"the PC hub would not run with the board's limits")
+    if max_open_sockets(cfg) != cfg.bridge.get("MAX_CONNECTIONS"):
+        problems.append(f"WS_MAX_OPEN_SOCKETS is {max_open_sockets(cfg)} with Kconfig's defaults, but "
+                        f"PH_BRIDGE_DEFAULT_MAX_CONNECTIONS is {cfg.bridge.get('MAX_CONNECTIONS')}")
+    return problems
+
+
 def check_platformio_ini(cfg):
     problems = []
     if not re.search(r"^board_build\.partitions\s*=\s*partitions\.csv\s*$", cfg.ini, re.M):
@@ -263,7 +289,7 @@ def check_platformio_ini(cfg):
 
 CHECKS = [check_module_slots, check_partition_layout, check_sockets, check_managed_components,
           check_kconfig_help,
-          check_config_references, check_sdkconfig_defaults, check_platformio_ini]
+          check_config_references, check_sdkconfig_defaults, check_platformio_ini, check_bridge_defaults]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -315,6 +341,11 @@ TAMPERS = [
      "", "CONFIG_FREERTOS_HZ"),
     (check_platformio_ini, "platformio.ini", "board_build.partitions = partitions.csv",
      "board_build.partitions = default.csv", "partitions"),
+    (check_bridge_defaults, "src/Kconfig.projbuild", "default 12288", "default 16384", "OUTBOX_LIMIT"),
+    (check_bridge_defaults, BRIDGE_HEADER, "PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (48u * 1024u)",
+     "PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (64u * 1024u)", "MODULE_MEMORY_LIMIT"),
+    (check_bridge_defaults, "src/Kconfig.projbuild", "range 1 8\n        default 2",
+     "range 1 8\n        default 4", "MAX_CONNECTIONS"),
 ]
 
 
@@ -324,6 +355,8 @@ def test_check_fails_on_tampered_copy(tmp_path, check, name, old, new, mention):
     for rel in ("partitions.csv", "sdkconfig.defaults", "platformio.ini"):
         shutil.copy(ROOT / rel, tmp_path / rel)
     shutil.copytree(ROOT / "src", tmp_path / "src")
+    (tmp_path / BRIDGE_HEADER).parent.mkdir(parents=True)
+    shutil.copy(ROOT / BRIDGE_HEADER, tmp_path / BRIDGE_HEADER)
     (tmp_path / "wasm").mkdir()
     shutil.copy(ROOT / "wasm" / "pigeonhub_abi.h", tmp_path / "wasm")
     assert check(load(tmp_path)) == []  # the untouched copy passes

@@ -59,7 +59,7 @@ class Hub:
         if self.engine == "wasm3":
             import wasm3
             self._env = wasm3.Environment()
-            # The bridge default (PH_BRIDGE_CONFIG_DEFAULT.wasm_stack_bytes): same headroom as a board.
+            # Far above what the module needs (test_wasm3_stack.py checks the bridge default covers it).
             self._rt = self._env.new_runtime(16 * 1024)
             mod = self._env.parse_module(wasm)
             self._rt.load(mod)          # link after load: linking first segfaults (toolchain.md)

@@ -144,11 +144,13 @@ def test_layout_must_fit_the_bridge_memory_limit(tmp_path):
 
 
 def test_bridge_memory_limit_parser():
-    header = ("#define PH_BRIDGE_CONFIG_DEFAULT { .max_connections = 24, \\\n"
-              "    .memory_limit_bytes = 40 * 1024, .wasm_stack_bytes = 4096 }\n")
+    header = ("#define PH_BRIDGE_DEFAULT_MAX_CONNECTIONS 24u\n"
+              "#define PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (40u * 1024u)\n")
+    assert build.bridge_defaults(header) == {"MAX_CONNECTIONS": 24, "MEMORY_LIMIT": 40960}
     assert build.bridge_memory_limit(header) == 40960
-    assert build.bridge_memory_limit("#define PH_BRIDGE_CONFIG_DEFAULT { .memory_limit_bytes = 0 }") == 65536
+    assert build.bridge_memory_limit("#define PH_BRIDGE_DEFAULT_MEMORY_LIMIT 0\n") == 65536
     assert build.bridge_memory_limit("nothing here") == 65536
+    assert build.bridge_defaults()["MEMORY_LIMIT"] == 48 * 1024   # the real header
 
 
 def test_bulk_memory_build_and_mvp_fallback(built, tmp_path):

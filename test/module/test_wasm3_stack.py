@@ -1,6 +1,6 @@
 """How much WASM3 value stack hub.wasm needs, and that the bridge default covers it with room.
 
-WASM3's stack (ph_bridge_config.wasm_stack_bytes, PH_BRIDGE_CONFIG_DEFAULT) holds the slots of
+WASM3's stack (ph_bridge_config.wasm_stack_bytes, PH_BRIDGE_DEFAULT_WASM_STACK) holds the slots of
 every active wasm call. json.c validates iteratively, so the deepest JSON the module accepts
 (nesting 32, the frame object included) does not deepen the call chain; the deepest chain is a relay/announce building a
 frame. These tests run the heaviest scenario on real WASM3 (pywasm3 0.5.0, 32-bit slots as on the
@@ -8,25 +8,17 @@ ESP32) with a given stack, and check a too-small stack really traps (so the meas
 something).
 """
 
-import re
-
 import pytest
 import wasm3
 
 from module_harness import ABI, Hub
-from pigeonhub import SOURCE_ROOT
+from pigeonhub.build import bridge_defaults
 
-BRIDGE_HEADER = SOURCE_ROOT / "lib" / "pigeonhub_bridge" / "src" / "ph_bridge.h"
 MEASURED_NEED = 1536       # bytes: passes; 1024 traps (see test_too_small_stack_traps)
 
 
 def bridge_default_wasm_stack():
-    text = BRIDGE_HEADER.read_text()
-    m = re.search(r"\.wasm_stack_bytes\s*=\s*([0-9*\s]+?)\s*[,}]", text)
-    value = 1
-    for factor in m.group(1).split("*"):
-        value *= int(factor)
-    return value
+    return bridge_defaults()["WASM_STACK"]
 
 
 class StackHub(Hub):

@@ -9,8 +9,9 @@
  *
  * Connection ids carry a slot index and a generation (ph_bridge_internal.h). Each slot has a
  * bounded outbox counter: bytes handed to ops->send minus bytes the transport reported written.
- * A connection whose counter would pass outbox_limit_bytes is closed 1013, so one slow reader can
- * never make the hub hold an unbounded amount of data for it, nor slow the others down.
+ * A connection whose counter would pass outbox_limit_bytes is closed 1013 (unless its outbox is
+ * empty), so one slow reader can never make the hub hold an unbounded amount of data for it, nor
+ * slow the others down.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,7 +151,9 @@ int32_t ph_queue_frame(ph_bridge *b, int32_t conn, const uint8_t *frame, uint32_
 
     uint32_t queued = (uint32_t)atomic_load(&s->outbox);
     uint32_t limit = b->config.outbox_limit_bytes;
-    if (limit && (uint64_t)queued + len > limit) {
+    /* An empty outbox takes any frame: the largest frame the module may send must reach a reader
+     * that keeps up whatever the limit, so a reader holds at most the limit plus one frame. */
+    if (limit && queued > 0 && (uint64_t)queued + len > limit) {
         b->outbox_overflows++;
         ph_log(b, 'W', "conn %d is not reading: %u bytes unsent, limit %u; dropping a %u-byte frame "
                "and closing it %d", (int)conn, (unsigned)queued, (unsigned)limit, (unsigned)len,

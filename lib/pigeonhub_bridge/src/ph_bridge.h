@@ -73,20 +73,30 @@ typedef struct ph_bridge_config {
     uint32_t call_budget;
 } ph_bridge_config;
 
-/* Defaults sized for an ESP32: MAX_PEERS + room for the module to refuse a few more itself.
+/* The board's defaults, and the PC hub's: the PC twin runs with exactly these (pigeonhub._bridge
+ * exposes them as DEFAULTS), and the firmware's Kconfig defaults are the same numbers
+ * (test/firmware/test_config_consistency.py checks it: Kconfig cannot include this header).
+ * max_connections: MAX_PEERS + incoming hub links + spare sockets, Kconfig's defaults (20 + 2 + 2):
+ * room for the module to refuse a few more itself.
+ * outbox_limit_bytes: a slow consumer is closed 1013 before it holds much of a board's heap.
  * memory_limit_bytes: hub.wasm uses stack + data + bss = 47.6 KiB of its 64 KiB page (wasm/ABI.md;
- * `pigeonhub build` fails a module that does not fit 48 KiB), so WASM3 allocates only that.
+ * `pigeonhub build` fails a module that does not fit it), so WASM3 allocates only that.
  * wasm_stack_bytes: the deepest call chain needs 1.5 KiB of WASM3 stack (1 KiB traps; JSON nesting
- * does not deepen it: the module's parser is iterative), tested in test/module/test_wasm3_stack.py. */
-/* max_links: PigeonHub's default bootstrap list has two hubs; the firmware's
- * CONFIG_PIGEONHUB_MAX_HUB_LINKS defaults to it too. */
-#define PH_BRIDGE_DEFAULT_MAX_LINKS 2
-#define PH_BRIDGE_MAX_LINKS         16   /* upper bound of max_links                          */
-/* call_budget: far above what any call of hub.wasm needs, yet a runaway loop ends within about
+ * does not deepen it: the module's parser is iterative), tested in test/module/test_wasm3_stack.py.
+ * max_links: PigeonHub's default bootstrap list has two hubs.
+ * call_budget: far above what any call of hub.wasm needs, yet a runaway loop ends within about
  * a second on an ESP32 (the measurements and the projection: docs/RELIABILITY.md, "Call budget"). */
-#define PH_BRIDGE_DEFAULT_CALL_BUDGET (2u * 1000u * 1000u)
-#define PH_BRIDGE_CONFIG_DEFAULT { .max_connections = 24, .outbox_limit_bytes = 64 * 1024, \
-                                   .memory_limit_bytes = 48 * 1024, .wasm_stack_bytes = 4 * 1024, \
+#define PH_BRIDGE_DEFAULT_MAX_CONNECTIONS 24u
+#define PH_BRIDGE_DEFAULT_OUTBOX_LIMIT    (12u * 1024u)
+#define PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (48u * 1024u)
+#define PH_BRIDGE_DEFAULT_WASM_STACK      (4u * 1024u)
+#define PH_BRIDGE_DEFAULT_MAX_LINKS       2u
+#define PH_BRIDGE_DEFAULT_CALL_BUDGET     (2u * 1000u * 1000u)
+#define PH_BRIDGE_MAX_LINKS               16u   /* upper bound of max_links */
+#define PH_BRIDGE_CONFIG_DEFAULT { .max_connections = PH_BRIDGE_DEFAULT_MAX_CONNECTIONS, \
+                                   .outbox_limit_bytes = PH_BRIDGE_DEFAULT_OUTBOX_LIMIT, \
+                                   .memory_limit_bytes = PH_BRIDGE_DEFAULT_MEMORY_LIMIT, \
+                                   .wasm_stack_bytes = PH_BRIDGE_DEFAULT_WASM_STACK, \
                                    .max_links = PH_BRIDGE_DEFAULT_MAX_LINKS, \
                                    .call_budget = PH_BRIDGE_DEFAULT_CALL_BUDGET }
 

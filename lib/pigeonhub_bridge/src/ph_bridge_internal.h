@@ -30,6 +30,11 @@
  * carries a path and ?peerId=<40 hex>; longer ones are truncated, which the module sees as a
  * mismatching peer id. */
 #ifndef PH_MAX_URL_BYTES
+/* String literals with their length, never counted by hand. */
+#define PH_LIT(lit)                   (lit), (sizeof(lit) - 1)
+#define PH_EQUALS_LIT(p, n, lit)      ((n) == sizeof(lit) - 1 && memcmp((p), (lit), sizeof(lit) - 1) == 0)
+#define PH_STARTS_WITH_LIT(p, n, lit) ((n) > sizeof(lit) - 1 && memcmp((p), (lit), sizeof(lit) - 1) == 0) /* and more follows */
+
 #define PH_MAX_URL_BYTES     512
 #endif
 

@@ -229,7 +229,7 @@ static m3ApiRawFunction(ph_host_ws_connect)
         b->links_refused++;
         m3ApiReturn(PH_CONNECT_BAD_ARGS);
     }
-    bool scheme = (len > 5 && memcmp(url, "ws://", 5) == 0) || (len > 6 && memcmp(url, "wss://", 6) == 0);
+    bool scheme = PH_STARTS_WITH_LIT(url, (size_t)len, "ws://") || PH_STARTS_WITH_LIT(url, (size_t)len, "wss://");
     if (!scheme || len > PH_MAX_URL_BYTES) {
         b->links_refused++;
         ph_log(b, 'W', "bridge: ws_connect refused: %s (%d bytes: %.*s)",

@@ -78,7 +78,7 @@ static ph_frame_kind frame_kind(const uint8_t *p, size_t n)
         if (i >= n || p[i] != '"') return PH_FRAME_OTHER;
         size_t key = i + 1, end = skip_string(p, i, n);
         if (end == SIZE_MAX) return PH_FRAME_OTHER;
-        bool is_type = end - 1 - key == 4 && memcmp(p + key, "type", 4) == 0;
+        bool is_type = PH_EQUALS_LIT(p + key, end - 1 - key, "type");
         i = skip_ws(p, end, n);
         if (i >= n || p[i] != ':') return PH_FRAME_OTHER;
         i = skip_ws(p, i + 1, n);
@@ -87,8 +87,8 @@ static ph_frame_kind frame_kind(const uint8_t *p, size_t n)
             size_t v = i + 1, vend = skip_string(p, i, n);
             if (vend == SIZE_MAX) return PH_FRAME_OTHER;
             size_t vlen = vend - 1 - v;
-            if (vlen == 8 && memcmp(p + v, "announce", 8) == 0) return PH_FRAME_ANNOUNCE;
-            if (vlen == 7 && memcmp(p + v, "goodbye", 7) == 0) return PH_FRAME_GOODBYE;
+            if (PH_EQUALS_LIT(p + v, vlen, "announce")) return PH_FRAME_ANNOUNCE;
+            if (PH_EQUALS_LIT(p + v, vlen, "goodbye")) return PH_FRAME_GOODBYE;
             return PH_FRAME_OTHER;
         }
         if ((i = skip_value(p, i, n)) == SIZE_MAX) return PH_FRAME_OTHER;
@@ -260,7 +260,7 @@ static ph_result swap_to(ph_bridge *b, ph_instance old, const uint8_t *wasm, siz
             s->seen = false;
             ph_log(b, 'I', "bridge: hub link %.*s is not used by the new module: closing it",
                    (int)s->url_len, s->url);
-            ph_request_close(b, ph_conn_id(s, i), PH_CLOSE_GOING_AWAY, "Module replaced", 15);
+            ph_request_close(b, ph_conn_id(s, i), PH_CLOSE_GOING_AWAY, PH_LIT("Module replaced"));
         }
         s->adopted = false;
     }

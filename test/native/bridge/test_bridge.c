@@ -478,8 +478,9 @@ static void test_outbox_overflow_1013_only_slow(void)
     CHECK(cs->close_code == PH_CLOSE_TRY_LATER && strcmp(cs->close_reason, "Outbox full (slow consumer)") == 0,
           "slow: close %u \"%s\"", cs->close_code, cs->close_reason);
     CHECK(cs->close_calls == 1, "closed %d times", cs->close_calls);
-    /* "hello" (5) + 65 x 1000 fit in 64 KiB; the 66th frame would not and was dropped. */
-    CHECK(cs->frame_count == 66, "slow got %d frames", cs->frame_count);
+    /* "hello" (5) and as many 1000-byte frames as fit the limit; the next one was dropped. */
+    int fit = 1 + (int)((PH_BRIDGE_DEFAULT_OUTBOX_LIMIT - 5) / 1000);
+    CHECK(cs->frame_count == fit, "slow got %d frames, not %d", cs->frame_count, fit);
     CHECK(cf->frame_count == 101 && !cf->close_requested, "fast got %d frames", cf->frame_count);
     CHECK(conn_rec(t, a)->frame_count == 1, "sender excluded from its broadcast");
     char stats[1024];
@@ -800,7 +801,7 @@ static void test_on_sent_from_another_thread(void)
     size_t sent = 0;
     for (int i = 0; i < 5000; i++) {
         /* Back-pressure like a real server: stay below half the outbox limit. */
-        while (sent - atomic_load(&w.acked) > 32 * 1024) sched_yield();
+        while (sent - atomic_load(&w.acked) > config.outbox_limit_bytes / 2) sched_yield();
         ph_bridge_on_frame(t->bridge, w.conn, (const uint8_t *)msg, 1000);
         sent += 1000;
     }
@@ -924,6 +925,30 @@ static void test_hub_outbox_overflow_1013(void)
     CHECK(count_received(t, fast, "\"type\":\"offer\"") == 40, "fast conn got %d offers",
           count_received(t, fast, "\"type\":\"offer\""));
     CHECK(!conn_rec(t, fast)->close_requested && !conn_rec(t, a)->close_requested, "others stay open");
+    ft_free(t);
+}
+
+/* A frame larger than the whole outbox limit still reaches a reader whose outbox is empty; a second
+ * one while the first is unsent is an overflow. */
+static void test_hub_frame_over_the_outbox_limit_reaches_an_idle_reader(void)
+{
+    if (!g_hub.data) SKIP("HUB_WASM not set");
+    fake_transport *t = start(g_hub, NULL);
+    if (!t) { CHECK(0, "hub.wasm refused"); return; }
+    int32_t a = hub_join(t, peer_a, "demo"), b = hub_join(t, peer_b, "demo");
+    char *big = offer(peer_b, PH_BRIDGE_DEFAULT_OUTBOX_LIMIT + 1000);
+    frame(t, a, big);
+    conn_rec(t, b)->slow = true;   /* from here on, nothing it is sent is written */
+    frame(t, a, big);
+    CHECK(!conn_rec(t, b)->close_requested, "closed %u \"%s\" on a frame into an empty outbox",
+          conn_rec(t, b)->close_code, conn_rec(t, b)->close_reason);
+    CHECK(count_received(t, b, "\"type\":\"offer\"") == 2, "the reader got %d offers",
+          count_received(t, b, "\"type\":\"offer\""));
+    frame(t, a, big);
+    free(big);
+    CHECK(conn_rec(t, b)->close_code == PH_CLOSE_TRY_LATER, "second frame unsent: close %u",
+          conn_rec(t, b)->close_code);
+    CHECK(!conn_rec(t, a)->close_requested, "the sender stays open");
     ft_free(t);
 }
 
@@ -1626,6 +1651,8 @@ int main(int argc, char **argv)
         { "hub_connect_announce_relay", test_hub_connect_announce_relay },
         { "hub_oversized_1009", test_hub_oversized_1009 },
         { "hub_outbox_overflow_1013", test_hub_outbox_overflow_1013 },
+        { "hub_frame_over_the_outbox_limit_reaches_an_idle_reader",
+          test_hub_frame_over_the_outbox_limit_reaches_an_idle_reader },
         { "hub_trap_1011_and_stack", test_hub_trap_1011_and_stack },
         { "hub_full", test_hub_full },
         { "hub_swap_keeps_peers_silently", test_hub_swap_keeps_peers_silently },
