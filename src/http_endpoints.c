@@ -19,6 +19,7 @@
 #include "esp_log.h"
 #include "hub_task.h"
 #include "module_store.h"
+#include "ph_json_string.h"
 #include "settings.h"
 
 static const char *TAG = "pigeonhub";
@@ -38,15 +39,12 @@ static esp_err_t send_json(httpd_req_t *req, const char *status, const char *bod
 /* {"error":"<reason>"} with the reason JSON-escaped. */
 static esp_err_t send_error(httpd_req_t *req, const char *status, const char *reason)
 {
+    static const char head[] = "{\"error\":\"", tail[] = "\"}";
     char body[320];
-    size_t n = (size_t)snprintf(body, sizeof(body), "{\"error\":\"");
-    for (const char *p = reason; *p && n < sizeof(body) - 4; p++) {
-        if (*p == '"' || *p == '\\') {
-            body[n++] = '\\';
-        }
-        body[n++] = (unsigned char)*p < 0x20 ? ' ' : *p;
-    }
-    snprintf(body + n, sizeof(body) - n, "\"}");
+    size_t n = sizeof(head) - 1;
+    memcpy(body, head, n);
+    n += ph_json_escape(body + n, sizeof(body) - n - sizeof(tail), reason, strlen(reason));
+    memcpy(body + n, tail, sizeof(tail));
     ESP_LOGW(TAG, "%s %s: %s", req->uri, status, reason);
     return send_json(req, status, body);
 }

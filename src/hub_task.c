@@ -234,18 +234,13 @@ static void on_sent(int32_t conn, size_t len)
 
 /* ---- module lifecycle -------------------------------------------------------------------------- */
 
-static const char *slot_name(int slot)
-{
-    return slot == 0 ? "hubmod0" : slot == 1 ? "hubmod1" : "embedded";
-}
-
 static void log_module(const module_image *img)
 {
     char hex[65];
     module_store_sha_hex(img->sha256, hex);
     /* Tests key on these lines (same wording as the PC hub). */
     ESP_LOGI(TAG, "module hub.wasm loaded: %u bytes, sha256 %s", (unsigned)img->len, hex);
-    ESP_LOGI(TAG, "module source: %s", slot_name(img->slot));
+    ESP_LOGI(TAG, "module source: %s", module_store_slot_name(img->slot));
     ESP_LOGI(TAG, "hub id %s", ph_bridge_hub_id(s_bridge));
     ESP_LOGI(TAG, "heap: %" PRIu32 " bytes free, module runtime %u bytes", esp_get_free_heap_size(),
              (unsigned)s_module_heap);
@@ -332,7 +327,7 @@ static void load_boot_module(void)
         module_image img;
         err[0] = '\0';
         if (module_store_open(order[i], &img, err, sizeof(err)) != ESP_OK) {
-            ESP_LOGW(TAG, "module %s skipped: %s", slot_name(order[i]), err);
+            ESP_LOGW(TAG, "module %s skipped: %s", module_store_slot_name(order[i]), err);
             module_store_mark_bad(order[i]);
             continue;
         }
@@ -345,7 +340,7 @@ static void load_boot_module(void)
             s_bridge = NULL;
         }
         if (s_bridge == NULL) {
-            ESP_LOGE(TAG, "module %s refused: %s", slot_name(order[i]), err);
+            ESP_LOGE(TAG, "module %s refused: %s", module_store_slot_name(order[i]), err);
             module_store_release(&img);
             module_store_mark_bad(order[i]);
             set_load_error(err);
@@ -415,7 +410,7 @@ static int swap_to_slot(int slot, char *out, size_t cap)
     module_store_sha_hex(img.sha256, hex);
     snprintf(out, cap, "{\"ok\":true,\"slot\":\"%s\",\"bytes\":%u,\"sha256\":\"%s\",\"hubId\":\"%s\","
                        "\"confirmAfterSeconds\":%d,\"peersReplayed\":%" PRIu32 "}",
-             slot_name(slot), (unsigned)img.len, hex, ph_bridge_hub_id(s_bridge),
+             module_store_slot_name(slot), (unsigned)img.len, hex, ph_bridge_hub_id(s_bridge),
              CONFIG_PIGEONHUB_MODULE_CONFIRM_S, ph_bridge_last_swap_replayed(s_bridge));
     return 200;
 }
@@ -477,7 +472,7 @@ static int health_json(char *out, size_t cap)
              tv.tv_sec < WALL_CLOCK_SYNCED_AFTER ? "unsynced" : "synced", esp_timer_get_time() / 1e6,
              s_bridge ? ph_bridge_connection_count(s_bridge) : 0,
              s_bridge ? ph_bridge_peer_count(s_bridge) : 0, hubs, networks,
-             slot_name(s_image.slot), (unsigned)s_image.len, hex, s_load_error, memory);
+             module_store_slot_name(s_image.slot), (unsigned)s_image.len, hex, s_load_error, memory);
     return 200;
 }
 
@@ -498,7 +493,7 @@ static int stats_json(char *out, size_t cap)
     size_t at = sizeof(head) - 1;
     bool module_object = strncmp(out, head, at) == 0;
     int ilen = snprintf(image, sizeof(image), "\"size\":%u,\"sha256\":\"%s\",\"source\":\"%s\"%s",
-                        (unsigned)s_image.len, hex, slot_name(s_image.slot),
+                        (unsigned)s_image.len, hex, module_store_slot_name(s_image.slot),
                         module_object && out[at] != '}' ? "," : "");
     int tlen = snprintf(tail, sizeof(tail), ",\"hubId\":\"%s\",\"uptime\":%.3f,\"memory\":%s}",
                         ph_bridge_hub_id(s_bridge), esp_timer_get_time() / 1e6, memory);

@@ -25,9 +25,15 @@ static const char *TAG = "pigeonhub";
 extern const uint8_t hub_wasm_start[] asm("_binary_hub_wasm_start");
 extern const uint8_t hub_wasm_end[] asm("_binary_hub_wasm_end");
 
+/* The partitions' labels (partitions.csv), which are also the slots' names in logs and answers. */
 static const char *const SLOT_LABELS[MODULE_SLOT_COUNT] = { "hubmod0", "hubmod1" };
 static const esp_partition_t *s_parts[MODULE_SLOT_COUNT];
 static volatile int s_running = MODULE_SLOT_EMBEDDED;
+
+const char *module_store_slot_name(int slot)
+{
+    return slot >= 0 && slot < MODULE_SLOT_COUNT ? SLOT_LABELS[slot] : "embedded";
+}
 
 static void key_for(char *buf, size_t cap, const char *prefix, int slot)
 {
@@ -76,15 +82,15 @@ void module_store_mark_bad(int slot)
     if (!slot_valid(slot) || nvs_open(SETTINGS_NAMESPACE, NVS_READWRITE, &nvs) != ESP_OK) {
         return;
     }
-    key_for(key, sizeof(key), "mod_len", slot);
+    key_for(key, sizeof(key), SETTINGS_KEY_MODULE_LEN_PREFIX, slot);
     nvs_erase_key(nvs, key);
-    if (nvs_i8_or(nvs, "mod_active", MODULE_SLOT_EMBEDDED) == slot) {
+    if (nvs_i8_or(nvs, SETTINGS_KEY_MODULE_ACTIVE, MODULE_SLOT_EMBEDDED) == slot) {
         /* The previous module becomes the active one; the embedded one stays the last resort. */
-        nvs_set_i8(nvs, "mod_active", nvs_i8_or(nvs, "mod_prev", MODULE_SLOT_EMBEDDED));
-        nvs_set_i8(nvs, "mod_prev", MODULE_SLOT_EMBEDDED);
-        nvs_set_u8(nvs, "mod_trial", 0);
-    } else if (nvs_i8_or(nvs, "mod_prev", MODULE_SLOT_EMBEDDED) == slot) {
-        nvs_set_i8(nvs, "mod_prev", MODULE_SLOT_EMBEDDED);
+        nvs_set_i8(nvs, SETTINGS_KEY_MODULE_ACTIVE, nvs_i8_or(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED));
+        nvs_set_i8(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED);
+        nvs_set_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, 0);
+    } else if (nvs_i8_or(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED) == slot) {
+        nvs_set_i8(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED);
     }
     nvs_commit(nvs);
     nvs_close(nvs);
@@ -99,9 +105,9 @@ int module_store_boot_order(int order[MODULE_SLOT_COUNT + 1])
     uint8_t trial = 0;
 
     if (nvs_open(SETTINGS_NAMESPACE, NVS_READONLY, &nvs) == ESP_OK) {
-        active = nvs_i8_or(nvs, "mod_active", MODULE_SLOT_EMBEDDED);
-        prev = nvs_i8_or(nvs, "mod_prev", MODULE_SLOT_EMBEDDED);
-        if (nvs_get_u8(nvs, "mod_trial", &trial) != ESP_OK) {
+        active = nvs_i8_or(nvs, SETTINGS_KEY_MODULE_ACTIVE, MODULE_SLOT_EMBEDDED);
+        prev = nvs_i8_or(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED);
+        if (nvs_get_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, &trial) != ESP_OK) {
             trial = 0;
         }
         nvs_close(nvs);
@@ -149,10 +155,10 @@ esp_err_t module_store_open(int slot, module_image *img, char *err, size_t err_c
                  esp_err_to_name(e));
         return e;
     }
-    key_for(key, sizeof(key), "mod_len", slot);
+    key_for(key, sizeof(key), SETTINGS_KEY_MODULE_LEN_PREFIX, slot);
     e = nvs_get_u32(nvs, key, &len);
     if (e == ESP_OK) {
-        key_for(key, sizeof(key), "mod_sha", slot);
+        key_for(key, sizeof(key), SETTINGS_KEY_MODULE_SHA_PREFIX, slot);
         e = nvs_get_blob(nvs, key, want, &want_len);
     }
     nvs_close(nvs);
@@ -211,15 +217,15 @@ esp_err_t module_store_activate(int slot)
     if (e != ESP_OK) {
         return e;
     }
-    int8_t active = nvs_i8_or(nvs, "mod_active", MODULE_SLOT_EMBEDDED);
+    int8_t active = nvs_i8_or(nvs, SETTINGS_KEY_MODULE_ACTIVE, MODULE_SLOT_EMBEDDED);
     if (active != slot) {
-        e = nvs_set_i8(nvs, "mod_prev", active);
+        e = nvs_set_i8(nvs, SETTINGS_KEY_MODULE_PREVIOUS, active);
     }
     if (e == ESP_OK) {
-        e = nvs_set_i8(nvs, "mod_active", (int8_t)slot);
+        e = nvs_set_i8(nvs, SETTINGS_KEY_MODULE_ACTIVE, (int8_t)slot);
     }
     if (e == ESP_OK) {
-        e = nvs_set_u8(nvs, "mod_trial", slot >= 0 ? 1 : 0);
+        e = nvs_set_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, slot >= 0 ? 1 : 0);
     }
     if (e == ESP_OK) {
         e = nvs_commit(nvs);
@@ -233,7 +239,7 @@ bool module_store_needs_confirm(void)
     nvs_handle_t nvs;
     uint8_t trial = 0;
     if (nvs_open(SETTINGS_NAMESPACE, NVS_READONLY, &nvs) == ESP_OK) {
-        nvs_get_u8(nvs, "mod_trial", &trial);
+        nvs_get_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, &trial);
         nvs_close(nvs);
     }
     return trial != 0;
@@ -243,7 +249,7 @@ void module_store_confirm(void)
 {
     nvs_handle_t nvs;
     if (nvs_open(SETTINGS_NAMESPACE, NVS_READWRITE, &nvs) == ESP_OK) {
-        nvs_set_u8(nvs, "mod_trial", 0);
+        nvs_set_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, 0);
         nvs_commit(nvs);
         nvs_close(nvs);
         ESP_LOGI(TAG, "module confirmed: it stays active across resets");
@@ -363,10 +369,10 @@ esp_err_t module_store_upload_finish(module_upload *up, const uint8_t expected_s
     }
     esp_err_t e = nvs_open(SETTINGS_NAMESPACE, NVS_READWRITE, &nvs);
     if (e == ESP_OK) {
-        key_for(key, sizeof(key), "mod_sha", up->slot);
+        key_for(key, sizeof(key), SETTINGS_KEY_MODULE_SHA_PREFIX, up->slot);
         e = nvs_set_blob(nvs, key, got, sizeof(got));
         if (e == ESP_OK) {
-            key_for(key, sizeof(key), "mod_len", up->slot);
+            key_for(key, sizeof(key), SETTINGS_KEY_MODULE_LEN_PREFIX, up->slot);
             e = nvs_set_u32(nvs, key, (uint32_t)up->written);
         }
         if (e == ESP_OK) {

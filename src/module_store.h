@@ -44,6 +44,8 @@ int module_store_boot_order(int order[MODULE_SLOT_COUNT + 1]);
 esp_err_t module_store_open(int slot, module_image *img, char *err, size_t err_cap);
 void module_store_release(module_image *img);
 
+/* "hubmod0", "hubmod1" (the partition labels) or "embedded". */
+const char *module_store_slot_name(int slot);
 /* Mark which slot the hub runs now (any task may then ask which slot is free for an upload). */
 void module_store_set_running(int slot);
 int module_store_running(void);

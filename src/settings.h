@@ -13,6 +13,12 @@
 #define SETTINGS_KEY_WIFI_PASS "wifi_pass"
 #define SETTINGS_KEY_UPLOAD_TOKEN "upload_token"
 #define SETTINGS_KEY_BOOTSTRAP "bootstrap"   /* comma-separated hub URLs (console `bootstrap`) */
+/* The module store's bookkeeping (src/module_store.c says what each holds); N = the slot number. */
+#define SETTINGS_KEY_MODULE_ACTIVE "mod_active"
+#define SETTINGS_KEY_MODULE_PREVIOUS "mod_prev"
+#define SETTINGS_KEY_MODULE_TRIAL "mod_trial"
+#define SETTINGS_KEY_MODULE_LEN_PREFIX "mod_len" /* mod_lenN */
+#define SETTINGS_KEY_MODULE_SHA_PREFIX "mod_sha" /* mod_shaN */
 
 /* Copy the NVS value of key into buf, or fallback (a Kconfig string) when the key is absent.
  * Returns true when the result is non-empty. */

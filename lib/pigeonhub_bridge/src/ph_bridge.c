@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "ph_bridge_internal.h"
+#include "ph_json_string.h"
 #include "m3_env.h"   /* WASM3 0.5.0 internals: memory header, module globals */
 
 #define PH_EXPORT_NAME(name, sig, origin) #name,
@@ -648,18 +649,6 @@ void ph_bridge_stop(ph_bridge *bridge)
 /* ------------------------------------------------------------------------------------------------ */
 /* Queries                                                                                          */
 
-/* A link's URL as a JSON string body: " and \\ escaped, control bytes as '?' (at most 2x). */
-static size_t ph_json_url(char *out, const char *url, size_t len)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = url[i];
-        if (c == '"' || c == '\\') out[n++] = '\\';
-        out[n++] = (uint8_t)c < 0x20 ? '?' : c;
-    }
-    return n;
-}
-
 /* Per link in the stats: the URL (escaped: at most twice its length) and the fixed members. */
 #define PH_LINK_STATS_BYTES (2 * PH_MAX_URL_BYTES + 128)
 
@@ -725,7 +714,7 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
         if (cap - used < 2 * (size_t)s->url_len + 128) return -1;   /* escaped URL + members */
         used += (size_t)snprintf(buf + used, cap - used, "%s{\"conn\":%d,\"url\":\"", first ? "" : ",",
                                  (int)ph_conn_id(s, i));
-        used += ph_json_url(buf + used, s->url, s->url_len);
+        used += ph_json_escape(buf + used, cap - used, s->url, s->url_len);
         used += (size_t)snprintf(buf + used, cap - used,
                                  "\",\"state\":\"%s\",\"framesIn\":%u,\"framesOut\":%u}", state,
                                  (unsigned)s->frames_in, (unsigned)s->frames_out);

@@ -1,6 +1,7 @@
 /* ph_json_string.c — see ph_json_string.h. */
 #include "ph_json_string.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -94,4 +95,17 @@ int32_t ph_json_string_end(const uint8_t *s, uint32_t n)
             break;
         }
     }
+}
+
+size_t ph_json_escape(char *out, size_t cap, const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        bool escaped = c == '"' || c == '\\';
+        if (n + 1 + escaped > cap) break;
+        if (escaped) out[n++] = '\\';
+        out[n++] = (unsigned char)c < 0x20 ? '?' : c;
+    }
+    return n;
 }

@@ -1,5 +1,6 @@
 /*
- * ph_json_string.h — the host side of the json_string_end import (pigeonhub_abi.h).
+ * ph_json_string.h — JSON strings on the host: the json_string_end import (pigeonhub_abi.h), and
+ * the one escaper the bridge and the firmware write JSON strings with.
  *
  * A relayed offer is 4.5 KB, nearly all of it one JSON string (the SDP), and the module must
  * validate every byte of it before forwarding. In WASM3 that scan was two thirds of the module's
@@ -9,6 +10,7 @@
 #ifndef PH_JSON_STRING_H
 #define PH_JSON_STRING_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "pigeonhub_abi.h"   /* PH_JSON_STRING_* */
@@ -19,5 +21,11 @@
  * (not shortest-form UTF-8, a surrogate, above U+10FFFF). RFC 8259 exactly: any \uXXXX escape is
  * accepted, lone surrogates included, as JSON.parse does. */
 int32_t ph_json_string_end(const uint8_t *s, uint32_t n);
+
+/* s[0..len) as the inside of a JSON string, into out[0..cap) (no NUL): '"' and '\\' escaped,
+ * control bytes written as '?' (these strings are reasons and URLs, shown to people). Stops
+ * before a character that does not fit, so the output never ends inside an escape; at most
+ * 2 * len bytes. Returns the bytes written. */
+size_t ph_json_escape(char *out, size_t cap, const char *s, size_t len);
 
 #endif /* PH_JSON_STRING_H */

@@ -170,12 +170,40 @@ static void random_strings(unsigned long iterations)
     }
 }
 
+/* ph_json_escape: whatever the input and the room, the output quoted is one valid JSON string. */
+static void escapes(void)
+{
+    char out[64], quoted[66];
+    size_t n = ph_json_escape(out, sizeof out, "a\"b\\c\n", 6);
+    if (n != 8 || memcmp(out, "a\\\"b\\\\c?", 8) != 0) {
+        printf("FAIL escape: %.*s\n", (int)n, out);
+        failures++;
+    }
+    static const char alphabet[] = { 'a', '"', '\\', '\n', 0x1f, ' ', 'u' };
+    uint64_t x = 0xD1B54A32D192ED03ull;
+    for (int it = 0; it < 20000 && failures <= 20; it++) {
+        char in[24];
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        size_t len = (size_t)(x % sizeof in), cap = (size_t)((x >> 8) % sizeof out);
+        for (size_t i = 0; i < len; i++) in[i] = alphabet[(x >> (i % 50)) % sizeof alphabet];
+        n = ph_json_escape(out, cap, in, len);
+        quoted[0] = '"';
+        memcpy(quoted + 1, out, n);
+        quoted[n + 1] = '"';
+        if (n > cap || ph_json_string_end((const uint8_t *)quoted, (uint32_t)n + 2) != (int32_t)n + 2) {
+            printf("FAIL escape of %zu bytes into %zu: %.*s\n", len, cap, (int)n, out);
+            failures++;
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     unsigned long iterations = argc > 1 ? strtoul(argv[1], NULL, 10) : 200000;
     fixed_cases();
     every_position();
     random_strings(iterations);
+    escapes();
     printf("json_string_end tests (%u-byte words): %s, %lu random strings\n",
            (unsigned)sizeof(size_t), failures ? "FAILED" : "passed", iterations);
     return failures != 0;
