@@ -53,13 +53,36 @@ ph_peer g_peers[MAX_PEERS];
 /* An outgoing hub link; slot k dials bootstrap hub `index`. The URL is not stored: it is read
  * again with get_bootstrap_hub whenever it is needed (dial, log line, stats). */
 enum { LINK_UNUSED = 0, LINK_BACKOFF, LINK_CONNECTING, LINK_OPEN, LINK_CLOSING };
+/* A link's counters and their /stats keys, in one table. */
+#define LINK_COUNTERS(X)                  \
+    X(LINK_LEARNED, "peersLearned")       \
+    X(LINK_RELAYED, "framesRelayed")      \
+    X(LINK_RECONNECTS, "reconnects")      \
+    X(LINK_WAIT, "nextRetryMs")
+/* The hub's drop counters and their /stats keys ("dropped"), in one table. */
+#define DROP_COUNTERS(X)                        \
+    X(DROP_INVALID_JSON, "invalidJson")         \
+    X(DROP_UNKNOWN_TYPE, "unknownType")         \
+    X(DROP_NO_TARGET, "noTarget")               \
+    X(DROP_UNKNOWN_TARGET, "unknownTarget")     \
+    X(DROP_CROSS_NETWORK, "crossNetwork")       \
+    X(DROP_SEND_FAILED, "sendFailed")           \
+    X(DROP_TOO_BIG, "tooBig")                   \
+    X(DROP_BAD_ANNOUNCE, "badAnnounce")         \
+    X(DROP_UNKNOWN_CONN, "unknownConn")         \
+    X(DROP_HUB_MESH, "hubMesh")                 \
+    X(DROP_DEDUP, "dedup")
+#define COUNTER_ENUM(id, key) id,
+#define COUNTER_KEY(id, key) key "\0"   /* a w_fields key list */
+enum { LINK_COUNTERS(COUNTER_ENUM) LINK_COUNTER_COUNT };
+enum { DROP_COUNTERS(COUNTER_ENUM) DROP_COUNT };
 typedef struct {
     int32_t conn;
     uint32_t due;                  /* millis() of the next dial (BACKOFF)                       */
     uint32_t delay;                /* ms, base of the next backoff                              */
     uint32_t since;                /* millis() it opened                                        */
     uint32_t last_activity, last_ping;
-    uint32_t learned, relayed, reconnects, wait;   /* stats (wait: set by get_stats)     */
+    uint32_t counters[LINK_COUNTER_COUNT];   /* stats (LINK_WAIT: set by get_stats)          */
     uint8_t state, opened, index;
 } ph_link;
 static ph_link g_links[PH_MAX_HUB_LINKS];
@@ -72,10 +95,7 @@ static struct {
     uint32_t last_now;             /* millis() at the previous reading, for uptime across wrap */
     uint64_t uptime_ms;
     uint32_t frames_in, frames_out;
-    struct {
-        uint32_t invalid_json, unknown_type, no_target, unknown_target, cross_network,
-            send_failed, too_big, bad_announce, unknown_conn, hub_mesh, dedup;
-    } drop;
+    uint32_t drop[DROP_COUNT];
 } g;
 
 /* The frame types the hub acts on, NUL-separated; the first RELAY_COUNT are relayed.
@@ -83,12 +103,24 @@ static struct {
  * peers both offer; the larger id rejects the other's offer, and a delivered rejection makes the
  * smaller one close the connection it is answering at that moment (1 of 6 WebRTC connections
  * completed with relaying, 6 of 6 without). Like the reference, it gets the `error` frame. */
-static const char TYPES[] =   /* a json_str_lookup table (json.h) */
-    "\5offer\0\6answer\0\15ice-candidate\0\23renegotiation-offer\0\24renegotiation-answer\0"
-    "\21ice-restart-offer\0\22ice-restart-answer\0\10announce\0\4ping\0\7goodbye\0\7cleanup\0"
-    "\17peer-discovered\0\21peer-disconnected\0";
-enum { T_ANNOUNCE = 7, T_PING, T_GOODBYE, T_CLEANUP, T_DISCOVERED, T_DISCONNECTED, T_OTHER };
-#define RELAY_COUNT 7
+#define FRAME_TYPES(X)                                \
+    X(T_OFFER, "offer")                               \
+    X(T_ANSWER, "answer")                             \
+    X(T_ICE_CANDIDATE, "ice-candidate")               \
+    X(T_RENEGOTIATION_OFFER, "renegotiation-offer")   \
+    X(T_RENEGOTIATION_ANSWER, "renegotiation-answer") \
+    X(T_ICE_RESTART_OFFER, "ice-restart-offer")       \
+    X(T_ICE_RESTART_ANSWER, "ice-restart-answer")     \
+    X(T_ANNOUNCE, "announce")                         \
+    X(T_PING, "ping")                                 \
+    X(T_GOODBYE, "goodbye")                           \
+    X(T_CLEANUP, "cleanup")                           \
+    X(T_DISCOVERED, "peer-discovered")                \
+    X(T_DISCONNECTED, "peer-disconnected")
+#define TYPE_KEY(id, name) JSON_KEY(name),
+enum { FRAME_TYPES(COUNTER_ENUM) T_COUNT };
+static const json_key TYPES[] = { FRAME_TYPES(TYPE_KEY) };   /* a json_str_lookup table */
+#define RELAY_COUNT T_ANNOUNCE   /* the types before it are relayed */
 
 /* --- time, logging, sending ----------------------------------------------------------------- */
 
@@ -119,14 +151,14 @@ static void log_peer(char level, const ph_peer *p, const char *what)
 
 static void count_send(int32_t rc)
 {
-    if (rc < 0) g.drop.send_failed++;
+    if (rc < 0) g.drop[DROP_SEND_FAILED]++;
     else g.frames_out++;
 }
 
 static void send_conn(int32_t conn, const ph_writer *w)
 {
     if (w->overflow) {   /* cannot happen with PH_OUT_SIZE; never send half a frame if it does */
-        g.drop.send_failed++;
+        g.drop[DROP_SEND_FAILED]++;
         return;
     }
     count_send(ws_send_to_peer(conn, w->buf, (int32_t)w->len));
@@ -408,7 +440,7 @@ static void handle_announce(ph_peer *p, const json_top *frame, int64_t ts)
                       : data.kind == JV_OBJECT && data.n > PH_ANNOUNCE_DATA_MAX
                           ? "announce data too large (max 256 bytes)" : 0;
     if (bad) {   /* nothing changes */
-        g.drop.bad_announce++;
+        g.drop[DROP_BAD_ANNOUNCE]++;
         send_error(p, bad, "", 0, "", ts);
         return;
     }
@@ -482,7 +514,7 @@ static int seen_before(const char *type, const char *from, const char *tid, uint
     h = fnv(fnv(fnv(h, from, PH_PEER_ID_LEN), tid, tid_len), data->p, data->n) | 1;
     for (uint32_t k = 0; k < PH_SEEN_SLOTS; k++) {
         if (g_seen[k].hash == h && g.last_now - g_seen[k].at < PH_SEEN_TTL) {
-            g.drop.dedup++;
+            g.drop[DROP_DEDUP]++;
             return 1;
         }
     }
@@ -503,15 +535,15 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const char
     const char *from = p ? p->id : 0;
     json_val f = frame->fromPeerId;
     if (from_hub && f.kind == JV_STRING && is_peer_id(json_str_p(&f), json_str_n(&f))) from = json_str_p(&f);
-    uint32_t *drop = &g.drop.no_target;
+    uint32_t *drop = &g.drop[DROP_NO_TARGET];
     if (target.kind != JV_STRING || json_str_n(&target) == 0) goto dropped;
-    drop = &g.drop.cross_network;
+    drop = &g.drop[DROP_CROSS_NETWORK];
     if (!frame_network(frame, &net, &net_len)) goto dropped;
     /* Hubs relay signaling among hubs in pigeonhub-mesh to build the npm 1.1.x WebRTC hub mesh,
      * which cannot include us; never through us either (protocol.md §6.4). */
-    drop = &g.drop.hub_mesh;
+    drop = &g.drop[DROP_HUB_MESH];
     if (from_hub && is_mesh(net, net_len)) goto dropped;
-    drop = &g.drop.invalid_json;
+    drop = &g.drop[DROP_INVALID_JSON];
     if (!from) goto dropped;   /* a link frame naming no sender: nobody could answer it */
 
     const char *tid = json_str_p(&target);
@@ -522,10 +554,10 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const char
         const char *tnet;
         uint32_t tnet_len;
         peer_network(t, &tnet, &tnet_len);
-        drop = &g.drop.cross_network;
+        drop = &g.drop[DROP_CROSS_NETWORK];
         if (tnet_len != net_len || memcmp(tnet, net, net_len) != 0) goto dropped;
     } else {
-        drop = &g.drop.unknown_target;
+        drop = &g.drop[DROP_UNKNOWN_TARGET];
         if (is_mesh(net, net_len) || !is_peer_id(tid, tid_len)) goto dropped;
     }
     if ((from_hub || !t) && seen_before(type, from, tid, tid_len, &frame->data)) return;
@@ -554,11 +586,11 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const char
             if (c < 0 || c == src || (r && c != r->via)) continue;
             send_conn(c, &w);
             sent++;
-            if (i >= MAX_PEERS) g_links[i - MAX_PEERS].relayed++;
+            if (i >= MAX_PEERS) g_links[i - MAX_PEERS].counters[LINK_RELAYED]++;
         }
     }
     if (sent) {
-        if (l) l->relayed++;
+        if (l) l->counters[LINK_RELAYED]++;
         return;
     }
 dropped:
@@ -586,7 +618,7 @@ static void handle_goodbye(ph_peer *p, const json_top *frame, int64_t ts)
     if (members && members == others && !w.overflow) {
         /* Identical bytes for every other connection: one broadcast instead of N sends. */
         int32_t n = ws_broadcast(w.buf, (int32_t)w.len, p->conn);
-        if (n < 0) g.drop.send_failed++;
+        if (n < 0) g.drop[DROP_SEND_FAILED]++;
         else g.frames_out += (uint32_t)n;
     } else {
         for (uint32_t i = 0; i < MAX_PEERS; i++) {
@@ -611,7 +643,7 @@ static void hub_discovered(int32_t src, ph_link *l, const json_top *frame, int64
     json_val pid = d.peerId;
     if (!frame_network(frame, &net, &net_len) || net_len > PH_NETWORK_MAX ||
         pid.kind != JV_STRING || !is_peer_id(json_str_p(&pid), json_str_n(&pid))) {
-        g.drop.invalid_json++;
+        g.drop[DROP_INVALID_JSON]++;
         return;
     }
     const char *id = json_str_p(&pid);
@@ -622,7 +654,7 @@ static void hub_discovered(int32_t src, ph_link *l, const json_top *frame, int64
     uint32_t h = fnv(FNV_BASIS, net, net_len);
     if (!remote_learn(id, h, src)) return;   /* told before */
     if (l) {
-        l->learned++;
+        l->counters[LINK_LEARNED]++;
         log_fmt("I learned peer %8 (%S) via %U", id, net, net_len, (uint32_t)l->index);
     } else {
         log_fmt("I learned peer %8 (%S) via hub %8", id, net, net_len, peer_by_conn(src)->id);
@@ -934,14 +966,14 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
     uintptr_t off = (uintptr_t)ptr - (uintptr_t)g_in;
     if (len < 0 || len > MAX_MESSAGE_SIZE || (uintptr_t)ptr < (uintptr_t)g_in ||
         off > (uintptr_t)(MAX_MESSAGE_SIZE - len)) {
-        g.drop.too_big++;
+        g.drop[DROP_TOO_BIG]++;
         LOG_LIT("W frame outside the input buffer");
         return;
     }
     ph_link *l = link_by_conn(conn);
     ph_peer *p = l ? 0 : peer_by_conn(conn);
     if (l ? l->state != LINK_OPEN : !p || p->state != PEER_OPEN) {
-        g.drop.unknown_conn++;
+        g.drop[DROP_UNKNOWN_CONN]++;
         return;
     }
     uint32_t now = now_ms();
@@ -958,7 +990,7 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
     int rc = json_scan(ptr, (uint32_t)len, &frame);
     json_val type = frame.type;
     if (rc != PH_JSON_OK || type.kind != JV_STRING) {
-        g.drop.invalid_json++;
+        g.drop[DROP_INVALID_JSON]++;
         /* counted only: a log line per garbage frame would let a client flood the log */
         return;
     }
@@ -967,7 +999,7 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
 
     /* One pass over the known types: kind is the index of the type in TYPES. */
     const char *name;
-    uint32_t kind = json_str_lookup(&type, TYPES, &name);
+    uint32_t kind = json_str_lookup(&type, TYPES, T_COUNT, &name);
     if (kind < RELAY_COUNT) {
         handle_relay(conn, p, hub, name, &frame, ts);
     } else if (hub && kind == T_DISCOVERED) {
@@ -995,7 +1027,7 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
         __builtin_trap();   /* bridge tests: prove the hub survives a trap */
 #endif
     } else {
-        g.drop.unknown_type++;
+        g.drop[DROP_UNKNOWN_TYPE]++;
         send_error(p, "Signaling server does not route '", json_str_p(&type), type_echo(&type),
                    "' messages. Use WebRTC data channels for peer-to-peer communication.", ts);
     }
@@ -1024,7 +1056,7 @@ void loop(void)
             p->state = PEER_CLOSING;
         } else if (silent >= HEARTBEAT_INTERVAL &&
                    (!p->pinged || (uint32_t)(now - p->last_ping) >= HEARTBEAT_INTERVAL)) {
-            if (ws_ping_peer(p->conn) < 0) g.drop.send_failed++;
+            if (ws_ping_peer(p->conn) < 0) g.drop[DROP_SEND_FAILED]++;
             p->pinged = 1;
             p->last_ping = now;
         }
@@ -1033,7 +1065,7 @@ void loop(void)
         ph_link *l = &g_links[k];
         if (l->state == LINK_BACKOFF) {
             if (g.running && (int32_t)(now - l->due) >= 0) {
-                l->reconnects++;
+                l->counters[LINK_RECONNECTS]++;
                 link_dial(l, now);
             }
         } else if (l->state == LINK_CONNECTING || l->state == LINK_OPEN) {
@@ -1069,15 +1101,33 @@ static void w_fields(ph_writer *w, const char *keys, const uint32_t *vals, uint3
     }
 }
 
-static const char STAT_KEYS[] =
-    "abiVersion\0peers\0announced\0hubs\0networks\0connections\0maxPeers\0framesIn\0framesOut\0"
-    "remotePeers";
-static const char DROP_KEYS[] =
-    "invalidJson\0unknownType\0noTarget\0unknownTarget\0crossNetwork\0sendFailed\0tooBig\0"
-    "badAnnounce\0unknownConn\0hubMesh\0dedup";
-static const char MEM_KEYS[] =
-    "pages\0bytes\0dataEnd\0heapBase\0stackSize\0stackHighWater\0inputBuffer";
-static const char LINK_KEYS[] = "peersLearned\0framesRelayed\0reconnects\0nextRetryMs";
+/* get_stats' top-level figures and its "memory" ones: key and value in one table each, expanded
+ * inside get_stats (the values name its locals). */
+#define HUB_FIGURES(X)                                  \
+    X("abiVersion", PH_ABI_VERSION)                     \
+    X("peers", peer_count(PEER_OPEN))                   \
+    X("announced", announced)                           \
+    X("hubs", hubs)                                     \
+    X("networks", network_count())                      \
+    X("connections", MAX_PEERS - peer_count(PEER_FREE)) \
+    X("maxPeers", MAX_PEERS)                            \
+    X("framesIn", g.frames_in)                          \
+    X("framesOut", g.frames_out)                        \
+    X("remotePeers", remote)
+#define MEMORY_FIGURES(X)                   \
+    X("pages", pages)                       \
+    X("bytes", pages * PH_WASM_PAGE_BYTES)  \
+    X("dataEnd", data_end)                  \
+    X("heapBase", heap_base)                \
+    X("stackSize", stack_size)              \
+    X("stackHighWater", stack_used)         \
+    X("inputBuffer", MAX_MESSAGE_SIZE)
+#define FIGURE_KEY(key, value) key "\0"
+#define FIGURE_VALUE(key, value) (uint32_t)(value),
+static const char STAT_KEYS[] = HUB_FIGURES(FIGURE_KEY);
+static const char DROP_KEYS[] = DROP_COUNTERS(COUNTER_KEY);
+static const char MEM_KEYS[] = MEMORY_FIGURES(FIGURE_KEY);
+static const char LINK_KEYS[] = LINK_COUNTERS(COUNTER_KEY);
 static const char *const LINK_STATES[] = {"", "backoff", "connecting", "open", "closing"};
 
 void get_stats(char *buf, int32_t size)
@@ -1093,32 +1143,30 @@ void get_stats(char *buf, int32_t size)
     }
     now_ms();
     uint32_t now = g.last_now;
-    uint32_t stats[] = {PH_ABI_VERSION, peer_count(PEER_OPEN), announced, hubs, network_count(),
-                        MAX_PEERS - peer_count(PEER_FREE), MAX_PEERS, g.frames_in, g.frames_out,
-                        remote};
+    uint32_t stats[] = {HUB_FIGURES(FIGURE_VALUE)};
 #ifdef __wasm__
     uint32_t pages = (uint32_t)__builtin_wasm_memory_size(0);
-    uint32_t mem[] = {pages, pages * PH_WASM_PAGE_BYTES, (uintptr_t)__data_end,
-                      (uintptr_t)__heap_base, PH_STACK_SIZE, stack_high_water(),
-                      MAX_MESSAGE_SIZE};
+    uint32_t data_end = (uintptr_t)__data_end, heap_base = (uintptr_t)__heap_base;
+    uint32_t stack_size = PH_STACK_SIZE, stack_used = stack_high_water();
 #else
-    uint32_t mem[] = {0, 0, 0, 0, 0, 0, MAX_MESSAGE_SIZE};
+    uint32_t pages = 0, data_end = 0, heap_base = 0, stack_size = 0, stack_used = 0;   /* no linear memory */
 #endif
+    uint32_t mem[] = {MEMORY_FIGURES(FIGURE_VALUE)};
     ph_writer w;
     w_init(&w, buf, (uint32_t)size - 1);   /* room for the NUL */
     w_fmt(&w, "{\"running\":%b,\"hubId\":\"%S\",", (int)g.running, g_hub_id,
           (uint32_t)PH_PEER_ID_LEN);
     w_fields(&w, STAT_KEYS, stats, sizeof stats / sizeof stats[0]);
     w_str(&w, ",\"dropped\":{");
-    w_fields(&w, DROP_KEYS, &g.drop.invalid_json, sizeof g.drop / sizeof(uint32_t));
+    w_fields(&w, DROP_KEYS, g.drop, DROP_COUNT);
     w_str(&w, "},\"links\":[");
     const char *sep = "";
     for (uint32_t k = 0; k < PH_MAX_HUB_LINKS; k++) {
         ph_link *l = &g_links[k];
         if (l->state == LINK_UNUSED) continue;
-        l->wait = l->state == LINK_BACKOFF && (int32_t)(l->due - now) > 0 ? l->due - now : 0;
+        l->counters[LINK_WAIT] = l->state == LINK_BACKOFF && (int32_t)(l->due - now) > 0 ? l->due - now : 0;
         w_fmt(&w, "%s{\"url\":\"%U\",\"state\":\"%s\",", sep, (uint32_t)l->index, LINK_STATES[l->state]);
-        w_fields(&w, LINK_KEYS, &l->learned, 4);
+        w_fields(&w, LINK_KEYS, l->counters, LINK_COUNTER_COUNT);
         w_str(&w, "}");
         sep = ",";
     }

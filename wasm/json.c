@@ -87,15 +87,18 @@ static json_kind kind_of(char c)
     }
 }
 
-/* json_top's members in order, as a json_str_lookup table. */
-static const char TOP_KEYS[] =
-    "\4type\0\4data\0\13networkName\0\14targetPeerId\0\12fromPeerId\0\6peerId\0\5isHub\0";
+/* json_top's members: their keys (a json_str_lookup table) and where each is, in one order. */
+#define TOP_KEY(name) JSON_KEY(#name),
+#define TOP_OFFSET(name) offsetof(json_top, name),
+static const json_key TOP_KEYS[] = { JSON_TOP_MEMBERS(TOP_KEY) };
+static const uint8_t TOP_OFFSETS[] = { JSON_TOP_MEMBERS(TOP_OFFSET) };
+#define TOP_COUNT (uint32_t)(sizeof TOP_OFFSETS / sizeof TOP_OFFSETS[0])
 
 /* The json_top member a top-level key (the JSON string token) names, or NULL. */
 static json_val *top_member(json_top *top, const json_val *key)
 {
-    uint32_t i = json_str_lookup(key, TOP_KEYS, 0);
-    return i < offsetof(json_top, each) / sizeof(json_val) ? &top->type + i : 0;
+    uint32_t i = json_str_lookup(key, TOP_KEYS, TOP_COUNT, 0);
+    return i < TOP_COUNT ? (json_val *)((char *)top + TOP_OFFSETS[i]) : 0;
 }
 
 /* Three positions in the grammar, as labels: `value` (a value starts at i), `after` (a value ended
@@ -252,13 +255,11 @@ int json_str_equals(const json_val *v, const char *lit)
     return *lit == '\0';
 }
 
-uint32_t json_str_lookup(const json_val *v, const char *table, const char **name)
+uint32_t json_str_lookup(const json_val *v, const json_key *table, uint32_t count, const char **name)
 {
-    uint32_t i = 0;
-    for (; *table; table += *table + 2, i++) {
-        if (json_str_n(v) >= (uint32_t)*table && json_str_equals(v, table + 1)) break;
-    }
-    if (name) *name = table + 1;
+    uint32_t i = 0, n = json_str_n(v);
+    while (i < count && !(n >= table[i].len && json_str_equals(v, table[i].name))) i++;
+    if (name) *name = i < count ? table[i].name : "";
     return i;
 }
 

@@ -37,9 +37,12 @@ typedef struct {
 /* What json_scan records about the members of the object it scans (the frame, or a `data` object
  * scanned again): the spans of the members the hub routes on, kind JV_NONE when absent, so nothing
  * rescans the text; and, when `each` is set, a call per member in order (key with its quotes). */
+#define JSON_TOP_MEMBERS(X) X(type) X(data) X(networkName) X(targetPeerId) X(fromPeerId) X(peerId) X(isHub)
 typedef struct json_top json_top;
 struct json_top {
-    json_val type, data, networkName, targetPeerId, fromPeerId, peerId, isHub;
+#define JSON_TOP_MEMBER(name) json_val name;
+    JSON_TOP_MEMBERS(JSON_TOP_MEMBER)
+#undef JSON_TOP_MEMBER
     void (*each)(json_top *top, const json_val *key, const json_val *val);
     void *ctx;                 /* for `each` */
 };
@@ -62,11 +65,17 @@ static inline uint32_t json_str_n(const json_val *v) { return v->n - 2; }
 
 /* 1 when the JSON string `v` decodes to the ASCII text `lit`. */
 int json_str_equals(const json_val *v, const char *lit);
-/* The index of the entry of `table` that the JSON string `v` decodes to, or the number of entries
- * when none does; *name (if not NULL) is set to that entry's name. A table is a string literal of
- * entries "\<length>name\0": an escape only lengthens a raw string, so entries longer than v's
- * raw text are skipped without comparing, and most are told apart by length alone. */
-uint32_t json_str_lookup(const json_val *v, const char *table, const char **name);
+/* One entry of a json_str_lookup table: JSON_KEY("name") counts its length. */
+typedef struct {
+    const char *name;
+    uint32_t len;
+} json_key;
+#define JSON_KEY(lit) { (lit), sizeof(lit) - 1 }
+/* The index of the entry of table[0..count) that the JSON string `v` decodes to, or count when none
+ * does; *name (if not NULL) is set to that entry's name ("" for none). An escape only lengthens a
+ * raw string, so entries longer than v's raw text are skipped without comparing, and most are told
+ * apart by length alone. */
+uint32_t json_str_lookup(const json_val *v, const json_key *table, uint32_t count, const char **name);
 /* Length of the longest prefix of raw string content (p, n) not longer than `max` that does not
  * cut an escape sequence or a UTF-8 character: safe to embed in another JSON string. */
 uint32_t json_safe_prefix(const char *p, uint32_t n, uint32_t max);
