@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import time
-import tty
 from pathlib import Path
 
 from . import __version__, event_loop, ws_direct
@@ -581,6 +580,7 @@ class PcHub:
     # ---- pseudo-terminal console (board stand-in for pytest-embedded) ----------------------------
 
     def _open_pty(self, loop):
+        import tty   # POSIX only: the hub itself imports and serves on Windows
         master, slave = os.openpty()
         tty.setraw(slave)              # no echo, no line editing: a serial line carries bytes as-is
         os.set_blocking(master, False)  # nobody reading must never stall the hub: lines are dropped

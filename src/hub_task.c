@@ -22,7 +22,6 @@
 #include "freertos/queue.h"
 #include "freertos/semphr.h"
 #include "freertos/task.h"
-#include "hub_swap.h"
 #include "module_store.h"
 #include "ph_bridge.h"
 #include "pigeonhub_abi.h"

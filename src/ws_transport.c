@@ -66,11 +66,6 @@ static atomic_size_t s_out_bytes; /* frame bytes queued for the httpd task, not 
 static atomic_size_t s_out_peak;  /* the most s_out_bytes has been since boot (/stats)       */
 static bool s_drain_stale;  /* a kick found the item still pending; under s_out_lock    */
 
-httpd_handle_t ws_transport_server(void)
-{
-    return s_server;
-}
-
 void ws_transport_set_accepting(bool accepting)
 {
     atomic_store(&s_accepting, accepting);

@@ -32,7 +32,6 @@
 typedef void (*ws_sent_cb)(int32_t conn, size_t len);
 
 esp_err_t ws_transport_start(uint16_t port, ws_sent_cb on_sent);
-httpd_handle_t ws_transport_server(void);
 /* New WebSocket connections are refused with 1001 while not accepting (module stopped). */
 void ws_transport_set_accepting(bool accepting);
 /* Largest data frame (after reassembly) delivered to the hub; larger ones are closed with 1009. */

@@ -40,7 +40,6 @@ static void w_u64(ph_writer *w, uint64_t v)
     w_raw(w, tmp + i, sizeof tmp - i);
 }
 
-void w_u32(ph_writer *w, uint32_t v) { w_u64(w, v); }
 
 void ph_printable(char *p, uint32_t n)
 {

@@ -33,7 +33,6 @@ void w_raw(ph_writer *w, const char *s, uint32_t n);
 void w_str(ph_writer *w, const char *cstr);          /* a NUL-terminated literal, unescaped */
 #define W_LIT(w, lit) w_raw((w), (lit), sizeof(lit) - 1)   /* a string literal, no strlen */
 #define EQUALS_LIT(p, n, lit) ((n) == sizeof(lit) - 1 && memcmp((p), (lit), sizeof(lit) - 1) == 0)
-void w_u32(ph_writer *w, uint32_t v);
 void w_bootstrap_url(ph_writer *w, uint32_t index);   /* %U */
 /* Replaces every byte a JSON string or log line could not carry as it is (not printable ASCII,
  * '"', '\\') with '?': for text the hub did not validate (URLs, the device id). */

@@ -189,27 +189,6 @@ key:
 
 /* --- lookups on validated text --------------------------------------------------------------- */
 
-typedef struct {
-    const char *key;
-    json_val found;
-} json_get_ctx;
-
-static void get_member(json_top *top, const json_val *key, const json_val *val)
-{
-    json_get_ctx *c = top->ctx;
-    if (json_str_equals(key, c->key)) c->found = *val;
-}
-
-json_val json_get(const json_val *obj, const char *key)
-{
-    json_get_ctx c = {key, {0, 0, JV_NONE}};
-    json_top top;
-    top.each = get_member;
-    top.ctx = &c;
-    if (obj->kind == JV_OBJECT) json_scan(obj->p, obj->n, &top);
-    return c.found;
-}
-
 static int hex_val(char c)
 {
     if (c >= '0' && c <= '9') return c - '0';

@@ -53,11 +53,6 @@ struct json_top {
  * was seen so far and `each` may have been called for members before the error: use either only
  * on PH_JSON_OK (the hub calls `each` only on text validated before). */
 int json_scan(const char *s, uint32_t n, json_top *top);
-static inline int json_validate(const char *s, uint32_t n) { return json_scan(s, n, 0); }
-
-/* The LAST member named `key` of validated object text (JSON.parse keeps the last duplicate);
- * kind JV_NONE if absent. Keys are compared after decoding escapes, as JSON.parse would. */
-json_val json_get(const json_val *obj, const char *key);
 
 /* Raw string content without the quotes (escapes left as they are). */
 static inline const char *json_str_p(const json_val *v) { return v->p + 1; }

@@ -16,6 +16,32 @@
 #include "ph_json_string.h"
 #include "ph_port.h"
 
+/* The module's parser used the way a test reads a document: validate, or look a member up. */
+static int json_validate(const char *s, uint32_t n) { return json_scan(s, n, 0); }
+
+typedef struct {
+    const char *key;
+    json_val found;
+} json_get_ctx;
+
+static void get_member(json_top *top, const json_val *key, const json_val *val)
+{
+    json_get_ctx *c = top->ctx;
+    if (json_str_equals(key, c->key)) c->found = *val;
+}
+
+/* The LAST member named `key` of validated object text (JSON.parse keeps the last duplicate);
+ * kind JV_NONE if absent. Keys are compared after decoding escapes, as JSON.parse would. */
+static json_val json_get(const json_val *obj, const char *key)
+{
+    json_get_ctx c = {key, {0, 0, JV_NONE}};
+    json_top top;
+    top.each = get_member;
+    top.ctx = &c;
+    if (obj->kind == JV_OBJECT) json_scan(obj->p, obj->n, &top);
+    return c.found;
+}
+
 static int failures;
 #define CHECK(cond, ...)                                                           \
     do {                                                                           \
