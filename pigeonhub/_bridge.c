@@ -649,6 +649,11 @@ PyMODINIT_FUNC PyInit__bridge(void)
     if (PyModule_AddObject(m, "Bridge", Py_NewRef((PyObject *)&BridgeType)) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "ABI_VERSION", PH_ABI_VERSION) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "MAX_LINKS", PH_BRIDGE_MAX_LINKS) < 0) goto fail;
+    /* The stock module's limits and the close the hub sends when it is full (pigeonhub_abi.h) */
+    if (PyModule_AddIntConstant(m, "MAX_PEERS", MAX_PEERS) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "PEER_TIMEOUT_MS", PEER_TIMEOUT) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "CLOSE_POLICY", PH_CLOSE_POLICY) < 0) goto fail;
+    if (PyModule_AddStringConstant(m, "REASON_FULL", PH_REASON_FULL) < 0) goto fail;
     /* PH_BRIDGE_CONFIG_DEFAULT: the board's limits, which the PC hub runs with too */
     PyObject *defaults = Py_BuildValue("{sIsIsIsIsIsI}",
                                        "max_connections", PH_BRIDGE_DEFAULT_MAX_CONNECTIONS,

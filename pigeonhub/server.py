@@ -25,10 +25,8 @@ from . import __version__, event_loop, ws_direct
 from .log import Logger
 
 DEFAULT_MODULE = Path(__file__).resolve().parent / "data" / "hub.wasm"
-MODULE_MAX_PEERS = 20         # MAX_PEERS in wasm/pigeonhub_abi.h (what the default module refuses beyond)
 MAX_WS_MESSAGE = 2 * 1024 * 1024  # library limit; far above the module's 16 KiB so the bridge's 1009 decides
 HTTP_BANNER = "PeerPigeon WebSocket Signaling Server"  # the reference server's plain-HTTP answer
-CLOSE_FULL = (1008, "Maximum connections reached")      # PH_CLOSE_POLICY, PH_REASON_FULL
 FORCE_CLOSE_AFTER = 1.0       # s a requested close may wait behind a blocked send before it jumps the queue
 SHUTDOWN_GRACE = 3.0          # s for clients to answer the 1001 close on Ctrl-C / reset
 LINK_OPEN_TIMEOUT = 10.0      # s for a bootstrap hub to complete the WebSocket handshake
@@ -52,10 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"hub module to run (default: the packaged {DEFAULT_MODULE.name}, "
                              "built from wasm/ first if missing)")
     parser.add_argument("--max-peers", type=int, default=None, metavar="N",
-                        help=f"refuse connection N+1 with 1008 'Maximum connections reached'. "
-                             f"The default module allows {MODULE_MAX_PEERS} peers and refuses the "
-                             f"next itself; N > {MODULE_MAX_PEERS} needs a module built with "
-                             f"`pigeonhub build --max-peers N`")
+                        help="refuse connection N+1 with 1008 'Maximum connections reached'. "
+                             "The default module allows MAX_PEERS peers (/stats server.maxPeers) "
+                             "and refuses the next itself; more need a module built with "
+                             "`pigeonhub build --max-peers N`")
     parser.add_argument("--device-id", default=None, metavar="S",
                         help="device id the hub id is derived from (default pc-<hostname>-<port>; "
                              "a board uses its MAC address)")
@@ -632,7 +630,7 @@ class PcHub:
         if conn is None or conn < 0:
             self.totals["refused"] += 1
             ws.attach(_discard)          # frames racing the 1008 are not the module's
-            await ws.close(*CLOSE_FULL)
+            await ws.close(self.bridge_mod.CLOSE_POLICY, self.bridge_mod.REASON_FULL)
             return
         c.conn = conn
         self.conns[conn] = c
@@ -842,7 +840,7 @@ class PcHub:
                 "host": self.args.host,
                 "port": self.port,
                 "maxPeers": self.args.max_peers if self.args.max_peers is not None
-                else MODULE_MAX_PEERS,
+                else self.bridge_mod.MAX_PEERS,
                 "inputBufferSize": b.input_buffer_size if b else None,
                 "connections": b.connection_count if b else 0,
                 "peers": b.peer_count if b else 0,

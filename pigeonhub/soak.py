@@ -59,12 +59,12 @@ import urllib.parse
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from pigeonhub import event_loop
+from pigeonhub import _bridge, event_loop
 from pigeonhub.bench_load import (_CONNECTION, ICE_FRAME_BYTES, NETWORK, OFFER_FRAME_BYTES,
                                   FrameFactory, _loads, percentile, random_peer_id)
 
-MAX_PEERS = 20            # the hub module's MAX_PEERS (wasm/pigeonhub_abi.h)
-PEER_TIMEOUT = 60.0       # s, the module's PEER_TIMEOUT
+MAX_PEERS = _bridge.MAX_PEERS                    # the stock module's (wasm/pigeonhub_abi.h)
+PEER_TIMEOUT = _bridge.PEER_TIMEOUT_MS / 1000    # s
 CSV_FIELDS = ["t", "phase", "rss_bytes", "fds", "fd_excess", "free_heap", "min_free_heap",
               "p50_ms", "p99_ms", "relayed", "lost", "expected_connections", "hub_connections",
               "hub_peers", "uncertain", "match", "settle_ms", "joins", "abrupt", "polite",

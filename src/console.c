@@ -70,7 +70,8 @@ static int cmd_bootstrap(int argc, char **argv)
         while (*url == ' ') {
             url++;
         }
-        if (*url && strncmp(url, "ws://", 5) != 0 && strncmp(url, "wss://", 6) != 0) {
+        static const char ws[] = "ws://", wss[] = "wss://";
+        if (*url && strncmp(url, ws, sizeof ws - 1) != 0 && strncmp(url, wss, sizeof wss - 1) != 0) {
             printf("'%s' is not a ws:// or wss:// URL; nothing saved\n", url);
             return 1;
         }

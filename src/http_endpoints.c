@@ -108,7 +108,8 @@ static const char *check_token(httpd_req_t *req)
     if (httpd_req_get_hdr_value_str(req, "Authorization", got, sizeof(got)) != ESP_OK) {
         return "missing or oversized Authorization header (expected: Bearer <token>)";
     }
-    if (strncmp(got, "Bearer ", 7) != 0 || !token_equal(got + 7, want)) {
+    static const char scheme[] = "Bearer ";
+    if (strncmp(got, scheme, sizeof scheme - 1) != 0 || !token_equal(got + sizeof scheme - 1, want)) {
         return "wrong upload token";
     }
     return NULL;
