@@ -682,27 +682,41 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
     for (uint32_t i = 0; i < b->slot_count; i++)
         if (b->slots[i].state != PH_SLOT_FREE) outbox_bytes += (uint32_t)atomic_load(&b->slots[i].outbox);
 
-    int n = snprintf(buf, cap,
-                     "{\"module\":%.*s,\"bridge\":{\"connections\":%u,\"maxConnections\":%u,"
-                     "\"framesIn\":%llu,\"framesTooBig\":%u,\"outboxOverflows\":%u,\"traps\":%u,"
-                     "\"refusedFull\":%u,\"outboxBytes\":%llu,\"outboxLimit\":%u,\"moduleBytes\":%zu,"
-                     "\"linearMemoryBytes\":%u,\"wasmStackBytes\":%u,\"inputBufferBytes\":%u,"
-                     "\"abiVersion\":%d,\"swaps\":%u,\"swapFailures\":%u,\"lastSwapReplayed\":%u,"
-                     "\"lastSwapAnnounces\":%u,\"swapSuppressedFrames\":%u,\"maxLinks\":%u,"
-                     "\"bootstrapHubs\":%u,\"linksOpened\":%u,\"linksRefused\":%u,"
-                     "\"callBudget\":%u,\"callBudgetPeak\":%u,\"links\":[",
-                     (int)module_len, module_json, (unsigned)b->accepted_count,
-                     (unsigned)b->config.max_connections, (unsigned long long)b->frames_in,
-                     (unsigned)b->frames_too_big, (unsigned)b->outbox_overflows, (unsigned)b->traps,
-                     (unsigned)b->refused_full, (unsigned long long)outbox_bytes,
-                     (unsigned)b->config.outbox_limit_bytes, b->inst.wasm_len,
-                     (unsigned)ph_memory_size(b), (unsigned)b->config.wasm_stack_bytes,
-                     (unsigned)b->inst.input_size, PH_ABI_VERSION, (unsigned)b->swaps,
-                     (unsigned)b->swap_failures, (unsigned)b->last_swap_replayed,
-                     (unsigned)b->last_swap_announces, (unsigned)b->suppressed,
-                     (unsigned)b->config.max_links, (unsigned)b->bootstrap_count,
-                     (unsigned)b->links_opened, (unsigned)b->links_refused,
-                     (unsigned)b->config.call_budget, (unsigned)b->budget_peak);
+    /* The bridge's figures: /stats key and value in one table. */
+#define PH_BRIDGE_FIGURES(X)                                     \
+    X("connections", b->accepted_count)                          \
+    X("maxConnections", b->config.max_connections)               \
+    X("framesIn", b->frames_in)                                  \
+    X("framesTooBig", b->frames_too_big)                         \
+    X("outboxOverflows", b->outbox_overflows)                    \
+    X("traps", b->traps)                                         \
+    X("refusedFull", b->refused_full)                            \
+    X("outboxBytes", outbox_bytes)                               \
+    X("outboxLimit", b->config.outbox_limit_bytes)               \
+    X("moduleBytes", b->inst.wasm_len)                           \
+    X("linearMemoryBytes", ph_memory_size(b))                    \
+    X("wasmStackBytes", b->config.wasm_stack_bytes)              \
+    X("inputBufferBytes", b->inst.input_size)                    \
+    X("abiVersion", PH_ABI_VERSION)                              \
+    X("swaps", b->swaps)                                         \
+    X("swapFailures", b->swap_failures)                          \
+    X("lastSwapReplayed", b->last_swap_replayed)                 \
+    X("lastSwapAnnounces", b->last_swap_announces)               \
+    X("swapSuppressedFrames", b->suppressed)                     \
+    X("maxLinks", b->config.max_links)                           \
+    X("bootstrapHubs", b->bootstrap_count)                       \
+    X("linksOpened", b->links_opened)                            \
+    X("linksRefused", b->links_refused)                          \
+    X("callBudget", b->config.call_budget)                       \
+    X("callBudgetPeak", b->budget_peak)
+#define PH_FIGURE_KEY(key, value) key,
+#define PH_FIGURE_VALUE(key, value) (unsigned long long)(value),
+    static const char *const keys[] = { PH_BRIDGE_FIGURES(PH_FIGURE_KEY) };
+    const unsigned long long values[] = { PH_BRIDGE_FIGURES(PH_FIGURE_VALUE) };
+    int n = snprintf(buf, cap, "{\"module\":%.*s,\"bridge\":{", (int)module_len, module_json);
+    for (size_t i = 0; n >= 0 && (size_t)n < cap && i < sizeof keys / sizeof keys[0]; i++)
+        n += snprintf(buf + n, cap - (size_t)n, "\"%s\":%llu,", keys[i], values[i]);
+    if (n >= 0 && (size_t)n < cap) n += snprintf(buf + n, cap - (size_t)n, "\"links\":[");
     if (n < 0 || (size_t)n >= cap) return -1;
     size_t used = (size_t)n;
     bool first = true;
