@@ -9,11 +9,13 @@ recompiles them.
 """
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 os.chdir(ROOT)   # setuptools wants source paths relative to the project
@@ -57,6 +59,26 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+class BuildPy(build_py):
+    """A wheel carries a built hub.wasm and the module's sources (pigeonhub/data), so the hub it
+    installs serves, and `pigeonhub build` works, with no checkout. An editable install runs from
+    the checkout, which builds hub.wasm on first use."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        data = Path(self.build_lib) / "pigeonhub" / "data"
+        shutil.copytree(ROOT / "wasm", data / "wasm", dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("*.wasm", "*.o"))
+        sys.path.insert(0, str(ROOT))
+        from pigeonhub import build
+        try:
+            build.build_module(data / "hub.wasm")
+        except (build.ToolchainError, build.BudgetError) as exc:
+            sys.exit(f"E (setup.py) the wheel needs a built hub.wasm: {exc}")
+
+
 setup(
     ext_modules=[
         Extension(
@@ -66,5 +88,5 @@ setup(
             depends=_rel(BRIDGE_DIR.glob("*.h")) + ["wasm/pigeonhub_abi.h"],
         )
     ],
-    cmdclass={"build_ext": BuildExt},
+    cmdclass={"build_ext": BuildExt, "build_py": BuildPy},
 )

@@ -25,7 +25,9 @@ from pathlib import Path
 
 from pigeonhub import SOURCE_ROOT
 
-WASM_DIR = SOURCE_ROOT / "wasm"
+# The module's sources: the checkout's wasm/, or the copy an installed wheel carries (setup.py)
+WASM_DIR = (SOURCE_ROOT / "wasm" if (SOURCE_ROOT / "wasm" / "pigeonhub_abi.h").is_file()
+            else Path(__file__).resolve().parent / "data" / "wasm")
 ABI_HEADER = WASM_DIR / "pigeonhub_abi.h"
 SOURCES = ("hub.c", "json.c", "frame.c", "peers.c", "sha1.c", "libc.c", "buffers.c")   # buffers last: see buffers.c
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "hub.wasm"
@@ -355,12 +357,17 @@ def layout_from_inspection(info: ModuleInfo, inspect: ModuleInfo) -> MemoryLayou
 def bridge_defaults(text: str | None = None) -> dict:
     """The bridge's defaults, the board's limits: {"MEMORY_LIMIT": 49152, ...} from the
     `#define PH_BRIDGE_DEFAULT_<NAME> (a * b)` lines of ph_bridge.h (read as text: a module-only
-    checkout or a build without the _bridge extension has no other way to them). {} without it."""
+    checkout or a build without the _bridge extension has no other way to them); an installed
+    package has no header but has the extension. {} without either."""
     if text is None:
         try:
             text = BRIDGE_HEADER.read_text()
         except OSError:
-            return {}
+            try:
+                from pigeonhub import _bridge
+            except ImportError:
+                return {}
+            return {name.upper(): value for name, value in _bridge.DEFAULTS.items()}
     values = {}
     for name, expr in re.findall(r"^#define\s+PH_BRIDGE_DEFAULT_(\w+)\s+\(?([0-9u*\s]+?)\)?\s*$", text,
                                  re.MULTILINE):
