@@ -8,7 +8,7 @@ One asyncio loop plays N peers. It measures
     Each frame carries its sequence number inside the SDP / candidate text (where real clients put
     a session id / foundation number), so the receiver can match it to its send time.
 
-Frames have the exact shapes of the 1.1.3 client (shared/protocol.md §4.5); every relayed frame is
+Frames have the exact shapes of the 1.1.3 client (docs/PROTOCOL.md §5); every relayed frame is
 checked (type, fromPeerId, targetPeerId, networkName), so a hub that answers fast but wrong fails.
 """
 
@@ -31,7 +31,8 @@ except ImportError:   # the `bench` extra is not installed: same checks, slower
 
 NETWORK = "bench"
 _CONNECTION = direct_frames(ClientConnection)
-OFFER_FRAME_BYTES = 4500   # client->hub offer frame, as captured with Node WebRTC (protocol §4.6)
+# client->hub offer frame, as captured with Node WebRTC (docs/PROTOCOL.md §2)
+OFFER_FRAME_BYTES = 4500
 ICE_FRAME_BYTES = 360      # client->hub ice-candidate frame
 
 

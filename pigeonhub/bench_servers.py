@@ -1,7 +1,7 @@
 """Hubs under test for `pigeonhub bench`: the PC hub and the reference Node server, as subprocesses.
 
 Both bind 127.0.0.1 on a free port. The reference server silently moves to the next port when its
-port is busy (shared/protocol.md §7), so the port a process really listens on is read from /proc
+port is busy (docs/PROTOCOL.md §11), so the port a process really listens on is read from /proc
 (Linux) instead of being trusted; elsewhere the requested port is probed.
 """
 

@@ -439,7 +439,7 @@ static void memory_json(char *out, size_t cap)
              (unsigned)atomic_load(&s_inbox_peak), (unsigned)ws_transport_out_peak());
 }
 
-/* The reference server's /health shape (protocol.md §8), with the board's heap as "memory".
+/* The reference server's /health shape (docs/PROTOCOL.md §10), with the board's heap as "memory".
  * `out` first serves as scratch for the module stats the counters come from. */
 static int health_json(char *out, size_t cap)
 {

@@ -5,13 +5,13 @@
  * table (peers.c), one input buffer the bridge writes frames into, one output buffer frames are
  * built in. Incoming text is validated completely (json.c) before any of it is looked at; what is
  * relayed is copied byte for byte from validated input. wasm/ABI.md describes the ABI, the protocol
- * decisions and the memory layout; ../shared/protocol.md is the wire reference.
+ * decisions and the memory layout; docs/PROTOCOL.md is the wire reference.
  *
- * Hub mesh (ABI 2, protocol.md §6): a *hub connection* is either an incoming hub (a peer-table
- * connection that announced as a hub) or an outgoing link this hub dialed (g_links, one per
- * configured bootstrap hub). Both teach us remote peers (g_remote, for late joiners and routing)
- * and carry cross-hub signaling; a short-lived hash ring (g_seen) keeps cycles of hubs from
- * looping or amplifying frames.
+ * Hub mesh (ABI 2, docs/PROTOCOL.md §7): a *hub connection* is either an incoming hub (a
+ * peer-table connection that announced as a hub) or an outgoing link this hub dialed (g_links, one
+ * per configured bootstrap hub). Both teach us remote peers (g_remote, for late joiners and
+ * routing) and carry cross-hub signaling; a short-lived hash ring (g_seen) keeps cycles of hubs
+ * from looping or amplifying frames.
  */
 #include "frame.h"
 #include "json.h"
@@ -343,7 +343,7 @@ static void remote_purge(int32_t via, int64_t ts)
 
 /* Local peer p arrived in its network (reason NULL) or left it: one frame to every hub connection
  * not in that network (members heard it already). Incoming hubs get it addressed to their id,
- * links without targetPeerId. Never a raw client announce/goodbye (protocol.md §6.2). */
+ * links without targetPeerId. Never a raw client announce/goodbye (docs/PROTOCOL.md §7.3). */
 static void tell_hubs(const ph_peer *p, const char *reason, int64_t ts)
 {
     for (uint32_t i = 0; i < HUB_SLOTS; i++) {
@@ -482,9 +482,9 @@ static void handle_announce(ph_peer *p, const json_top *frame, int64_t ts)
             members++;
         }
     }
-    /* Hub connections (protocol.md §6.7): a new hub learns every client of every network, and
-     * hubs learn of each new client, whatever network they announced in themselves. A new client
-     * also learns the remote peers of its network (late joiner). */
+    /* Hub connections (docs/PROTOCOL.md §7.4): a new hub learns every client of every network,
+     * and hubs learn of each new client, whatever network they announced in themselves. A new
+     * client also learns the remote peers of its network (late joiner). */
     if (hub) {
         tell_clients(p->conn, p->id, net, net_len, ts);
     } else {
@@ -504,7 +504,7 @@ static void handle_announce(ph_peer *p, const json_top *frame, int64_t ts)
 
 /* 1 when the same signaling frame (type, sender, target, data) crossed this hub in the last
  * PH_SEEN_TTL ms (counted in dropped.dedup); otherwise remembers it. A cycle of hubs thus delivers
- * and forwards each frame once: the protocol has no TTL or hop field (protocol.md §6.3). */
+ * and forwards each frame once: the protocol has no TTL or hop field (docs/PROTOCOL.md §7.5). */
 static int seen_before(const char *type, const char *from, const char *tid, uint32_t tid_len,
                        const json_val *data)
 {
@@ -540,7 +540,7 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const char
     drop = &g.drop[DROP_CROSS_NETWORK];
     if (!frame_network(frame, &net, &net_len)) goto dropped;
     /* Hubs relay signaling among hubs in pigeonhub-mesh to build the npm 1.1.x WebRTC hub mesh,
-     * which cannot include us; never through us either (protocol.md §6.4). */
+     * which cannot include us; never through us either (docs/PROTOCOL.md §7.7). */
     drop = &g.drop[DROP_HUB_MESH];
     if (from_hub && is_mesh(net, net_len)) goto dropped;
     drop = &g.drop[DROP_INVALID_JSON];
@@ -630,8 +630,8 @@ static void handle_goodbye(ph_peer *p, const json_top *frame, int64_t ts)
     log_peer('I', p, "said goodbye");
 }
 
-/* A hub connection tells us about a peer (protocol.md §6.2): a non-hub peer is remembered and
- * introduced to our clients of that network exactly as a late joiner later learns it
+/* A hub connection tells us about a peer (docs/PROTOCOL.md §7.4): a non-hub peer is remembered
+ * and introduced to our clients of that network exactly as a late joiner later learns it
  * ({peerId, isHub:false}, targetPeerId = the recipient); clients read only data.peerId. */
 static void hub_discovered(int32_t src, ph_link *l, const json_top *frame, int64_t ts)
 {
@@ -791,7 +791,8 @@ void on_link_open(int32_t conn)
     l->opened = 1;
     l->since = l->last_activity = l->last_ping = now;
     log_link(l, "I open");
-    /* Our hub announce exactly as a PigeonHub hub sends it (protocol.md §6.1), then our clients. */
+    /* Our hub announce exactly as a PigeonHub hub sends it (docs/PROTOCOL.md §7.2), then our
+     * clients. */
     char host[PH_DEVICE_ID_MAX + 1];
     uint32_t host_len = device_id(host);
     ph_printable(host, host_len);
@@ -1021,7 +1022,7 @@ void on_message(int32_t conn, const char *ptr, int32_t len)
     } else if (kind == T_CLEANUP) {
         log_peer('I', p, "requested cleanup");
     } else if (kind == T_DISCOVERED) {
-        /* only hubs tell of peers (protocol.md §6.1): ignored, as by the reference */
+        /* only hubs tell of peers (docs/PROTOCOL.md §7.1): ignored, as by the reference */
 #ifdef PH_TEST_HOOKS
     } else if (json_str_equals(&type, "__test_trap")) {
         __builtin_trap();   /* bridge tests: prove the hub survives a trap */
@@ -1078,7 +1079,7 @@ void loop(void)
                 l->state = LINK_CLOSING;
             } else if (l->state == LINK_OPEN && now - l->last_ping >= HEARTBEAT_INTERVAL) {
                 /* An application ping: PigeonHub hubs send no keepalive, and proxies drop idle
-                 * sockets; its pong keeps the link active (protocol.md §6.7). */
+                 * sockets; its pong keeps the link active (docs/PROTOCOL.md §8). */
                 ph_writer w;
                 frame_fmt(&w, "{\"type\":\"ping\",\"data\":{\"timestamp\":%d}}", ts);
                 send_conn(l->conn, &w);

@@ -1,5 +1,5 @@
 /*
- * mesh.h — the hub-mesh tables hub.c keeps about other hubs' peers (protocol.md §6).
+ * mesh.h — the hub-mesh tables hub.c keeps about other hubs' peers (docs/PROTOCOL.md §7).
  * Defined in buffers.c (memory layout), used by hub.c only.
  */
 #ifndef PH_MESH_H

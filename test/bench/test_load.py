@@ -25,7 +25,7 @@ def test_frames_have_the_captured_shapes_and_sizes():
     for factory, size, kind in ((offer, 4500, "offer"), (ice, 360, "ice-candidate")):
         frame = factory.frame(1234567, target)
         msg = json.loads(frame)
-        # protocol.md §4.1/§4.5: what the 1.1.3 client sends
+        # docs/PROTOCOL.md §2/§5: what the 1.1.3 client sends
         assert list(msg) == ["type", "data", "maxPeers", "networkName", "targetPeerId"]
         assert msg["type"] == kind and msg["targetPeerId"] == target and msg["maxPeers"] == 3
         assert abs(len(frame) - size) <= 0.05 * size, (kind, len(frame))

@@ -1,7 +1,7 @@
 """Raw-frame PeerPigeon peers for the conformance suite (websocket-client, no PeerPigeon code).
 
 A Peer sends exactly the JSON frames a test gives it and records every frame the hub sends back,
-so tests can assert on the wire format itself (protocol.md §4).
+so tests can assert on the wire format itself (docs/PROTOCOL.md §2).
 """
 
 import json
@@ -23,7 +23,7 @@ CONNECT_TIMEOUT = 20.0
 
 
 def new_id():
-    """A client-style peer id: 20 random bytes, lowercase hex (protocol.md §3)."""
+    """A client-style peer id: 20 random bytes, lowercase hex (docs/PROTOCOL.md §1)."""
     return secrets.token_hex(20)
 
 
@@ -69,7 +69,7 @@ class Peer:
         self.ws.send(frame, opcode=opcode)
 
     def signal(self, type_, data, **fields):
-        """A frame shaped like the 1.1.3 client's sendSignalingMessage (protocol.md §4.1)."""
+        """A frame shaped like the 1.1.3 client's sendSignalingMessage (docs/PROTOCOL.md §2)."""
         frame = {"type": type_, "data": data, "maxPeers": 3}
         if self.network is not None:
             frame["networkName"] = self.network

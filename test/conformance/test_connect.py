@@ -1,4 +1,5 @@
-"""protocol.md §14 items 1-2: upgrade on any path, `connected` first, peer-id checks, capacity."""
+"""docs/PROTOCOL.md §12 items 1-2: upgrade on any path, `connected` first, peer-id checks,
+capacity."""
 
 import pytest
 

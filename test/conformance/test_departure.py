@@ -1,4 +1,4 @@
-"""protocol.md §14 item 6: `goodbye` relay and `peer-disconnected` on close."""
+"""docs/PROTOCOL.md §12 item 6: `goodbye` relay and `peer-disconnected` on close."""
 
 import time
 
@@ -47,7 +47,7 @@ def test_departed_peer_no_longer_reachable(joined):
 
 
 @pytest.mark.improvement(reason="the reference sends two or three peer-disconnected per close "
-                                "(§4.4 shapes a and b)")
+                                "(§4 shapes a and b)")
 def test_close_sends_exactly_one_peer_disconnected(joined):
     net = new_network()
     a, b = joined(net), joined(net)
@@ -58,7 +58,7 @@ def test_close_sends_exactly_one_peer_disconnected(joined):
 
 
 @pytest.mark.improvement(reason="after a goodbye the reference sends one peer-disconnected for "
-                                "the goodbye and another for the socket close (§4.4, §6.6)")
+                                "the goodbye and another for the socket close (§4)")
 def test_goodbye_then_close_gives_one_peer_disconnected(joined):
     net = new_network()
     a, b = joined(net), joined(net)

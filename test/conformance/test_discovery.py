@@ -1,4 +1,4 @@
-"""protocol.md §14 item 3: `announce` -> `peer-discovered` within a network, never across."""
+"""docs/PROTOCOL.md §12 item 3: `announce` -> `peer-discovered` within a network, never across."""
 
 import pytest
 
@@ -50,7 +50,7 @@ def test_announce_without_network_is_global(joined):
 
 
 @pytest.mark.improvement(reason="the reference keeps a re-announced peer in its old network "
-                                "(protocol.md §4.3 step 1); this hub moves it")
+                                "(docs/PROTOCOL.md §3); this hub moves it")
 def test_reannounce_moves_peer_to_new_network(joined):
     net_x, net_y = new_network(), new_network()
     mover = joined(net_x)

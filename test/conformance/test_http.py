@@ -1,4 +1,4 @@
-"""Plain HTTP on the hub's port (protocol.md §8): /health, /stats, the banner."""
+"""Plain HTTP on the hub's port (docs/PROTOCOL.md §10): /health, /stats, the banner."""
 
 import datetime
 import json

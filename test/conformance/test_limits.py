@@ -1,4 +1,4 @@
-"""protocol.md §14 item 7: frame size limit (1009), SDP-sized frames pass."""
+"""docs/PROTOCOL.md §12 item 7: frame size limit (1009), SDP-sized frames pass."""
 
 import json
 

@@ -1,4 +1,5 @@
-"""protocol.md §14 item 5: ping/pong, unrouted types, non-JSON, binary frames, invalid UTF-8."""
+"""docs/PROTOCOL.md §12 item 5: ping/pong, unrouted types, non-JSON, binary frames, invalid
+UTF-8."""
 
 import json
 
@@ -26,10 +27,10 @@ def test_unknown_type_gets_error_frame(joined):
 
 def test_connection_rejected_answered_with_error_not_relayed(joined):
     """Relaying `connection-rejected` breaks real clients: two fresh 1.1.3 peers both offer
-    ("isolation", protocol.md §9); the larger id rejects the smaller one's offer, and a relayed
-    rejection makes the smaller one close the connection it is answering at that moment, so the
-    WebRTC connection never opens (observed with test/interop/peer_pair.mjs through a hub that
-    relayed it: 1 of 6 runs connected; the reference, which answers `error`: 6 of 6).
+    ("isolation", docs/PROTOCOL.md §5); the larger id rejects the smaller one's offer, and a
+    relayed rejection makes the smaller one close the connection it is answering at that moment,
+    so the WebRTC connection never opens (observed with test/interop/peer_pair.mjs through a hub
+    that relayed it: 1 of 6 runs connected; the reference, which answers `error`: 6 of 6).
     So: `error` back to the sender, nothing to the target."""
     net = new_network()
     a, b = joined(net), joined(net)

@@ -1,4 +1,4 @@
-"""protocol.md §14 item 4: offer/answer/ice-candidate relay rules."""
+"""docs/PROTOCOL.md §12 item 4: offer/answer/ice-candidate relay rules."""
 
 import random
 import string
@@ -9,7 +9,7 @@ from hubclient import new_id, new_network, of_type
 
 
 def fake_sdp(size):
-    """An SDP-shaped string of `size` characters (real offers are about 4.5 KB, §4.6)."""
+    """An SDP-shaped string of `size` characters (real offers are about 4.5 KB, §2)."""
     head = "v=0\r\no=- 3445100876973446344 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
     line = "a=candidate:" + "".join(random.choices(string.ascii_letters, k=60)) + "\r\n"
     body = (line * (size // len(line) + 1))
@@ -32,7 +32,7 @@ def test_signaling_relayed_with_from_target_network_timestamp(joined, type_, dat
     assert got["targetPeerId"] == b.id
     assert got["networkName"] == net
     assert isinstance(got["timestamp"], int)
-    assert "maxPeers" not in got  # the hub rebuilds the frame (§4.1)
+    assert "maxPeers" not in got  # the hub rebuilds the frame (§2)
 
 
 def test_8k_sdp_frame_passes(joined):
@@ -90,7 +90,7 @@ def test_sender_need_not_announce(joined):
     assert b.expect("answer", fromPeerId=a.id)["networkName"] == net
 
 
-@pytest.mark.improvement(reason="the reference trusts a client-supplied fromPeerId (§4.1: "
+@pytest.mark.improvement(reason="the reference trusts a client-supplied fromPeerId (§11: "
                                 "spoofing works); this hub uses the sender's connection id")
 def test_client_cannot_spoof_from_peer_id(joined):
     net = new_network()

@@ -1,4 +1,4 @@
-"""Outgoing hub links between two PC hubs (`pigeonhub serve --bootstrap URL`, protocol.md §6):
+"""Outgoing hub links between two PC hubs (`pigeonhub serve --bootstrap URL`, docs/PROTOCOL.md §7):
 hub B dials hub A; clients on A and on B discover each other and signal across the link; when A
 restarts, B's module re-dials with backoff and discovery works again.
 

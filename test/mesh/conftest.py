@@ -1,4 +1,4 @@
-"""Fixtures of the hub-mesh suite (protocol.md §6, §14 items 8-9).
+"""Fixtures of the hub-mesh suite (docs/PROTOCOL.md §7, §12 items 8-10).
 
 Every test starts the hubs it needs (PC hubs via `pigeonhub serve`, reference hubs via
 reference_hub.mjs), so what one hub tells another is only what that test did: a hub link carries
@@ -71,7 +71,7 @@ def raw(pc_hub):
     raw.connect(id=None) -> Peer that got `connected`;
     raw.client(network, **announce_data) -> Peer that got `connected` and announced;
     raw.fake_hub(id=None) -> Peer that got `connected` and announced as a hub exactly as a
-    PigeonHub (npm peerpigeon 1.1.3) hub does on its outgoing link (protocol.md §6.1)."""
+    PigeonHub (npm peerpigeon 1.1.3) hub does on its outgoing link (docs/PROTOCOL.md §7.2)."""
 
     class Raw:
         def __init__(self):

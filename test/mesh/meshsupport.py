@@ -23,7 +23,8 @@ REFERENCE_HUB = HERE / "reference_hub.mjs"
 MESH_ACROSS = HERE.parent / "interop" / "peer_pair.mjs"
 NEEDS_BOOTSTRAP = "needs outgoing hub links (--bootstrap)"
 MESH_NETWORK = "pigeonhub-mesh"
-# What a reference (1.1.3) hub emits / logs once its WebRTC hub mesh forms or migrates (§6.4)
+# What a reference (1.1.3) hub emits / logs once its WebRTC hub mesh forms or migrates
+# (docs/PROTOCOL.md §7.7)
 MESH_FORMED_EVENTS = ("hubP2PConnected", "hubMeshReady", "hubMeshMigrated")
 MESH_FORMED_LOG = ("Hub mesh is READY", "MIGRATING to P2P", "Migrated to P2P mesh",
                    "P2P connection established with hub")

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
-// A reference PeerPigeon hub (npm peerpigeon 1.1.3 from test/interop, "G3" in protocol.md §6) on
-// loopback, for the hub-mesh tests: it dials the bootstrap hubs it is given, exactly like a
-// PigeonHub deployment would.
+// A reference PeerPigeon hub (npm peerpigeon 1.1.3 from test/interop, "G3" in docs/PROTOCOL.md
+// §7) on loopback, for the hub-mesh tests: it dials the bootstrap hubs it is given, exactly like
+// a PigeonHub deployment would.
 //
 //   node reference_hub.mjs --bootstrap ws://127.0.0.1:PORT [--bootstrap URL ...] [--port N]
 //   node reference_hub.mjs --bootstrap self          # a pure bootstrap hub (dials nobody)

@@ -1,4 +1,4 @@
-"""Incoming hub links, raw frames (protocol.md §6.1-§6.2, §6.7 "as bootstrap", §14 item 8).
+"""Incoming hub links, raw frames (docs/PROTOCOL.md §7.1-§7.3, §7.2 "as bootstrap", §12 item 8).
 
 A fake hub is a raw WebSocket that connects with ?peerId=<hub id> and announces exactly like a
 PigeonHub hub (npm peerpigeon 1.1.3) does on its outgoing link. Each test runs on a fresh PC hub,
@@ -18,7 +18,7 @@ CANDIDATE = {"candidate": "candidate:3077952869 1 udp 2122265344 127.0.0.1 45500
                           "generation 0 ufrag wwwZ network-id 2",
              "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "wwwZ"}
 # what a hub may send us on its link; everything else (raw client announce/goodbye, errors...)
-# must never go to a hub (§6.7)
+# must never go to a hub (§7.3)
 HUB_LINK_TYPES = {"connected", "peer-discovered", "peer-disconnected", "offer", "answer",
                   "ice-candidate", "pong"}
 
@@ -28,13 +28,13 @@ def now_ms():
 
 
 def discovered(peer_id, network, **extra):
-    """peer-discovered as a 1.1.3 hub forwards a peer of its own to its bootstrap (§6.1)."""
+    """peer-discovered as a 1.1.3 hub forwards a peer of its own to its bootstrap (§7.2)."""
     return {"type": "peer-discovered", "data": {"peerId": peer_id, "isHub": False, **extra},
             "networkName": network, "fromPeerId": "system", "timestamp": now_ms()}
 
 
 def departed(peer_id, network):
-    """The G3 hub-link notice for a peer that left the far hub (§6.2)."""
+    """The G3 hub-link notice for a peer that left the far hub (§7.3)."""
     ts = now_ms()
     return {"type": "peer-disconnected",
             "data": {"peerId": peer_id, "isHub": False, "reason": "Client disconnect", "timestamp": ts},
@@ -42,7 +42,7 @@ def departed(peer_id, network):
 
 
 def relayed(type_, data, from_id, target_id, network):
-    """Signaling as a hub relays it: the original sender, target and network kept (§6.2)."""
+    """Signaling as a hub relays it: the original sender, target and network kept (§7.5)."""
     return {"type": type_, "data": data, "fromPeerId": from_id, "targetPeerId": target_id,
             "networkName": network, "timestamp": now_ms()}
 
@@ -87,7 +87,7 @@ def test_hub_gets_connected_and_one_peer_discovered_per_announced_client(raw, pc
         == sorted([(a1.id, "demo"), (a2.id, "demo"), (b1.id, "netB")]), frames
     for f in found:
         assert f["data"]["isHub"] is False
-        assert f.get("targetPeerId") in (None, hub_id)   # §6.7: optional, the hub id if present
+        assert f.get("targetPeerId") in (None, hub_id)   # §7.2: optional, the hub id if present
     assert about(frames, a1.id)[0]["data"].get("name") == "a1"   # announce data travels along
     assert [f["type"] for f in frames if f["type"] != "peer-discovered"] == [], frames
 
@@ -148,7 +148,7 @@ def test_remote_peer_discovered_about_our_own_client_is_not_passed_on(raw):
 
 def test_remote_peers_are_kept_for_clients_who_join_later(raw):
     """The issue: "keep those remote peers for clients who join later" (what a 1.1.3 hub does
-    with peers learned from its bootstrap, §6.2; §6.7 "cache them for late joiners")."""
+    with peers learned from its bootstrap, §7.4: "cache them for late joiners")."""
     hub = raw.fake_hub()
     z, w = new_id(), new_id()
     hub.send(discovered(z, "demo"))
@@ -189,7 +189,7 @@ def test_remote_signaling_reaches_the_client_from_the_remote_peer(raw):
         got = a.expect(type_, fromPeerId=z)
         assert got["targetPeerId"] == a.id and got["networkName"] == "demo"
         assert got["data"] == data
-    # the network still has to match: a netB frame for a demo client is dropped (§4.5)
+    # the network still has to match: a netB frame for a demo client is dropped (§5)
     hub.send(relayed("answer", ANSWER, z, a.id, "netB"))
     assert of_type(a.drain(), "answer") == []
     assert of_type(b.drain(), "answer") == []
@@ -203,7 +203,7 @@ def test_hub_peer_disconnected_is_accepted_without_error(raw):
     a, hub, z = client_told_of_remote_peer(raw)
 
     hub.send(departed(z, "demo"))
-    # and the all-connections shape a bootstrap-side reference hub sends (§4.4 a: no networkName)
+    # and the all-connections shape a bootstrap-side reference hub sends (§4 a: no networkName)
     hub.send({"type": "peer-disconnected",
               "data": {"peerId": new_id(), "isHub": False, "reason": "Client disconnect",
                        "timestamp": now_ms()},
@@ -254,7 +254,7 @@ def test_hub_link_never_carries_raw_client_announce_or_goodbye(raw):
 
 
 def test_client_departure_is_reported_to_the_hub(raw):
-    """A far hub keeps our peers for its late joiners (G3 does, §6.2): it has to hear when they
+    """A far hub keeps our peers for its late joiners (G3 does, §7.4): it has to hear when they
     leave, as a hub-link `peer-disconnected` with the peer's networkName (never a raw goodbye)."""
     hub = raw.fake_hub()
     a, b = raw.client("demo"), raw.client("netB")
@@ -274,7 +274,7 @@ def test_client_departure_is_reported_to_the_hub(raw):
 
 
 def test_hub_mesh_signaling_between_two_hubs_is_not_relayed(raw, pc_hub):
-    """§6.4: npm 1.1.x hubs must not build their WebRTC hub mesh through us."""
+    """§7.7: npm 1.1.x hubs must not build their WebRTC hub mesh through us."""
     h1, h2 = raw.fake_hub(), raw.fake_hub()
     drain_all(h1, h2)
     our_id = module_stats(pc_hub)["hubId"]
@@ -292,7 +292,7 @@ def test_hub_mesh_signaling_between_two_hubs_is_not_relayed(raw, pc_hub):
 
 
 def test_signaling_for_unknown_targets_crosses_hubs_once_and_never_back(raw):
-    """No hop count exists in the protocol (§6.3): a frame for an id that is not here goes to the
+    """No hop count exists in the protocol (§7.5): a frame for an id that is not here goes to the
     hub the id was learned from, else to every other hub connection, never back to its source,
     and the same frame again within seconds is not passed on twice (cycles of hubs)."""
     a = raw.client("demo")

@@ -1,5 +1,5 @@
 """Outgoing hub links: our PC hub dialing a bootstrap (`pigeonhub serve --bootstrap URL`,
-protocol.md §6.7 "as hub client"). Two PC hubs linked, a PC hub dialing the reference hub,
+docs/PROTOCOL.md §7.2 "as hub client"). Two PC hubs linked, a PC hub dialing the reference hub,
 three PC hubs in a cycle, and a link surviving a restart of the far hub.
 
 Every test here is marked needs_bootstrap: it skips itself ("needs outgoing hub links
@@ -21,7 +21,7 @@ from meshsupport import (MESH_FORMED_EVENTS, MESH_FORMED_LOG, MESH_NETWORK,
 pytestmark = [pytest.mark.needs_bootstrap, pytest.mark.slow]
 
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n"
-LINK_UP = 20.0      # s for an outgoing link to come up (the reference retries every 5 s, §6.3)
+LINK_UP = 20.0      # s for an outgoing link to come up (the reference retries every 5 s, §7.6)
 QUIET = 1.5         # s of silence after which "exactly once" is judged
 
 
@@ -134,17 +134,18 @@ def test_two_pc_hubs_real_clients_connect_over_webrtc(pc_hubs, late):
 @pytest.mark.reference
 @pytest.mark.parametrize("late", [
     "on-ours",
-    # The reference does not keep peers that an incoming hub reports (protocol.md §6.2, bootstrap
-    # side "not cached"), so a client joining it later never learns our earlier client and, as
-    # the larger id, never offers. Only our hub could make up for it (e.g. re-send its peers of a
-    # network when the link reports a new remote peer there); strict: a fix turns this into XPASS.
+    # The reference does not keep peers that an incoming hub reports (docs/PROTOCOL.md §7.4,
+    # bootstrap side "not cached"), so a client joining it later never learns our earlier client
+    # and, as the larger id, never offers. Only our hub could make up for it (e.g. re-send its
+    # peers of a network when the link reports a new remote peer there); strict: a fix turns this
+    # into XPASS.
     pytest.param("on-reference", marks=pytest.mark.xfail(
         strict=True, reason="reference bootstrap keeps no peers of incoming hubs for late joiners")),
 ])
 def test_pc_hub_dials_the_reference_hub(pc_hubs, reference_hubs, late):
     """Scenario S3 reversed: the reference (G3) is the bootstrap, our hub dials it. The G3
     bootstrap registers us as a hub and its own hub-mesh client tries WebRTC with us in
-    pigeonhub-mesh (§6.4): we must drop that, never pass it to clients, and the link must stay
+    pigeonhub-mesh (§7.7): we must drop that, never pass it to clients, and the link must stay
     (no "Migrated to P2P mesh")."""
     ref = reference_hubs("self", name="ref")
     ours = pc_hubs("--bootstrap", ref.url, name="ours")
@@ -172,7 +173,7 @@ def hub_totals(hubs):
 def test_three_pc_hubs_in_a_cycle_relay_each_frame_exactly_once(pc_hubs, clients):
     """A --bootstrap B, B --bootstrap C, C --bootstrap A (every hub both dials and is dialed).
     X on A, Y on C: discovery, offer and answer reach the other side exactly once, and no frame
-    keeps circulating (the protocol has no hop count, §6.3)."""
+    keeps circulating (the protocol has no hop count, §7.5)."""
     pa, pb, pc = free_port(), free_port(), free_port()
     url = {p: f"ws://127.0.0.1:{p}" for p in (pa, pb, pc)}
     a = pc_hubs("--port", pa, "--bootstrap", url[pb], name="a")

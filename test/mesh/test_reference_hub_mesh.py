@@ -1,10 +1,10 @@
 """A real reference hub (npm peerpigeon 1.1.3 PeerPigeonServer, isHub, "G3") dials our PC hub as
-its bootstrap: scenario S2/S3 of protocol.md §6.5 with our hub as the bootstrap, §14 item 9.
+its bootstrap: scenario S2/S3 of docs/PROTOCOL.md §7.7 with our hub as the bootstrap, §12 item 9.
 
 Clients are raw-frame peers (exact wire checks) or headless PeerPigeonMesh clients with real
 WebRTC (@roamhq/wrtc through the override in test/interop). Which client joins first matters:
 the late joiner learns the early one only from what its own hub kept (the reference keeps peers
-learned from its bootstrap; §6.7 asks the same of us). The 1.1.3 client lets only the larger id
+learned from its bootstrap; §7.4 asks the same of us). The 1.1.3 client lets only the larger id
 send the offer, so the tests fix ids to make the late joiner the one that must have discovered
 the other.
 """
@@ -33,7 +33,7 @@ def linked(pc_hubs, reference_hubs):
 
 
 def assert_no_hub_mesh(ours, *refs):
-    """§6.4: with our hub in the middle the reference's WebRTC hub mesh never forms, so it never
+    """§7.7: with our hub in the middle the reference's WebRTC hub mesh never forms, so it never
     closes its WS links with "Migrated to P2P mesh": it keeps using them."""
     for ref in refs:
         assert [e for e in ref.events() if e["event"] in MESH_FORMED_EVENTS] == [], ref.events()
@@ -107,7 +107,7 @@ def test_raw_clients_discover_and_signal_across_the_link(pc_hubs, reference_hubs
 @pytest.mark.parametrize("late", ["on-reference", "on-ours"])
 def test_real_clients_connect_over_webrtc_through_both_hubs(pc_hubs, reference_hubs, late):
     """Headless PeerPigeonMesh A on our hub, B on the reference hub: discovery across the link,
-    offer/answer/ICE relayed hub to hub, data-channel "hello" both ways (§14 item 9). The late
+    offer/answer/ICE relayed hub to hub, data-channel "hello" both ways (§12 item 9). The late
     joiner has the larger id, so it must send the offer: it has to have discovered the other."""
     ours, ref = linked(pc_hubs, reference_hubs)
     network = f"demo-{uuid.uuid4().hex[:8]}"
@@ -120,14 +120,14 @@ def test_real_clients_connect_over_webrtc_through_both_hubs(pc_hubs, reference_h
     assert_pair_said_hello(proc, events, report)
     stats = module_stats(ours)
     assert stats["dropped"]["sendFailed"] == 0, stats
-    # the G3 hub-mesh caveat (§6.4): one reference hub + our hub -> its P2P mesh never forms
+    # the G3 hub-mesh caveat (§7.7): one reference hub + our hub -> its P2P mesh never forms
     assert_no_hub_mesh(ours, ref)
 
 
 def test_two_reference_hubs_on_our_hub_do_not_form_their_hub_mesh(pc_hubs, reference_hubs):
     """Two G3 hubs on our bootstrap are told about each other (both are pigeonhub-mesh members,
     as on a reference bootstrap: `hubDiscovered`), but their WebRTC hub mesh must not form
-    through us (§6.4: we drop pigeonhub-mesh signaling between hubs), so neither migrates away
+    through us (§7.7: we drop pigeonhub-mesh signaling between hubs), so neither migrates away
     from its WS link. (Observed with 1.1.3: `hubDiscovered` on an outgoing link starts no WebRTC
     attempt at all, so this topology sends no hub-mesh offers; the dialing direction, where the
     G3 bootstrap's own mesh client offers to us, is covered in test_pc_hub_mesh.py.)"""
@@ -139,5 +139,5 @@ def test_two_reference_hubs_on_our_hub_do_not_form_their_hub_mesh(pc_hubs, refer
     wait_for_hub_links(ours, 2)
     r1.wait_event("hubDiscovered", peerId=r2.hub_id)
     r2.wait_event("hubDiscovered", peerId=r1.hub_id)
-    time.sleep(8)   # a mesh that could form would have within this on loopback (§6.4, S1)
+    time.sleep(8)   # a mesh that could form would have within this on loopback (§7.7, S1)
     assert_no_hub_mesh(ours, r1, r2)

@@ -1,5 +1,5 @@
-"""Hub mesh (ABI 2, /tmp/mesh_spec.md, protocol.md §6): outgoing links, remote peers, cross-hub
-signaling, dedup — hub.wasm on WASM3 and wasmtime, whole frames compared.
+"""Hub mesh (ABI 2, /tmp/mesh_spec.md, docs/PROTOCOL.md §7): outgoing links, remote peers,
+cross-hub signaling, dedup — hub.wasm on WASM3 and wasmtime, whole frames compared.
 
 The harness stands where the bridge stands: ws_connect records the dial and hands out a
 connection id (1000, 1001, ...), get_bootstrap_hub serves `hub.bootstrap`, `open_link` calls
@@ -28,7 +28,7 @@ def hub_announce(hub, port=3000, host="24:0a:c4:12:34:56"):
 
 
 def link_discovered(peer, net, **extra):
-    """peer-discovered as a link carries it: no targetPeerId (protocol.md §6.1)."""
+    """peer-discovered as a link carries it: no targetPeerId (docs/PROTOCOL.md §7.2)."""
     return {"type": "peer-discovered", "data": {"peerId": peer, "isHub": False, **extra},
             "networkName": net, "fromPeerId": "system", "timestamp": T}
 

@@ -1,4 +1,5 @@
-"""hub.wasm speaks the PeerPigeon client protocol (protocol.md §3-§9, §12) — on WASM3 and wasmtime.
+"""hub.wasm speaks the PeerPigeon client protocol (docs/PROTOCOL.md §1-§8, §11) — on WASM3 and
+wasmtime.
 
 Every test runs on both engines (the `hub` fixture is parametrized) and compares whole frames
 (parsed JSON dicts), close codes and reasons exactly.
@@ -51,7 +52,7 @@ def join(hub, conn, peer, net=None, **data):
     hub.take()
 
 
-# --- connection set-up (§3) ------------------------------------------------------------------
+# --- connection set-up (§1) ------------------------------------------------------------------
 
 @pytest.mark.parametrize("url", ["/?peerId={}", "?peerId={}", "/x/y?a=1&peerId={}",
                                  "/?peerId={}&extra=1", "/some/path?foo=&peerId={}&peerId=zz"])
@@ -128,7 +129,7 @@ def test_max_peers_is_a_build_define(built_small, engine):
     assert hub.stats_json()["maxPeers"] == 3
 
 
-# --- announce / peer-discovered (§4.3) -------------------------------------------------------
+# --- announce / peer-discovered (§3) ---------------------------------------------------------
 
 def test_announce_introduces_same_network_only(hub):
     hub.connect(1, A)
@@ -240,7 +241,7 @@ def test_reannounce_same_network_updates_data_without_duplicates(hub):
     assert (3, discovered(B, C, "n", color="red")) in hub.take()
 
 
-# --- relay (§4.5) ----------------------------------------------------------------------------
+# --- relay (§5) ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", RELAY_TYPES)
 def test_relay_types_exact_frame(hub, kind):
@@ -341,7 +342,7 @@ def test_send_failure_counted(hub):
     assert hub.stats_json()["dropped"]["sendFailed"] == 1
 
 
-# --- ping, goodbye, departures, other types (§4.4, §4.6) ------------------------------------
+# --- ping, goodbye, departures, other types (§2, §4, §8) ------------------------------------
 
 def test_ping_pong(hub):
     hub.connect(1, A)
@@ -444,7 +445,7 @@ def test_escaped_type_is_understood(hub):
     assert [f["type"] for _, f in hub.take()] == ["pong"]
 
 
-# --- hostile input (§3 frames) ---------------------------------------------------------------
+# --- hostile input (§2 frames) ---------------------------------------------------------------
 
 BAD_FRAMES = [b"", b"hello", b"{", b'{"type":"ping"', b'{"type":"ping",}', b"[1,2]", b'"ping"',
               b"null", b"42", b'{"type":"ping"} x', b'{"type":"ping"}{}', b"\xef\xbb\xbf{\"type\":\"ping\"}",
@@ -495,7 +496,7 @@ def test_frames_from_unknown_or_closing_connections_ignored(hub):
     assert hub.stats_json()["dropped"]["unknownConn"] == 1
 
 
-# --- heartbeat and timeout (§7, original HEARTBEAT_INTERVAL/PEER_TIMEOUT) --------------------
+# --- heartbeat and timeout (§8, original HEARTBEAT_INTERVAL/PEER_TIMEOUT) --------------------
 
 @pytest.mark.parametrize("start", [0, 2**32 - 45000])     # the second one wraps millis()
 def test_heartbeat_then_timeout(hub, start):
@@ -636,7 +637,7 @@ def test_hub_id_is_sha1_of_device_id(wasm_bytes, engine):
     assert all(len(v) == 1 for v in ids.values()) and len({min(v) for v in ids.values()}) == 3
 
 
-# --- hub links (protocol.md §6.7, as bootstrap) ----------------------------------------------
+# --- hub links (docs/PROTOCOL.md §7.2, as bootstrap) -----------------------------------------
 
 HUB = pid(99)
 

@@ -206,7 +206,7 @@ static void flush_sent(ph_bridge *bridge)
     }
 }
 
-/* ---- frames (same shapes as pigeonhub/bench_load.py: protocol.md §4.5) ------------------------- */
+/* ---- frames (same shapes as pigeonhub/bench_load.py: docs/PROTOCOL.md §5) ---------------------- */
 
 static char *frame_buf;
 

@@ -218,7 +218,7 @@ static const char *ID[] = {
     "/?peerId=dd8dda08dddddddddddddddddddddddddddddf51",
 };
 
-/* Frames as captured on the wire (protocol.md §4), client -> server. */
+/* Frames as captured on the wire (docs/PROTOCOL.md §2), client -> server. */
 static const char *CORPUS[] = {
     "{\"type\":\"announce\",\"data\":{\"peerId\":\"f335b63e0123456789abcdef0123456789abccf8\"},\"maxPeers\":3,\"networkName\":\"demo\"}",
     "{\"type\":\"announce\",\"networkName\":\"pigeonhub-mesh\",\"data\":{\"isHub\":true,\"port\":39202,\"host\":\"127.0.0.1\",\"capabilities\":[\"signaling\",\"relay\"],\"timestamp\":1795721149153}}",
@@ -233,7 +233,7 @@ static const char *CORPUS[] = {
     "{\"type\":\"cleanup\",\"data\":{}}",
     "{\"type\":\"renegotiation-offer\",\"data\":{\"sdp\":\"\\u00e9\\ud83d\\ude00 \xc3\xa9 \xf0\x9f\x98\x80\"},\"targetPeerId\":\"8781bee0bbbbbbbbbbbbbbbbbbbbbbbbbbbbb3ef\"}",
     "{\"type\":\"unknown-\xe2\x82\xac\\\"\\u0000\",\"data\":[1,-2.5e+10,true,false,null]}",
-    /* what hubs send on hub connections (protocol.md §6) */
+    /* what hubs send on hub connections (docs/PROTOCOL.md §7) */
     "{\"type\":\"peer-disconnected\",\"data\":{\"peerId\":\"319dd499eeeeeeeeeeeeeeeeeeeeeeeeeeeeea7f\",\"isHub\":false,\"reason\":\"Client disconnect\",\"timestamp\":1795721040011},\"fromPeerId\":\"system\",\"timestamp\":1795721040011}",
     "{\"type\":\"offer\",\"data\":{\"type\":\"offer\",\"sdp\":\"v=0\\r\\n\"},\"fromPeerId\":\"319dd499eeeeeeeeeeeeeeeeeeeeeeeeeeeeea7f\",\"targetPeerId\":\"f335b63e0123456789abcdef0123456789abccf8\",\"networkName\":\"demo\",\"timestamp\":1795721114727}",
     "{\"type\":\"answer\",\"data\":{\"sdp\":\"x\"},\"fromPeerId\":\"319dd499eeeeeeeeeeeeeeeeeeeeeeeeeeeeea7f\",\"targetPeerId\":\"aaaa0000eeeeeeeeeeeeeeeeeeeeeeeeeeeeea7f\",\"networkName\":\"demo\"}",
