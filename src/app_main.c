@@ -13,6 +13,7 @@
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h"
 #include "freertos/semphr.h"
+#include "http_endpoints.h"
 #include "hub_task.h"
 #include "module_store.h"
 #include "nvs_flash.h"
@@ -72,6 +73,9 @@ void app_main(void)
         esp_netif_sntp_init(&sntp); /* syncs in the background once Wi-Fi has an address */
     }
     ESP_ERROR_CHECK(hub_task_start());
+    if (http_server_start(CONFIG_PIGEONHUB_PORT, hub_task_sink()) != ESP_OK) {
+        ESP_LOGE(TAG, "the hub is unreachable: its HTTP/WebSocket server did not start");
+    }
 #if CONFIG_PIGEONHUB_CONSOLE
     /* Right away, not once the hub serves: starting the REPL (its UART driver and terminal probe)
      * held the emulated board still for seconds, which must not happen while peers connect. */

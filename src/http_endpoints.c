@@ -1,5 +1,7 @@
 /*
- * http_endpoints.c — GET /health, GET /stats and the module upload POST /module.
+ * http_endpoints.c — the hub's HTTP server: every URI handler in one table, registered in one
+ * place (http_server_start), and the plain HTTP ones: GET /health, GET /stats, POST /module.
+ * WebSocket requests on the same wildcard GET handler go to ws_transport.c.
  *
  * POST /module
  *   headers: Authorization: Bearer <token>   (CONFIG_PIGEONHUB_UPLOAD_TOKEN or console `token`)
@@ -16,11 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "esp_heap_caps.h" /* MALLOC_CAP_* in HTTPD_DEFAULT_CONFIG */
 #include "esp_log.h"
 #include "hub_task.h"
 #include "module_store.h"
 #include "ph_json_string.h"
 #include "settings.h"
+#include "ws_transport.h"
 
 static const char *TAG = "pigeonhub";
 
@@ -55,7 +59,7 @@ static bool path_is(const char *uri, const char *path)
     return strcmp(uri, path) == 0;
 }
 
-esp_err_t http_endpoints_handle_get(httpd_req_t *req)
+static esp_err_t handle_get(httpd_req_t *req)
 {
     char *buf;
     int status;
@@ -220,17 +224,53 @@ static esp_err_t module_upload_handler(httpd_req_t *req)
     return e;
 }
 
-esp_err_t http_endpoints_register(httpd_handle_t server)
+/* Any GET: a WebSocket handshake or frame goes to the transport, a plain request is answered here
+ * (one wildcard handler, as PeerPigeon clients connect on any path). */
+static esp_err_t get_or_websocket(httpd_req_t *req)
 {
-    static const httpd_uri_t upload = {
-        .uri = "/module", .method = HTTP_POST, .handler = module_upload_handler,
-    };
-    static const httpd_uri_t options = {
-        .uri = "/*", .method = HTTP_OPTIONS, .handler = options_handler,
-    };
-    esp_err_t err = httpd_register_uri_handler(server, &upload);
-    if (err == ESP_OK) {
-        err = httpd_register_uri_handler(server, &options);
+    if (req->method == HTTP_GET &&
+        httpd_ws_get_fd_info(req->handle, httpd_req_to_sockfd(req)) != HTTPD_WS_CLIENT_WEBSOCKET) {
+        return handle_get(req); /* plain GET /health, /stats, ... */
     }
-    return err;
+    return ws_transport_handle(req);
+}
+
+static const httpd_uri_t HANDLERS[] = {
+    { .uri = "/module", .method = HTTP_POST, .handler = module_upload_handler },
+    { .uri = "/*", .method = HTTP_OPTIONS, .handler = options_handler },
+    { .uri = "/*", .method = HTTP_GET, .handler = get_or_websocket, .is_websocket = true,
+      .handle_ws_control_frames = true /* pongs must reach the module (on_pong) */ },
+};
+
+esp_err_t http_server_start(uint16_t port, const hub_event_sink *sink)
+{
+    httpd_config_t config = HTTPD_DEFAULT_CONFIG();
+    config.server_port = port;
+    config.ctrl_port = ESP_HTTPD_DEF_CTRL_PORT;
+    config.max_open_sockets = WS_MAX_OPEN_SOCKETS;
+    config.max_uri_handlers = sizeof(HANDLERS) / sizeof(HANDLERS[0]);
+    config.stack_size = CONFIG_PIGEONHUB_HTTPD_STACK;
+    config.uri_match_fn = httpd_uri_match_wildcard;
+    /* Idle WebSockets are the module's business (heartbeat ping, PEER_TIMEOUT), not LRU purging. */
+    config.lru_purge_enable = false;
+
+    httpd_handle_t server = NULL;
+    esp_err_t err = httpd_start(&server, &config);
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "httpd_start on port %u failed: %s", port, esp_err_to_name(err));
+        return err;
+    }
+    err = ws_transport_attach(server, sink);
+    for (size_t i = 0; err == ESP_OK && i < sizeof(HANDLERS) / sizeof(HANDLERS[0]); i++) {
+        err = httpd_register_uri_handler(server, &HANDLERS[i]);
+    }
+    if (err != ESP_OK) {
+        ESP_LOGE(TAG, "starting the HTTP server failed: %s", esp_err_to_name(err));
+        httpd_stop(server);
+        return err;
+    }
+    ESP_LOGI(TAG, "HTTP server on port %u (%d sockets: %d peers, %d hub links, %d spare)", port,
+             WS_MAX_OPEN_SOCKETS, CONFIG_PIGEONHUB_MAX_PEERS, CONFIG_PIGEONHUB_MAX_HUB_LINKS,
+             CONFIG_PIGEONHUB_SPARE_SOCKETS);
+    return ESP_OK;
 }

@@ -22,6 +22,7 @@
 #include "freertos/queue.h"
 #include "freertos/semphr.h"
 #include "freertos/task.h"
+#include "hub_events.h"
 #include "module_store.h"
 #include "ph_bridge.h"
 #include "pigeonhub_abi.h"
@@ -30,6 +31,10 @@
 #include "ws_transport.h"
 
 static const char *TAG = "pigeonhub";
+
+static bool hub_post(const hub_event *ev, TickType_t wait);
+static bool hub_inbox_reserve(size_t len, TickType_t wait);
+static void hub_inbox_release(size_t len);
 
 /* One entry per socket the HTTP server may hold, plus the outgoing hub links (ws_links.c). */
 #define HUB_MAX_LINKS (WS_MAX_OPEN_SOCKETS + CONFIG_PIGEONHUB_MAX_HUB_LINKS)
@@ -626,17 +631,19 @@ static void tick(void)
     }
 }
 
+/* How ws_transport and ws_links reach this task (hub_events.h). */
+static const hub_event_sink s_sink = { .post = hub_post, .reserve = hub_inbox_reserve,
+                                       .sent = on_sent };
+
+const hub_event_sink *hub_task_sink(void)
+{
+    return &s_sink;
+}
+
 static void hub_task(void *arg)
 {
     (void)arg;
-    esp_err_t err = ws_transport_start(CONFIG_PIGEONHUB_PORT, on_sent);
-    if (err != ESP_OK) {
-        ESP_LOGE(TAG, "hub stopped: the HTTP/WebSocket server did not start (%s)",
-                 esp_err_to_name(err));
-        vTaskDelete(NULL);
-        return;
-    }
-    err = ws_links_start(on_sent);
+    esp_err_t err = ws_links_start(&s_sink);
     if (err != ESP_OK) {
         ESP_LOGW(TAG, "hub links unavailable (%s): no outgoing links to bootstrap hubs",
                  esp_err_to_name(err));
@@ -677,12 +684,12 @@ esp_err_t hub_task_start(void)
     return ESP_OK;
 }
 
-bool hub_post(const hub_event *ev, TickType_t wait)
+static bool hub_post(const hub_event *ev, TickType_t wait)
 {
     return xQueueSend(s_queue, ev, wait) == pdTRUE;
 }
 
-bool hub_inbox_reserve(size_t len, TickType_t wait)
+static bool hub_inbox_reserve(size_t len, TickType_t wait)
 {
     TickType_t start = xTaskGetTickCount();
     for (;;) {
@@ -704,7 +711,7 @@ bool hub_inbox_reserve(size_t len, TickType_t wait)
     }
 }
 
-void hub_inbox_release(size_t len)
+static void hub_inbox_release(size_t len)
 {
     atomic_fetch_sub(&s_inbox_bytes, len);
 }

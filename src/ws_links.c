@@ -27,7 +27,6 @@
 #include "freertos/FreeRTOS.h"
 #include "freertos/queue.h"
 #include "freertos/task.h"
-#include "hub_task.h"
 #include "network.h"
 #include "pigeonhub_abi.h"
 #include "sdkconfig.h"
@@ -76,7 +75,7 @@ typedef struct {
 
 static ws_link s_links[WS_LINKS_MAX];
 static QueueHandle_t s_cmds;
-static ws_sent_cb s_on_sent;
+static const hub_event_sink *s_sink;
 static atomic_size_t s_frame_limit = MAX_MESSAGE_SIZE;
 static atomic_size_t s_queued_bytes;   /* CMD_SEND bytes in s_cmds or being written */
 static uint32_t s_drops;               /* hub task only: frames dropped since the last log line */
@@ -88,7 +87,7 @@ static uint32_t s_next_session;
 static void post(hub_event_type type, uint32_t session, uint8_t *data, size_t len)
 {
     hub_event ev = { .type = type, .session = session, .fd = -1, .data = data, .len = len };
-    if (!hub_post(&ev, portMAX_DELAY)) {   /* cannot fail with portMAX_DELAY; keep it honest */
+    if (!s_sink->post(&ev, portMAX_DELAY)) {   /* cannot fail with portMAX_DELAY; keep it honest */
         free(data);
     }
 }
@@ -139,7 +138,7 @@ static void deliver_chunk(ws_link *l, uint32_t session, const esp_websocket_even
     size_t len = l->msg_len;
     l->msg = NULL;
     l->msg_len = 0;
-    if (msg == NULL || !hub_inbox_reserve(len, pdMS_TO_TICKS(WS_LINK_INBOX_WAIT_MS))) {
+    if (msg == NULL || !s_sink->reserve(len, pdMS_TO_TICKS(WS_LINK_INBOX_WAIT_MS))) {
         ESP_LOGW(TAG, "hub link: hub task inbox full; a %u-byte frame dropped", (unsigned)len);
         free(msg);
         return;
@@ -282,9 +281,9 @@ static void worker(void *arg)
 
 /* ---- hub task API ------------------------------------------------------------------------------- */
 
-esp_err_t ws_links_start(ws_sent_cb on_sent)
+esp_err_t ws_links_start(const hub_event_sink *sink)
 {
-    s_on_sent = on_sent;
+    s_sink = sink;
     s_cmds = xQueueCreate(WS_LINK_QUEUE_LEN, sizeof(ws_cmd));
     if (s_cmds == NULL) {
         return ESP_ERR_NO_MEM;
@@ -383,8 +382,8 @@ int ws_links_send(uint32_t session, int32_t conn, const uint8_t *data, size_t le
         }
         return -1;
     }
-    if (s_on_sent) {
-        s_on_sent(conn, len);   /* queued: the bridge's outbox for this link stays empty */
+    if (s_sink) {
+        s_sink->sent(conn, len);   /* queued: the bridge's outbox for this link stays empty */
     }
     return 0;
 }

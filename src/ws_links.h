@@ -16,11 +16,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "esp_err.h"
-#include "ws_transport.h"   /* ws_sent_cb */
+#include "hub_events.h"
 
 #define WS_LINK_SESSION_BIT 0x80000000u
 
-esp_err_t ws_links_start(ws_sent_cb on_sent);
+/* What the links receive goes to `sink` (kept); sink->sent reports a frame queued for a link. */
+esp_err_t ws_links_start(const hub_event_sink *sink);
 /* Largest message (after reassembly) delivered to the hub; larger ones close the link 1009. */
 void ws_links_set_frame_limit(size_t limit);
 

@@ -1,9 +1,9 @@
 /*
- * ws_transport.c — WebSocket server on esp_http_server for the hub task.
+ * ws_transport.c — the WebSocket side of esp_http_server, for the hub task.
  *
- * One wildcard URI handler (httpd_uri_match_wildcard, any path) with .is_websocket and control frames: PeerPigeon
- * clients connect on any path and put their peer id in the query string, so the whole request URI
- * (path + query) is handed to the bridge. Plain GETs on the same handler go to http_endpoints.c.
+ * http_endpoints.c registers the one wildcard handler (any path, .is_websocket, control frames)
+ * and hands it WebSocket requests: PeerPigeon clients connect on any path and put their peer id in
+ * the query string, so the whole request URI (path + query) is handed to the bridge.
  */
 #include "ws_transport.h"
 
@@ -16,8 +16,6 @@
 #include "lwip/sockets.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
-#include "http_endpoints.h"
-#include "hub_task.h"
 #include "pigeonhub_abi.h"
 
 static const char *TAG = "pigeonhub";
@@ -53,7 +51,7 @@ typedef struct out_item {
 } out_item;
 
 static httpd_handle_t s_server;
-static ws_sent_cb s_on_sent;
+static const hub_event_sink *s_sink;
 static atomic_bool s_accepting;
 static atomic_size_t s_frame_limit = MAX_MESSAGE_SIZE;
 static atomic_uint s_next_session;
@@ -118,8 +116,8 @@ static void deliver(out_item *it)
             httpd_sess_trigger_close(s_server, it->fd);
         }
     }
-    if (it->kind == OUT_TEXT && it->conn >= 0 && s_on_sent) {
-        s_on_sent(it->conn, it->len); /* written or dropped: either way it leaves the outbox */
+    if (it->kind == OUT_TEXT && it->conn >= 0 && s_sink) {
+        s_sink->sent(it->conn, it->len); /* written or dropped: either way it leaves the outbox */
     }
 }
 
@@ -241,6 +239,9 @@ void ws_transport_kick(void)
 {
     bool kick;
     bool lost = false;
+    if (s_out_lock == NULL) {
+        return; /* not attached to a server yet: nothing can be queued */
+    }
     xSemaphoreTake(s_out_lock, portMAX_DELAY);
     kick = s_out_head != NULL && !s_drain_queued;
     if (kick) {
@@ -270,7 +271,7 @@ static void session_free(void *ctx)
     ws_session *s = ctx;
     /* httpd calls this exactly once per session when the socket is gone, whoever closed it. */
     hub_event ev = { .type = HUB_EV_CLOSE, .session = s->id, .fd = s->fd };
-    hub_post(&ev, portMAX_DELAY);
+    s_sink->post(&ev, portMAX_DELAY);
     free(s->partial);
     free(s);
 }
@@ -301,7 +302,7 @@ static esp_err_t on_handshake(httpd_req_t *req, int fd)
         return ESP_OK;
     }
     hub_event ev = { .type = HUB_EV_OPEN, .session = s->id, .fd = fd, .data = url, .len = url_len };
-    hub_post(&ev, portMAX_DELAY); /* must precede every frame of this session */
+    s_sink->post(&ev, portMAX_DELAY); /* must precede every frame of this session */
     return ESP_OK;
 }
 
@@ -330,7 +331,7 @@ static esp_err_t on_control(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f
     }
     if (f->type == HTTPD_WS_TYPE_PONG) {
         hub_event ev = { .type = HUB_EV_PONG, .session = s->id, .fd = s->fd };
-        hub_post(&ev, portMAX_DELAY);
+        s_sink->post(&ev, portMAX_DELAY);
         return ESP_OK;
     }
     /* CLOSE: httpd already marked the session; it closes the socket after this handler. */
@@ -390,7 +391,7 @@ static esp_err_t refuse_too_big(httpd_req_t *req, ws_session *s, size_t total, s
 {
     /* Let the bridge account for it on its own thread; the payload is never read. */
     hub_event ev = { .type = HUB_EV_TOO_BIG, .session = s->id, .fd = s->fd, .len = total };
-    hub_post(&ev, portMAX_DELAY);
+    s_sink->post(&ev, portMAX_DELAY);
     return fail_connection(req, s, PH_CLOSE_TOO_BIG, PH_REASON_TOO_BIG, unread);
 }
 
@@ -450,7 +451,7 @@ static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
         ESP_LOGW(TAG, "fd %d: text message is not UTF-8; closing %d", s->fd, WS_CLOSE_BAD_DATA);
         return fail_connection(req, s, WS_CLOSE_BAD_DATA, "Invalid UTF-8", 0);
     }
-    if (!hub_inbox_reserve(total, pdMS_TO_TICKS(WS_INBOX_WAIT_MS))) {
+    if (!s_sink->reserve(total, pdMS_TO_TICKS(WS_INBOX_WAIT_MS))) {
         ESP_LOGW(TAG, "fd %d: hub inbox full for %d ms; dropping the connection", s->fd,
                  WS_INBOX_WAIT_MS);
         return ESP_FAIL;
@@ -459,17 +460,14 @@ static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
                      .len = total };
     s->partial = NULL;
     s->partial_len = 0;
-    hub_post(&ev, portMAX_DELAY);
+    s_sink->post(&ev, portMAX_DELAY);
     return ESP_OK;
 }
 
-static esp_err_t ws_handler(httpd_req_t *req)
+esp_err_t ws_transport_handle(httpd_req_t *req)
 {
     int fd = httpd_req_to_sockfd(req);
     if (req->method == HTTP_GET) {
-        if (httpd_ws_get_fd_info(req->handle, fd) != HTTPD_WS_CLIENT_WEBSOCKET) {
-            return http_endpoints_handle_get(req); /* plain GET /health, /stats, ... */
-        }
         return on_handshake(req, fd);
     }
     ws_session *s = req->sess_ctx;
@@ -500,46 +498,13 @@ static esp_err_t ws_handler(httpd_req_t *req)
     }
 }
 
-esp_err_t ws_transport_start(uint16_t port, ws_sent_cb on_sent)
+esp_err_t ws_transport_attach(httpd_handle_t server, const hub_event_sink *sink)
 {
-    httpd_config_t config = HTTPD_DEFAULT_CONFIG();
-    config.server_port = port;
-    config.ctrl_port = ESP_HTTPD_DEF_CTRL_PORT;
-    config.max_open_sockets = WS_MAX_OPEN_SOCKETS;
-    config.max_uri_handlers = 4;
-    config.stack_size = CONFIG_PIGEONHUB_HTTPD_STACK;
-    config.uri_match_fn = httpd_uri_match_wildcard;
-    /* Idle WebSockets are the module's business (heartbeat ping, PEER_TIMEOUT), not LRU purging. */
-    config.lru_purge_enable = false;
-
-    s_on_sent = on_sent;
+    s_sink = sink;
     s_out_lock = xSemaphoreCreateMutex();
     if (s_out_lock == NULL) {
         return ESP_ERR_NO_MEM;
     }
-    esp_err_t err = httpd_start(&s_server, &config);
-    if (err != ESP_OK) {
-        ESP_LOGE(TAG, "httpd_start on port %u failed: %s", port, esp_err_to_name(err));
-        return err;
-    }
-    static const httpd_uri_t ws_uri = {
-        .uri = "/*",
-        .method = HTTP_GET,
-        .handler = ws_handler,
-        .user_ctx = NULL,
-        .is_websocket = true,
-        .handle_ws_control_frames = true, /* pongs must reach the module (on_pong) */
-        .supported_subprotocol = NULL,
-    };
-    if ((err = http_endpoints_register(s_server)) != ESP_OK ||
-        (err = httpd_register_uri_handler(s_server, &ws_uri)) != ESP_OK) {
-        ESP_LOGE(TAG, "registering URI handlers failed: %s", esp_err_to_name(err));
-        httpd_stop(s_server);
-        s_server = NULL;
-        return err;
-    }
-    ESP_LOGI(TAG, "HTTP server on port %u (%d sockets: %d peers, %d hub links, %d spare)", port,
-             WS_MAX_OPEN_SOCKETS, CONFIG_PIGEONHUB_MAX_PEERS, CONFIG_PIGEONHUB_MAX_HUB_LINKS,
-             CONFIG_PIGEONHUB_SPARE_SOCKETS);
+    s_server = server;
     return ESP_OK;
 }

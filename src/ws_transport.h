@@ -15,6 +15,7 @@
 #include "esp_err.h"
 #include "esp_http_server.h"
 #include "freertos/FreeRTOS.h"
+#include "hub_events.h"
 #include "sdkconfig.h"
 
 /* Sockets the HTTP server may hold open: every peer, every incoming hub link, plus spare ones so
@@ -28,10 +29,12 @@
 #error "CONFIG_LWIP_MAX_SOCKETS is too small for the hub: raise it in sdkconfig.defaults (ESP-IDF >= 5.4 allows up to 253)"
 #endif
 
-/* Called on the httpd task once a frame handed to ws_transport_send() was written or dropped. */
-typedef void (*ws_sent_cb)(int32_t conn, size_t len);
-
-esp_err_t ws_transport_start(uint16_t port, ws_sent_cb on_sent);
+/* The server this transport serves on (started by http_server_start) and where what arrives goes
+ * (both kept); sink->sent is called on the httpd task once a frame handed to ws_transport_send()
+ * was written or dropped. */
+esp_err_t ws_transport_attach(httpd_handle_t server, const hub_event_sink *sink);
+/* The WebSocket requests of the wildcard handler: the handshake GET and every frame after it. */
+esp_err_t ws_transport_handle(httpd_req_t *req);
 /* New WebSocket connections are refused with 1001 while not accepting (module stopped). */
 void ws_transport_set_accepting(bool accepting);
 /* Largest data frame (after reassembly) delivered to the hub; larger ones are closed with 1009. */
