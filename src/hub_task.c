@@ -37,7 +37,7 @@ static bool hub_inbox_reserve(size_t len, TickType_t wait);
 static void hub_inbox_release(size_t len);
 
 /* One entry per socket the HTTP server may hold, plus the outgoing hub links (ws_links.c). */
-#define HUB_MAX_LINKS (WS_MAX_OPEN_SOCKETS + CONFIG_PIGEONHUB_MAX_HUB_LINKS)
+#define HUB_MAX_SOCKETS (WS_MAX_OPEN_SOCKETS + CONFIG_PIGEONHUB_MAX_HUB_LINKS)
 #define HUB_BOOTSTRAP_MAX 8                /* URLs read from the bootstrap list               */
 #define HUB_BOOTSTRAP_BYTES 512            /* the whole comma-separated list (NVS / Kconfig)  */
 #define HUB_CALL_WAIT_MS 10000             /* HTTP handlers give up on the hub task after this */
@@ -46,13 +46,14 @@ static void hub_inbox_release(size_t len);
 #define HUB_ERR_LEN 160
 #define WALL_CLOCK_SYNCED_AFTER 1600000000 /* s: an RTC before 2020 has not been set by SNTP */
 
-/* A WebSocket the hub task knows: transport session ↔ bridge connection. */
+/* A WebSocket the hub task knows, accepted or dialed: transport session ↔ bridge connection
+ * ("link" means only a hub-to-hub link, ws_links.c). */
 typedef struct {
     uint32_t session; /* 0 = free entry */
     int fd;           /* -1: an outgoing hub link, served by ws_links.c */
     int32_t conn;
     bool outgoing;
-} hub_link;
+} hub_socket;
 
 typedef enum { CALL_HEALTH, CALL_STATS, CALL_SWAP } call_kind;
 
@@ -71,30 +72,30 @@ static QueueHandle_t s_queue;
 static ph_bridge *volatile s_bridge;
 static module_image s_image = { .slot = MODULE_SLOT_EMBEDDED };
 static char s_load_error[HUB_ERR_LEN];
-static hub_link s_links[HUB_MAX_LINKS];
+static hub_socket s_sockets[HUB_MAX_SOCKETS];
 static atomic_size_t s_inbox_bytes;
 static atomic_size_t s_inbox_peak;   /* the most s_inbox_bytes has been since boot (/stats) */
 static int64_t s_confirm_at_us; /* 0: nothing to confirm */
 static size_t s_module_heap;    /* heap the boot module's runtime took (WASM3 + bridge)  */
-static hub_link *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
+static hub_socket *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
 
 /* ---- connection table --------------------------------------------------------------------- */
 
-static hub_link *link_by_session(uint32_t session)
+static hub_socket *socket_by_session(uint32_t session)
 {
-    for (int i = 0; i < HUB_MAX_LINKS; i++) {
-        if (s_links[i].session == session) {
-            return &s_links[i];
+    for (int i = 0; i < HUB_MAX_SOCKETS; i++) {
+        if (s_sockets[i].session == session) {
+            return &s_sockets[i];
         }
     }
     return NULL;
 }
 
-static hub_link *link_by_conn(int32_t conn)
+static hub_socket *socket_by_conn(int32_t conn)
 {
-    for (int i = 0; i < HUB_MAX_LINKS; i++) {
-        if (s_links[i].session != 0 && s_links[i].conn == conn) {
-            return &s_links[i];
+    for (int i = 0; i < HUB_MAX_SOCKETS; i++) {
+        if (s_sockets[i].session != 0 && s_sockets[i].conn == conn) {
+            return &s_sockets[i];
         }
     }
     /* Inside ph_bridge_on_open the module greets (or refuses) the new connection before its id
@@ -111,32 +112,32 @@ static hub_link *link_by_conn(int32_t conn)
 static int op_send(void *ctx, int32_t conn, const uint8_t *frame, size_t len)
 {
     (void)ctx;
-    hub_link *l = link_by_conn(conn);
-    if (l && l->outgoing) {
-        return ws_links_send(l->session, conn, frame, len);
+    hub_socket *sock = socket_by_conn(conn);
+    if (sock && sock->outgoing) {
+        return ws_links_send(sock->session, conn, frame, len);
     }
-    return l ? ws_transport_send(l->fd, l->session, conn, frame, len) : -1;
+    return sock ? ws_transport_send(sock->fd, sock->session, conn, frame, len) : -1;
 }
 
 static void op_close(void *ctx, int32_t conn, uint16_t code, const char *reason, size_t len)
 {
     (void)ctx;
-    hub_link *l = link_by_conn(conn);
-    if (l && l->outgoing) {
-        ws_links_close(l->session, code, reason, len);
-    } else if (l) {
-        ws_transport_close(l->fd, l->session, code, reason, len);
+    hub_socket *sock = socket_by_conn(conn);
+    if (sock && sock->outgoing) {
+        ws_links_close(sock->session, code, reason, len);
+    } else if (sock) {
+        ws_transport_close(sock->fd, sock->session, code, reason, len);
     }
 }
 
 static int op_ping(void *ctx, int32_t conn)
 {
     (void)ctx;
-    hub_link *l = link_by_conn(conn);
-    if (l && l->outgoing) {
-        return ws_links_ping(l->session);
+    hub_socket *sock = socket_by_conn(conn);
+    if (sock && sock->outgoing) {
+        return ws_links_ping(sock->session);
     }
-    return l ? ws_transport_ping(l->fd, l->session) : -1;
+    return sock ? ws_transport_ping(sock->fd, sock->session) : -1;
 }
 
 static void op_log(void *ctx, char level, const char *msg, size_t len)
@@ -200,16 +201,16 @@ static void op_server_stop(void *ctx)
 static int op_connect(void *ctx, int32_t conn, const char *url, size_t len)
 {
     (void)ctx;
-    hub_link *l = link_by_session(0);
-    uint32_t session = l ? ws_links_open(conn, url, len) : 0;
+    hub_socket *sock = socket_by_session(0);
+    uint32_t session = sock ? ws_links_open(conn, url, len) : 0;
     if (session == 0) {
         return -1;
     }
     ESP_LOGI(TAG, "connecting to bootstrap hub %.*s", (int)len, url);
-    l->session = session;
-    l->fd = -1;
-    l->conn = conn;
-    l->outgoing = true;
+    sock->session = session;
+    sock->fd = -1;
+    sock->conn = conn;
+    sock->outgoing = true;
     return 0;
 }
 
@@ -551,60 +552,60 @@ static void on_open(const hub_event *ev)
                            strlen(PH_REASON_TRAP));
         return;
     }
-    hub_link *l = link_by_session(0);
-    if (l == NULL) {
+    hub_socket *sock = socket_by_session(0);
+    if (sock == NULL) {
         ws_transport_close(ev->fd, ev->session, PH_CLOSE_POLICY, PH_REASON_FULL,
                            strlen(PH_REASON_FULL));
         return;
     }
     /* Filled before the call: the module's greeting and its 1008 refusals are sent from inside. */
-    *l = (hub_link){ .session = ev->session, .fd = ev->fd, .conn = -1, .outgoing = false };
-    s_opening = l;
+    *sock = (hub_socket){ .session = ev->session, .fd = ev->fd, .conn = -1, .outgoing = false };
+    s_opening = sock;
     int32_t conn = ph_bridge_on_open(s_bridge, (const char *)ev->data, ev->len);
     s_opening = NULL;
     if (conn < 0) {
-        memset(l, 0, sizeof(*l));
+        memset(sock, 0, sizeof(*sock));
         ws_transport_close(ev->fd, ev->session, PH_CLOSE_POLICY, PH_REASON_FULL,
                            strlen(PH_REASON_FULL));
         return;
     }
-    l->conn = conn;
+    sock->conn = conn;
 }
 
 static void dispatch(hub_event *ev)
 {
-    hub_link *l = ev->type == HUB_EV_CALL ? NULL : link_by_session(ev->session);
+    hub_socket *sock = ev->type == HUB_EV_CALL ? NULL : socket_by_session(ev->session);
     switch (ev->type) {
     case HUB_EV_OPEN:
         on_open(ev);
         break;
     case HUB_EV_FRAME:
-        if (l && s_bridge) {
-            ph_bridge_on_frame(s_bridge, l->conn, ev->data, ev->len);
+        if (sock && s_bridge) {
+            ph_bridge_on_frame(s_bridge, sock->conn, ev->data, ev->len);
         }
         hub_inbox_release(ev->len);
         break;
     case HUB_EV_TOO_BIG:
-        if (l && s_bridge) {
-            ph_bridge_accepts_frame(s_bridge, l->conn, ev->len); /* false: counts and closes 1009 */
+        if (sock && s_bridge) {
+            ph_bridge_accepts_frame(s_bridge, sock->conn, ev->len); /* false: counts and closes 1009 */
         }
         break;
     case HUB_EV_PONG:
-        if (l && s_bridge) {
-            ph_bridge_on_pong(s_bridge, l->conn);
+        if (sock && s_bridge) {
+            ph_bridge_on_pong(s_bridge, sock->conn);
         }
         break;
     case HUB_EV_LINK_OPEN:
-        if (l && s_bridge) {
-            ph_bridge_on_link_open(s_bridge, l->conn); /* the module sends its hub announce */
+        if (sock && s_bridge) {
+            ph_bridge_on_link_open(s_bridge, sock->conn); /* the module sends its hub announce */
         }
         break;
     case HUB_EV_CLOSE:
-        if (l) {
+        if (sock) {
             if (s_bridge) {
-                ph_bridge_on_close(s_bridge, l->conn);
+                ph_bridge_on_close(s_bridge, sock->conn);
             }
-            memset(l, 0, sizeof(*l));
+            memset(sock, 0, sizeof(*sock));
         }
         break;
     case HUB_EV_CALL: {

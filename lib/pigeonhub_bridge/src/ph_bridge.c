@@ -464,7 +464,7 @@ ph_result ph_instantiate(ph_bridge *b, const uint8_t *wasm, size_t wasm_len, cha
     }
     b->inst.module = module;   /* the runtime owns it from here */
 
-    if ((rc = ph_link_imports(b, err, err_cap)) != PH_OK) goto fail_runtime;
+    if ((rc = ph_bind_imports(b, err, err_cap)) != PH_OK) goto fail_runtime;
     r = m3_CompileModule(module);
     if (r) {
         rc = ph_fail(err, err_cap, ph_load_result(r), "WASM3 cannot compile the module: %s", r);

@@ -2,7 +2,7 @@
  * ph_bridge_internal.h — state shared by the bridge core's files (not part of the public API).
  *
  *   ph_bridge.c        lifecycle, transport events, export calls and trap recovery, stats
- *   ph_imports.c       the host functions hub.wasm imports, and the one link table built from them
+ *   ph_imports.c       the host functions hub.wasm imports, and the one import table built from them
  *   ph_module_check.c  validation of module bytes before and after WASM3 parses them
  *   ph_swap.c          over-the-air module swap: replaying connections into a new module
  */
@@ -198,7 +198,7 @@ ph_slot *ph_slot_take(ph_bridge *b, bool link, const char *url, size_t url_len);
 void ph_slot_release(ph_bridge *b, ph_slot *s);
 
 /* ph_imports.c */
-ph_result ph_link_imports(ph_bridge *b, char *err, size_t err_cap);
+ph_result ph_bind_imports(ph_bridge *b, char *err, size_t err_cap);
 int32_t ph_queue_frame(ph_bridge *b, int32_t conn, const uint8_t *frame, uint32_t len);
 /* Ask the transport to dial slot s (a link); on failure the slot is released, returns <0. */
 int32_t ph_dial(ph_bridge *b, ph_slot *s);

@@ -15,7 +15,7 @@
 
 #include "ph_bridge_internal.h"
 #include "ph_json_string.h"
-#include "m3_env.h"   /* WASM3 0.5.0 internals: which imports are left unlinked (ph_link_imports) */
+#include "m3_env.h"   /* WASM3 0.5.0 internals: which imports are left unlinked (ph_bind_imports) */
 
 /* WASM3's raw-function signature hands every function _ctx and _mem; not all of them use both. */
 #if defined(__GNUC__)
@@ -229,7 +229,8 @@ static m3ApiRawFunction(ph_host_ws_connect)
         b->links_refused++;
         m3ApiReturn(PH_CONNECT_BAD_ARGS);
     }
-    bool scheme = PH_STARTS_WITH_LIT(url, (size_t)len, "ws://") || PH_STARTS_WITH_LIT(url, (size_t)len, "wss://");
+    bool scheme = PH_STARTS_WITH_LIT(url, (size_t)len, "ws://") ||
+                  PH_STARTS_WITH_LIT(url, (size_t)len, "wss://");
     if (!scheme || len > PH_MAX_URL_BYTES) {
         b->links_refused++;
         ph_log(b, 'W', "bridge: ws_connect refused: %s (%d bytes: %.*s)",
@@ -314,7 +315,7 @@ static m3ApiRawFunction(ph_host_json_string_end)
 
 /* ------------------------------------------------------------------------------------------------ */
 
-/* The link table: the ABI's import list, one row per function. */
+/* The import table: the ABI's import list, one row per function, bound with m3_LinkRawFunction. */
 #define PH_LINK_ROW(name, sig, origin) { #name, sig, ph_host_##name },
 static const struct ph_import {
     const char *name;
@@ -325,7 +326,7 @@ static const struct ph_import {
 };
 #undef PH_LINK_ROW
 
-ph_result ph_link_imports(ph_bridge *b, char *err, size_t err_cap)
+ph_result ph_bind_imports(ph_bridge *b, char *err, size_t err_cap)
 {
     for (size_t i = 0; i < sizeof ph_imports / sizeof ph_imports[0]; i++) {
         const struct ph_import *imp = &ph_imports[i];
