@@ -37,7 +37,8 @@ typedef struct {
 /* What json_scan records about the members of the object it scans (the frame, or a `data` object
  * scanned again): the spans of the members the hub routes on, kind JV_NONE when absent, so nothing
  * rescans the text; and, when `each` is set, a call per member in order (key with its quotes). */
-#define JSON_TOP_MEMBERS(X) X(type) X(data) X(networkName) X(targetPeerId) X(fromPeerId) X(peerId) X(isHub)
+#define JSON_TOP_MEMBERS(X) \
+    X(type) X(data) X(networkName) X(targetPeerId) X(fromPeerId) X(peerId) X(isHub)
 typedef struct json_top json_top;
 struct json_top {
 #define JSON_TOP_MEMBER(name) json_val name;
