@@ -46,6 +46,8 @@ def clean_copy(dest):
 
 
 def test_wheel_serves_from_a_fresh_venv_without_a_checkout_or_a_compiler(tmp_path):
+    if not (ROOT / ".git").exists():
+        pytest.skip("needs a git checkout: the wheel is built from its tracked files")
     source = clean_copy(tmp_path / "source")
     wheels = tmp_path / "wheels"
     run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(wheels)])
