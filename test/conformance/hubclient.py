@@ -8,6 +8,7 @@ import json
 import secrets
 import socket
 import struct
+import sys
 import time
 import uuid
 
@@ -53,9 +54,22 @@ class Peer:
         self.inbox = []          # frames received but not yet consumed by expect()
         self.received = []       # every JSON frame ever received, in order
         self.close_info = None   # (code, reason) once closed
-        self.ws = websocket.create_connection(raw_url, timeout=max(timeout, CONNECT_TIMEOUT),
-                                              suppress_origin=True, enable_multithread=False)
+        try:
+            self.ws = self._connect(raw_url, timeout)
+        except websocket.WebSocketTimeoutException:
+            # Seen once in about six runs of the suite on the emulated esp32: no answer to the
+            # upgrade in CONNECT_TIMEOUT while the board served other clients (the user-mode
+            # network's connection setup lost twice, see above). A client connects again; so does
+            # this one, once, and says so.
+            print(f"W (hubclient) no answer to the upgrade from {raw_url} within "
+                  f"{CONNECT_TIMEOUT:g} s: connecting again", file=sys.stderr)
+            self.ws = self._connect(raw_url, timeout)
         self.ws.settimeout(timeout)
+
+    @staticmethod
+    def _connect(raw_url, timeout):
+        return websocket.create_connection(raw_url, timeout=max(timeout, CONNECT_TIMEOUT),
+                                           suppress_origin=True, enable_multithread=False)
 
     # ---- sending --------------------------------------------------------------------------------
 
