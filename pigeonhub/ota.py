@@ -35,6 +35,7 @@ from .module_store import SLOT_BYTES, StoreError, slot_name
 MAX_HEADER_BYTES = 8192          # request line + headers of an upload
 TOKEN_MAX = 64                   # http_endpoints.c TOKEN_MAX
 _SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
+_DECIMAL_RE = re.compile(r"[0-9]+")
 
 REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
@@ -64,6 +65,9 @@ def precheck(headers, token, slot_bytes=SLOT_BYTES):
     sha = headers.get("x-module-sha256", "")
     if not _SHA_RE.fullmatch(sha.strip()):
         return 400, "X-Module-SHA256 header with the 64-hex SHA-256 of the body is required"
+    raw = headers.get("content-length")
+    if raw is not None and not _DECIMAL_RE.fullmatch(raw.strip()):
+        return 400, f"Content-Length must be a decimal number of bytes, not {raw.strip()[:20]!r}"
     length = content_length(headers)
     if length is None or length == 0:
         return 411, "empty body: send the .wasm file with a Content-Length"
@@ -73,8 +77,10 @@ def precheck(headers, token, slot_bytes=SLOT_BYTES):
 
 
 def content_length(headers):
+    """The Content-Length header's value, None when absent or not ASCII digits (str.isdigit
+    accepts other scripts' digits, which int() refuses)."""
     raw = headers.get("content-length")
-    if raw is None or not raw.strip().isdigit():
+    if raw is None or not _DECIMAL_RE.fullmatch(raw.strip()):
         return None
     return int(raw.strip())
 

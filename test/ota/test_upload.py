@@ -138,6 +138,8 @@ REJECTIONS = [
      "body ended after 1000 of "),
     ("no-length", lambda w, abi1: dict(body=b"", length=False), 411,
      "empty body: send the .wasm file with a Content-Length"),
+    ("length-not-a-number", lambda w, abi1: dict(body=b"", length="1610\u00b3"), 400,
+     "Content-Length must be a decimal number of bytes, not '1610\u00b3'"),
     ("too-big", lambda w, abi1: dict(body=b"", length=70000), 413, "module is 70000 bytes; a module slot holds 65536"),
     ("wrong-token", lambda w, abi1: dict(body=w, token="nope"), 403, "wrong upload token"),
     ("no-auth", lambda w, abi1: dict(body=w, token=None), 403,
