@@ -28,7 +28,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,9 +279,10 @@ class Board:
         return self.wait_for(r"char device redirected to (/dev/pts/\d+) \(label serial0\)",
                              timeout).group(1)
 
-    def monitor_command(self, execute: str, timeout=10.0, **arguments):
+    def monitor_command(self, execute: str, timeout=10.0, event=None, **arguments):
         """Run one QMP command (e.g. "system_reset"; "human-monitor-command" with command_line=
-        for an HMP one) through the `monitor` socket; returns its "return" value."""
+        for an HMP one) through the `monitor` socket; returns its "return" value, or with `event`
+        (e.g. "RESET") that event as QEMU sent it after the command, None if none came in `timeout`."""
         if not self.monitor:
             raise EmulatorError("E (emulator) this board was started without a monitor socket")
         deadline = time.monotonic() + timeout
@@ -297,46 +297,51 @@ class Board:
                 if time.monotonic() > deadline or (self.proc and self.proc.poll() is not None):
                     raise EmulatorError(f"E (emulator) QEMU monitor {self.monitor}: {exc}") from exc
                 time.sleep(0.05)
+        events = []   # what QEMU announced on this connection, e.g. {"event": "RESET", ...}
         with sock, sock.makefile("rwb") as f:
+            def answer(name):
+                line = f.readline()
+                if not line:
+                    raise EmulatorError(f"E (emulator) QEMU monitor closed during {name}")
+                return json.loads(line)
+
             def call(name, args=None):
                 msg = {"execute": name, **({"arguments": args} if args else {})}
                 f.write(json.dumps(msg).encode() + b"\n")
                 f.flush()
-                while True:   # events ({"event": ...}) may come first
-                    line = f.readline()
-                    if not line:
-                        raise EmulatorError(f"E (emulator) QEMU monitor closed during {name}")
-                    answer = json.loads(line)
-                    if "error" in answer:
-                        raise EmulatorError(f"E (emulator) QEMU {name}: {answer['error']}")
-                    if "return" in answer:
-                        return answer["return"]
+                while True:   # events may come before the answer (the command's own, too)
+                    reply = answer(name)
+                    if "error" in reply:
+                        raise EmulatorError(f"E (emulator) QEMU {name}: {reply['error']}")
+                    if "return" in reply:
+                        return reply["return"]
+                    events.append(reply)
             json.loads(f.readline())   # the greeting
-            call("qmp_capabilities")
-            return call(execute, {k.replace("_", "-"): v for k, v in arguments.items()})
+            call("qmp_capabilities")   # QEMU sends events only from here on
+            result = call(execute, {k.replace("_", "-"): v for k, v in arguments.items()})
+            if event is None:
+                return result
+            try:
+                while True:
+                    found = [e for e in events if e.get("event") == event]
+                    if found:
+                        return found[0]
+                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                    events.append(answer(execute))
+            except TimeoutError:
+                return None
 
-    def uptime(self):
-        """The hub's uptime from /health, or None when it does not answer (booting)."""
-        try:
-            with urllib.request.urlopen(self.http + "/health", timeout=1) as r:
-                return float(json.loads(r.read())["uptime"])
-        except (OSError, ValueError, KeyError):
-            return None
-
-    def reset(self, attempts=3, confirm_s=10.0):
+    def reset(self, attempts=3, confirm_s=5.0):
         """Press the reset button (QEMU system_reset): the firmware boots again, flash kept.
-        QEMU sometimes ignores a system_reset: pressed again until the hub stops answering or its
-        uptime starts over."""
+        Confirmed by QEMU's RESET event, which it sends when it has reset the machine (within
+        milliseconds); pressed again when it does not come, since QEMU was seen to ignore a press.
+        Not confirmed through /health: a busy board does not answer it either, and the esp32c3's
+        uptime (its SYSTIMER) keeps counting across a QEMU reset, so it never starts over there."""
         for _ in range(attempts):
-            before = self.uptime()
-            self.monitor_command("system_reset")
-            deadline = time.monotonic() + confirm_s
-            while time.monotonic() < deadline:
-                now = self.uptime()
-                if now is None or before is None or now < before:
-                    return
-                time.sleep(0.2)
-        raise EmulatorError(f"E (emulator) QEMU ignored system_reset {attempts} times")
+            if self.monitor_command("system_reset", timeout=confirm_s, event="RESET"):
+                return
+        raise EmulatorError(f"E (emulator) QEMU did not reset the board: no RESET event within "
+                            f"{confirm_s:g} s of a system_reset, {attempts} times ({self.monitor})")
 
     def stop(self, sig=signal.SIGTERM):
         """Stop QEMU (SIGKILL: a power cut, nothing is flushed)."""
