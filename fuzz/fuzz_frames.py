@@ -1,8 +1,8 @@
-"""Atheris target `frames`: the PC hub's WebSocket receive path (pigeonhub/ws_direct.py).
+"""Atheris target `frames`: the PC hub's WebSocket receive path (pigeonhub/ws.py).
 
-The hub's own receive path (ws_direct.direct_frames: the fast path that cuts data frames out of
-the received bytes, and websockets for the rest) is fed the fuzzer's bytes, as a client would send
-them, in the chunks the fuzzer picks, on an open connection. Its result is compared with websockets'
+The hub's own receive path (ws.ServerWebSocket: data frames cut out of the received bytes there,
+websockets' Sans-I/O ServerProtocol for the rest) is fed the fuzzer's bytes, as a client would send
+them, in the chunks the fuzzer picks, on a connection that has just completed its handshake. Its result is compared with websockets'
 own Sans-I/O parser (ServerProtocol.receive_data) reading the same bytes in one piece:
 
   * the messages handed to the hub are the same, byte for byte, in the same order: every complete
@@ -10,7 +10,7 @@ own Sans-I/O parser (ServerProtocol.receive_data) reading the same bytes in one 
   * the connection ends as the library would end it: no close frame while the reference stays
     open; otherwise the close code of the first close frame the hub sent is the reference's
     (1002 protocol error, 1009 too big, the echo of a client's close), or 1007 after bad UTF-8 /
-    1009 after too many fragments, which the hub adds to the library (recv()'s rules);
+    1009 after too many fragments, which the hub adds to the library;
   * nothing raises out of data_received, no task fails, and the hub gets bytes objects.
 
     .venv/bin/python fuzz/fuzz_frames.py [libFuzzer flags] CORPUS_DIR...   (fuzz/Makefile: run-frames)
@@ -22,20 +22,15 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["pigeonhub", "websockets"]):
-    from websockets.asyncio.messages import MAX_FRAGMENTS
-    from websockets.asyncio.connection import Connection
     from websockets.client import ClientProtocol
     from websockets.frames import BINARY, CLOSE, CONT, TEXT, CloseCode
     from websockets.protocol import OPEN
     from websockets.server import ServerProtocol
 
-    from pigeonhub import ws_direct
-    from pigeonhub.server import MAX_WS_MESSAGE
+    from pigeonhub.ws import MAX_FRAGMENTS, MAX_MESSAGE, ServerWebSocket
 
-# The hub's class is direct_frames(ServerConnection); ServerConnection only adds the opening
-# handshake (and starts the server's handler), which an open connection is past.
-HubConnection = ws_direct.direct_frames(Connection)
-MAX_QUEUE = 64           # pigeonhub/server.py serve(max_queue=...)
+UPGRADE = (b"GET /?peerId=0 HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
 
 class LoopbackTransport(asyncio.Transport):
@@ -83,7 +78,7 @@ class LoopbackTransport(asyncio.Transport):
 
 def reference(stream):
     """(messages, close code or None, code the hub may add) as websockets' parser reads stream."""
-    protocol = ServerProtocol(state=OPEN, max_size=MAX_WS_MESSAGE)
+    protocol = ServerProtocol(state=OPEN, max_size=MAX_MESSAGE)
     protocol.receive_data(stream)
     messages, fragments = [], None
     for frame in protocol.events_received():
@@ -125,36 +120,48 @@ def first_close_code(written):
     return None
 
 
-async def feed(chunks, attach_after):
-    loop = asyncio.get_running_loop()
-    conn = HubConnection(ServerProtocol(state=OPEN, max_size=MAX_WS_MESSAGE), ping_interval=None, close_timeout=0.01, max_queue=MAX_QUEUE)
-    transport = LoopbackTransport(loop, conn)
-    conn.connection_made(transport)
-    got = []
+class Recorder:
+    """The hub's side of the socket (pigeonhub/server.py Connection), keeping what it is handed."""
 
-    def sink(data):
+    def __init__(self):
+        self.got = []
+
+    def ws_message(self, _ws, data):
         if type(data) is not bytes:
             raise AssertionError(f"the hub was handed a {type(data).__name__}, not bytes")
-        got.append(data)
+        self.got.append(data)
 
-    for i, chunk in enumerate(chunks):
-        if i == attach_after:
-            conn.attach(sink)
+    def ws_pong(self, _ws):
+        pass
+
+    def ws_sent(self, _ws, _nbytes, _written):
+        pass
+
+    def ws_closed(self, _ws):
+        pass
+
+
+async def feed(chunks, with_request):
+    loop = asyncio.get_running_loop()
+    sock = ServerWebSocket()
+    transport = LoopbackTransport(loop, sock)
+    sock.connection_made(transport)
+    # with_request: the first chunk came in the same segment as the upgrade request
+    rest = chunks.pop(0) if with_request and chunks else b""
+    if not sock.accept(UPGRADE, rest, "fuzz"):
+        raise AssertionError(f"the handshake failed: {bytes(transport.written)[:200]!r}")
+    handshake = len(transport.written)
+    recorder = Recorder()
+    sock.start(recorder)
+    for chunk in chunks:
         if transport.closed:
             break
-        conn.data_received(chunk)
+        sock.data_received(chunk)
         await asyncio.sleep(0)
-    if conn._sink is None:
-        conn.attach(sink)
-    for _ in range(3):   # let a pending fail task send its close frame
-        await asyncio.sleep(0)
-    failing = getattr(conn, "_fail_task", None)
-    if failing is not None:
-        await asyncio.wait_for(failing, 1)
-    written = bytes(transport.written)
+    written = bytes(transport.written[handshake:])
     transport.close()
     await asyncio.sleep(0)
-    return got, written
+    return recorder.got, written
 
 
 def split(seed, data):
@@ -174,10 +181,10 @@ def split(seed, data):
 def one_input(raw):
     if len(raw) < 2:
         return
-    # byte 0: after how many chunks the hub attaches its sink (0-3); byte 1: how the stream (the
-    # rest of the input) is cut into chunks.
-    attach_after, stream = raw[0] % 4, raw[2:]
-    got, written = LOOP.run_until_complete(feed(split(raw[1], stream), attach_after))
+    # byte 0, bit 0: the first chunk arrives with the upgrade request; byte 1: how the stream
+    # (the rest of the input) is cut into chunks.
+    with_request, stream = raw[0] & 1, raw[2:]
+    got, written = LOOP.run_until_complete(feed(split(raw[1], stream), with_request))
     if LOOP_ERRORS:
         raise AssertionError(f"event loop error: {LOOP_ERRORS[0]}")
     expected, close, added = reference(stream)

@@ -1,5 +1,6 @@
-"""Atheris target `upload`: POST /module on a running PC hub (pigeonhub/ota.py's request parser,
-the upload checks, the module store, the bridge's module check and the swap).
+"""Atheris target `upload`: POST /module on a running PC hub (the HTTP router and request reader in
+pigeonhub/endpoints.py, the upload checks in pigeonhub/ota.py, the module store, the bridge's
+module check and the swap).
 
 A real hub (pigeonhub.server.PcHub, the packaged hub.wasm, an upload token, a module directory in
 a temporary folder) listens on 127.0.0.1; each input becomes one request sent over a real socket,
@@ -9,9 +10,9 @@ the body, or not), Content-Length (true, or not), extra header lines and the bod
 form reaches the module check and the swap with modules the fuzzer mutates.
 
 What is checked, as `pigeonhub upload` and a user see it:
-  * a request that is not POST or OPTIONS is websockets' (an HTTP error or nothing); anything else
-    gets exactly one well-formed HTTP/1.1 response, then the hub closes: a Content-Length that
-    matches the body, a JSON body, and a non-empty "error" for every refusal;
+  * a request gets at most one well-formed HTTP/1.1 response (a Content-Length that matches the
+    body), then the hub closes; a WebSocket upgrade may get 101 and a WebSocket instead;
+  * a POST or OPTIONS gets a JSON body, with a non-empty "error" for every refusal;
   * 200 only for a module whose SHA-256 was given, and afterwards the hub runs exactly that module
     (module_info, the store's running slot); after any refusal the running module is unchanged;
   * the hub keeps no connection, no event-loop callback fails and the hub logs no error.
@@ -33,8 +34,7 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["pigeonhub", "websockets"]):
-    import websockets.asyncio.server  # noqa: F401  (the hub imports it when it starts listening)
-    from pigeonhub import _bridge, ota, server  # noqa: F401  (ota: likewise)
+    from pigeonhub import _bridge, ota, server  # noqa: F401  (ota: the hub imports it when it listens)
     from pigeonhub.log import Logger
     from pigeonhub.module_store import slot_name
 
@@ -132,6 +132,7 @@ async def exchange(port, request, seed):
 
 
 def parse_response(answer):
+    """(status, the JSON body or None, or the raw body when it is not JSON)"""
     head, sep, body = answer.partition(b"\r\n\r\n")
     if not sep:
         raise AssertionError(f"incomplete HTTP response {answer[:200]!r}")
@@ -140,8 +141,12 @@ def parse_response(answer):
     if version != "HTTP/1.1" or not status.isdigit():
         raise AssertionError(f"bad status line {lines[0]!r}")
     headers = dict(line.split(": ", 1) for line in lines[1:])
+    if status == "101":
+        return 101, None
     if int(headers.get("Content-Length", -1)) != len(body):
         raise AssertionError(f"Content-Length {headers.get('Content-Length')} for {len(body)} body bytes")
+    if not headers.get("Content-Type", "").startswith("application/json"):
+        return int(status), body
     return int(status), (json.loads(body) if body else None)
 
 
@@ -156,11 +161,12 @@ def one_input(raw):
     problems = list(LOOP_ERRORS) + HUB.errors()
     if problems:
         raise AssertionError(f"the hub failed: {problems[0]}")
-    ours = request.startswith(b"POST ") or request.startswith(b"OPTIONS ")
-    if ours:
-        if not answer:
-            raise AssertionError(f"no HTTP response to {request[:120]!r}")
-        status, obj = parse_response(answer)
+    upload = request.startswith(b"POST ") or request.startswith(b"OPTIONS ")
+    if not answer and upload:
+        raise AssertionError(f"no HTTP response to {request[:120]!r}")
+    # Other requests may see a reset instead: the hub answers before reading a body they carry.
+    status, obj = parse_response(answer) if answer else (None, None)
+    if upload:
         if status not in (200, 204) and not (isinstance(obj, dict) and obj.get("error")):
             raise AssertionError(f"HTTP {status} without an error reason: {obj!r}")
         if status == 200:

@@ -177,7 +177,8 @@ def ws_frame(opcode, payload, fin=True, mask=b"\x37\xfa\x21\x3d"):
 
 
 def frames_seeds():
-    """fuzz_frames.py: byte 0 = when the sink attaches, byte 1 = how the stream is chunked."""
+    """fuzz_frames.py: byte 0 bit 0 = the first chunk comes with the upgrade request, byte 1 = how
+    the stream is chunked."""
     text, close = 1, 8
     streams = {
         "session": b"".join(ws_frame(text, f) for f in FRAMES),

@@ -19,10 +19,9 @@ import re
 import statistics
 import time
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import InvalidHandshake
 
-from pigeonhub.ws_direct import direct_frames
+from pigeonhub import ws
 
 try:   # parses a 4.5 KB offer in a quarter of json's time: keeps this generator ahead of the hubs
     from orjson import loads as _loads
@@ -30,7 +29,6 @@ except ImportError:   # the `bench` extra is not installed: same checks, slower
     _loads = json.loads
 
 NETWORK = "bench"
-_CONNECTION = direct_frames(ClientConnection)
 # client->hub offer frame, as captured with Node WebRTC (docs/PROTOCOL.md §2)
 OFFER_FRAME_BYTES = 4500
 ICE_FRAME_BYTES = 360      # client->hub ice-candidate frame
@@ -163,16 +161,32 @@ class FrameFactory:
 # --- the load run ---------------------------------------------------------------------------------
 
 class _Peer:
-    __slots__ = ("index", "peer_id", "ws", "connected", "discovered", "reader", "closed_reason")
+    """One simulated client; the handler of its socket (pigeonhub/ws.py), as the hub's
+    connections are: each frame reaches the run from the socket's data callback."""
 
-    def __init__(self, index: int):
+    __slots__ = ("index", "peer_id", "ws", "connected", "discovered", "closed_reason", "run")
+
+    def __init__(self, index: int, run):
         self.index = index
         self.peer_id = random_peer_id()
         self.ws = None
         self.connected = asyncio.Event()
         self.discovered = set()
-        self.reader = None
         self.closed_reason = None
+        self.run = run
+
+    def ws_message(self, _ws, raw):
+        self.run._dispatch(self, raw)
+
+    def ws_closed(self, ws):
+        self.closed_reason = f"closed {ws.close_code} {ws.close_reason or ''}".strip()
+        self.connected.set()  # wake a waiter; it checks closed_reason
+
+    def ws_pong(self, _ws):
+        pass
+
+    def ws_sent(self, _ws, _nbytes, _written):
+        pass
 
 
 class LoadRun:
@@ -184,7 +198,7 @@ class LoadRun:
         self.relays = relays
         self.window = window
         self.timeout = timeout
-        self.peers = [_Peer(i) for i in range(peers)]
+        self.peers = [_Peer(i, self) for i in range(peers)]
         self.by_id = {p.peer_id: p for p in self.peers}
         self.errors = []
         self._discovery_needed = peers * (peers - 1)
@@ -195,17 +209,6 @@ class LoadRun:
     def _peer_url(self, peer: _Peer) -> str:
         sep = "&" if "?" in self.url else ("?" if self.url.endswith("/") else "/?")
         return f"{self.url}{sep}peerId={peer.peer_id}"
-
-    async def _read(self, peer: _Peer):
-        """Frames go to _dispatch from the socket's data callback (ws_direct: no recv() per
-        frame, which made this generator slower than the hubs it measures); this task waits for
-        the end."""
-        peer.ws.attach(lambda raw: self._dispatch(peer, raw))
-        try:
-            await peer.ws.wait_closed()
-        finally:
-            peer.closed_reason = f"closed {peer.ws.close_code} {peer.ws.close_reason or ''}".strip()
-            peer.connected.set()  # wake a waiter; it checks closed_reason
 
     def _dispatch(self, peer: _Peer, raw):
         msg = _loads(raw)
@@ -238,10 +241,8 @@ class LoadRun:
 
     async def connect_all(self):
         async def one(peer):
-            peer.ws = await connect(self._peer_url(peer), compression=None, max_size=2 ** 20,
-                                    open_timeout=self.timeout, ping_interval=None,
-                                    create_connection=_CONNECTION)
-            peer.reader = asyncio.ensure_future(self._read(peer))
+            peer.ws = await ws.dial(self._peer_url(peer), self.timeout)
+            peer.ws.start(peer)
             await peer.connected.wait()
             if peer.closed_reason is not None:
                 raise BenchError(f"hub closed peer {peer.index} before 'connected': "
@@ -251,9 +252,10 @@ class LoadRun:
     async def discovery(self) -> float:
         """All peers announce at once; seconds until every peer-discovered frame has arrived."""
         frames = [_dumps({"type": "announce", "data": {"peerId": p.peer_id}, "maxPeers": 3,
-                          "networkName": NETWORK}) for p in self.peers]
+                          "networkName": NETWORK}).encode() for p in self.peers]
         start = time.perf_counter()
-        await asyncio.gather(*(p.ws.send(f) for p, f in zip(self.peers, frames)))
+        for peer, frame in zip(self.peers, frames):
+            peer.ws.send(frame)
         try:
             await asyncio.wait_for(self._discovery_done.wait(), self.timeout)
         except asyncio.TimeoutError:
@@ -270,7 +272,7 @@ class LoadRun:
             src = seq % n
             dst = (src + 1 + (seq // n) % (n - 1)) % n
             senders.append(self.peers[src].peer_id)
-            frames.append((self.peers[src].ws, factory.frame(seq, self.peers[dst].peer_id)))
+            frames.append((self.peers[src].ws, factory.frame(seq, self.peers[dst].peer_id).encode()))
         state = {"factory": factory, "senders": senders, "sent_at": [0.0] * count,
                  "recv_at": [None] * count, "received": 0, "done": asyncio.Event(),
                  "window": asyncio.Semaphore(self.window)}
@@ -278,10 +280,10 @@ class LoadRun:
         sent_at, window = state["sent_at"], state["window"]
 
         async def pump():
-            for seq, (ws, frame) in enumerate(frames):
+            for seq, (sock, frame) in enumerate(frames):
                 await window.acquire()
                 sent_at[seq] = time.perf_counter()
-                await ws.send(frame)
+                sock.send(frame)
 
         cpu_before = self.cpu_probe() if self.cpu_probe else None
         pumper = asyncio.ensure_future(pump())
@@ -306,15 +308,14 @@ class LoadRun:
                 "mean_ms": statistics.fmean(latencies)}
 
     async def close(self):
-        for peer in self.peers:
-            if peer.ws is not None:
-                try:
-                    await asyncio.wait_for(peer.ws.close(1000, "Client disconnect"), 5)
-                except Exception:  # noqa: BLE001 - a hub that hangs on close must not hang us
-                    pass
-        for peer in self.peers:
-            if peer.reader is not None:
-                peer.reader.cancel()
+        socks = [peer.ws for peer in self.peers if peer.ws is not None]
+        for sock in socks:
+            sock.close(1000, "Client disconnect")
+        try:   # a hub that hangs on close must not hang us
+            await asyncio.wait_for(asyncio.gather(*(sock.wait_closed() for sock in socks)), 5)
+        except asyncio.TimeoutError:
+            for sock in socks:
+                sock.abort()
 
 
 async def run_load(url: str, peers: int = 20, relays: int = 2000, window: int = 32,
@@ -333,7 +334,7 @@ async def run_load(url: str, peers: int = 20, relays: int = 2000, window: int = 
         if run.errors:
             raise BenchError(f"{len(run.errors)} wrong frames, first: {run.errors[0]}")
         return result
-    except (OSError, ConnectionClosed) as exc:
+    except (OSError, InvalidHandshake) as exc:
         raise BenchError(f"connection to {url} failed: {exc}") from None
     finally:
         await run.close()

@@ -17,30 +17,20 @@ answers {"error": "<specific reason>"} and leaves the running module untouched. 
 
 (the board, src/hub_task.c, answers the same members.)
 
-websockets' HTTP parser accepts GET only and never reads a body, so `UploadConnection` (a
-ServerConnection subclass handed to websockets' serve(create_connection=...)) looks at the first
-bytes of every connection: "POST " and "OPTIONS " requests are answered here, on the same port as
-the board does; everything else goes to websockets untouched. websockets' opening-handshake timeout
-(10 s) still runs for such a connection, so an upload must arrive within 10 s: a 64 KiB module takes
-well under a second on a LAN.
+The request reaches UploadService through the hub's one HTTP router (endpoints.py), which gives
+a request 10 s to arrive whole: a 64 KiB module takes well under a second on a LAN.
 """
 
 import hashlib
 import hmac
-import json
 import re
 
+from .endpoints import REASONS
 from .module_store import SLOT_BYTES, StoreError, slot_name
 
-MAX_HEADER_BYTES = 8192          # request line + headers of an upload
 TOKEN_MAX = 64                   # http_endpoints.c TOKEN_MAX
 _SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
 _DECIMAL_RE = re.compile(r"[0-9]+")
-
-REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
-           422: "Unprocessable Entity", 431: "Request Header Fields Too Large",
-           500: "Internal Server Error", 503: "Service Unavailable", 507: "Insufficient Storage"}
 
 
 def check_token(headers, token):
@@ -121,135 +111,6 @@ def handle_upload(headers, body, hub, store, token):
                  "peersReplayed": replayed}
 
 
-def http_response(status, obj=None, extra_headers=()):
-    body = b"" if obj is None else json.dumps(obj).encode()
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
-             "Content-Type: application/json",
-             f"Content-Length: {len(body)}",
-             "Access-Control-Allow-Origin: *",
-             "Connection: close"]
-    lines.extend(extra_headers)
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
-def _parse_head(head: bytes):
-    """Request line and headers (names lower-cased). Raises ValueError."""
-    text = head.decode("latin-1")
-    lines = text.split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        raise ValueError(f"malformed request line {lines[0][:80]!r}")
-    headers = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        name, sep, value = line.partition(":")
-        if not sep:
-            raise ValueError(f"malformed header line {line[:80]!r}")
-        headers[name.strip().lower()] = value.strip()
-    return parts[0], parts[1], headers
-
-
-def make_connection_class(base, endpoint):
-    """A websockets ServerConnection subclass that answers POST/OPTIONS itself. `endpoint` is a
-    callable (method, path, headers, body) -> (status, obj) plus a `precheck(method, path,
-    headers)` attribute returning (status, obj) or None for refusals that need no body."""
-
-    class UploadConnection(base):
-        # "undecided" until the first bytes tell; then "http" (ours), "ws" (websockets') or
-        # "done" (answered; anything more, e.g. the body of a refused upload, is discarded).
-        _http_state = "undecided"
-        _http_buf = b""
-
-        def data_received(self, data):
-            if self._http_state == "ws":
-                return super().data_received(data)
-            if self._http_state == "done":
-                return None
-            if self._http_state == "drain":
-                self._http_drain -= len(data)
-                if self._http_drain <= 0:
-                    self._http_state = "done"
-                    self.transport.close()
-                return None
-            self._http_buf += data
-            if self._http_state == "undecided":
-                buf = self._http_buf
-                if buf.startswith(b"POST ") or buf.startswith(b"OPTIONS "):
-                    self._http_state = "http"
-                elif len(buf) >= 8 or not (b"POST ".startswith(buf) or b"OPTIONS ".startswith(buf)):
-                    self._http_state = "ws"
-                    self._http_buf = b""
-                    return super().data_received(buf)
-                else:
-                    return None            # a prefix of "POST "/"OPTIONS ": wait for more
-            self._http_step()
-            return None
-
-        def _http_reply(self, status, obj, extra=(), drain=0):
-            """Answer and close. A refusal sent before the body has arrived first reads (and drops)
-            the rest of a body of acceptable size: closing with unread data makes the kernel reset
-            the connection, and the client might lose the answer. Oversized bodies are not read
-            (the board closes them too)."""
-            self.transport.write(http_response(status, obj, extra))
-            if 0 < drain <= 2 * SLOT_BYTES:
-                self._http_state, self._http_drain = "drain", drain
-                return
-            self._http_state = "done"
-            self.transport.close()   # websockets' handshake task sees connection_lost and exits
-
-        def _http_step(self):
-            buf = self._http_buf
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEADER_BYTES:
-                    self._http_reply(431, {"error": "request headers larger than 8 KiB"})
-                return
-            try:
-                method, path, headers = _parse_head(buf[:end])
-            except ValueError as exc:
-                self._http_reply(400, {"error": str(exc)})
-                return
-            if method == "OPTIONS":
-                self._http_reply(204, None, (
-                    "Access-Control-Allow-Methods: GET, POST, OPTIONS",
-                    "Access-Control-Allow-Headers: Content-Type, Authorization, X-Module-SHA256"))
-                return
-            body = buf[end + 4:]
-            length = content_length(headers) or 0
-            early = endpoint.precheck(method, path, headers)
-            if early is not None:          # before the body, as the board does
-                self._http_reply(*early, drain=length - len(body) if early[0] != 413 else 0)
-                return
-            if len(body) < length:
-                return                     # wait for the rest
-            status, obj = endpoint(method, path, headers, body[:length])
-            self._http_reply(status, obj)
-
-        def eof_received(self):
-            if self._http_state == "http":
-                buf = self._http_buf
-                end = buf.find(b"\r\n\r\n")
-                if end < 0:
-                    self._http_reply(400, {"error": "request ended inside its headers "
-                                                    "(no blank line after them)"})
-                else:
-                    try:
-                        _method, path, headers = _parse_head(buf[:end])
-                    except ValueError:
-                        path, headers = "/module", {}
-                    length = content_length(headers) or 0
-                    reason = f"body ended after {len(buf) - end - 4} of {length} bytes"
-                    refuse = getattr(endpoint, "refuse", None)
-                    self._http_reply(*(refuse(path, 400, reason) if refuse else (400, {"error": reason})))
-                return False
-            if self._http_state != "ws":
-                return False
-            return super().eof_received()
-
-    return UploadConnection
-
-
 class UploadService:
     """POST /module for a running PC hub (pigeonhub.server.PcHub or anything with its `bridge`,
     `bridge_mod`, `log` and `module_info` attributes). Called on the event loop thread, between
@@ -278,7 +139,10 @@ class UploadService:
             raise RuntimeError("the hub is not running a module")
         return self.hub.bridge.swap(wasm)
 
-    # the endpoint interface of make_connection_class
+    # what the router (endpoints.py) calls
+    def body_length(self, headers):
+        return content_length(headers) or 0
+
     def precheck(self, method, path, headers):
         if path.split("?", 1)[0] != "/module":
             return self.refuse(path, 404, f"no such endpoint: {method} {path.split('?', 1)[0]} "

@@ -1,10 +1,11 @@
 """`pigeonhub serve`: run hub.wasm on this PC as a real PeerPigeon hub.
 
 The protocol logic is the module; the bridge core (the C extension pigeonhub._bridge, the same C
-code as the firmware) runs it in WASM3. This file is only the socket layer: an asyncio WebSocket
-server (the `websockets` library) that feeds the bridge accepted connections, frames, pongs and
-closes, and carries out what the bridge asks for (send, close, ping). Everything above that line
-is shared with the board, which is what makes tests of the PC hub count for the board.
+code as the firmware) runs it in WASM3. This file is only the socket layer: it feeds the bridge the
+WebSocket connections (ws.py, on websockets' Sans-I/O layer) that the HTTP router (endpoints.py)
+accepted, their frames, pongs and closes, and carries out what the bridge asks for (send, close,
+ping, dial a hub link). Everything above that line is shared with the board, which is what makes
+tests of the PC hub count for the board.
 """
 
 import argparse
@@ -12,7 +13,6 @@ import asyncio
 import datetime
 import hashlib
 import json
-import logging
 import os
 import platform
 import signal
@@ -21,12 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, event_loop, ws_direct
+from . import __version__, event_loop, ws
+from .endpoints import SERVER_HEADER, HubConnection, Router
 from .log import Logger
 
 DEFAULT_MODULE = Path(__file__).resolve().parent / "data" / "hub.wasm"
-MAX_WS_MESSAGE = 2 * 1024 * 1024  # library limit; far above the module's 16 KiB so the bridge's 1009 decides
-HTTP_BANNER = "PeerPigeon WebSocket Signaling Server"  # the reference server's plain-HTTP answer
 FORCE_CLOSE_AFTER = 1.0       # s a requested close may wait behind a blocked send before it jumps the queue
 SHUTDOWN_GRACE = 3.0          # s for clients to answer the 1001 close on Ctrl-C / reset
 LINK_OPEN_TIMEOUT = 10.0      # s for a bootstrap hub to complete the WebSocket handshake
@@ -153,23 +152,7 @@ def parse_bootstrap(values):
     return urls
 
 
-from websockets.protocol import SERVER as _SERVER, State as _State
-
-_OPEN = _State.OPEN
-
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "ip6-localhost"}
-
-
-def _server_text_frame(payload: bytes) -> bytes:
-    """One final, unmasked text frame (RFC 6455 §5.2), as websockets would serialize it for a
-    server; built here because the library's Frame object and serializer cost more per frame than
-    the rest of the send path."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
 
 
 def _is_self(url, bind_host, port):
@@ -204,46 +187,57 @@ class BootError(Exception):
         self.code = code
 
 
-class _Close:
-    """Sender-queue item: close the WebSocket after the frames queued before it."""
-
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code, reason):
-        self.code, self.reason = code, reason
-
-
 class Connection:
     """One WebSocket and the bridge's id for it: accepted, or an outgoing hub link (url set; ws
-    stays None while it is dialing)."""
+    stays None while it is dialing). It is its socket's handler (ws.py)."""
 
-    __slots__ = ("ws", "conn", "queue", "sender", "close_requested", "gone", "closer", "url",
-                 "dialer", "busy")
+    __slots__ = ("hub", "ws", "conn", "close_requested", "gone", "url", "dialer")
 
-    def __init__(self, ws, conn, url=None):
+    def __init__(self, hub, ws, conn, url=None):
+        self.hub = hub
         self.ws = ws
         self.conn = conn
-        self.queue = asyncio.Queue()   # bytes frames and one _Close; the bridge bounds its size
-        self.sender = None
         self.close_requested = False
         self.gone = False              # b.closed() was called: no more b.* calls for this id
-        self.closer = None
         self.url = url                 # hub links: the URL the module dialed
         self.dialer = None             # hub links: the task running the attempt
-        self.busy = False              # the sender task is writing a frame it took off the queue
 
+    def ws_message(self, _ws, data):
+        hub = self.hub
+        b = hub.bridge
+        if self.gone or b is None or self.conn is None:
+            return
+        totals = hub.totals
+        totals["frames_in"] += 1
+        totals["bytes_in"] += len(data)
+        if self.close_requested:
+            return  # the module is done with it; frames racing the close are dropped
+        # b.frame() checks the size itself (too big: closed 1009, the frame dropped), so no
+        # separate accepts() call; called directly, not through _call(): once per frame.
+        try:
+            b.frame(self.conn, data)
+        except Exception as exc:  # noqa: BLE001 — as _call(): logged, never fatal
+            hub.log.error(f"bridge.frame failed: {type(exc).__name__}: {exc}")
 
-class _LibraryLog(logging.Handler):
-    """Routes the websockets library's own log records (failed handshakes, port scanners) into
-    one ESP-IDF line each, without tracebacks."""
+    def ws_sent(self, _ws, nbytes, written):
+        if written:
+            self.hub.totals["frames_out"] += 1
+            self.hub.totals["bytes_out"] += nbytes
+        if self.conn is not None and not self.gone:
+            self.hub._call("sent", self.conn, nbytes)
 
-    def __init__(self, log):
-        super().__init__(logging.INFO)
-        self.out = log
+    def ws_pong(self, _ws):
+        if not self.gone and self.conn is not None:
+            self.hub._call("pong", self.conn)
 
-    def emit(self, record):
-        level = "W" if record.levelno >= logging.WARNING else "D"
-        self.out.line(level, f"websocket: {record.getMessage()}")
+    def ws_closed(self, ws):
+        if self.conn is None or self.gone:
+            return
+        self.gone = True
+        hub = self.hub
+        hub.conns.pop(self.conn, None)
+        hub._call("closed", self.conn)
+        hub.log.debug(f"conn {self.conn} closed {ws.close_code} {ws.close_reason or ''}".rstrip())
 
 
 class PcHub:
@@ -258,9 +252,11 @@ class PcHub:
         self.log = log
         self.bridge = None
         self.server = None
+        self.router = None
         self.port = args.port
         self.conns = {}                # bridge conn id -> Connection
         self.opening = None            # the Connection whose b.open() is running
+        self.waiting = []              # (socket, request): upgrades that came before the bridge ran
         self.ready = None              # asyncio.Event: bridge started, handlers may call b.open
         self.started = time.monotonic()
         self.module_info = {}
@@ -296,36 +292,17 @@ class PcHub:
 
     def send(self, conn, frame):
         """frame: bytes, the module's text. Returns 1 when it was written at once (the bridge then
-        counts it sent itself: no b.sent() call), 0 when queued for the sender task (which calls
-        b.sent() once it is written or dropped), -1 when the connection is gone."""
+        counts it sent itself: no b.sent() call), 0 when queued behind a congested socket (b.sent()
+        follows once it is written or dropped), -1 when the connection is gone."""
         c = self.conns.get(conn) or self._lookup(conn)   # per frame: the common case inline
-        if c is None or c.gone or c.close_requested:
+        if c is None or c.gone or c.close_requested or c.ws is None:
             return -1  # per ph_transport_ops.send: <0 = connection already gone, frame not taken
-        ws = c.ws
-        # Fast path, the common case: nothing queued before this frame and the socket's write
-        # buffer below its high-water mark, so websockets' send() would not wait either. Writing
-        # here saves a task switch, two copies and a UTF-8 decode per frame; a congested
-        # connection (paused) keeps the bounded queue, in order.
-        if (ws is not None and not c.busy and c.queue.empty() and not ws.paused
-                and ws.protocol.state is _OPEN and ws.send_in_progress is None):
-            if not frame.isascii():   # a text frame must be UTF-8: never let the client see 1007
-                frame = frame.decode("utf-8", "replace").encode("utf-8")
-            try:
-                if ws.protocol.side is _SERVER and not ws.protocol.writes:
-                    ws.transport.write(_server_text_frame(frame))
-                else:   # a hub link: a client masks its frames; the library does that
-                    ws.protocol.send_text(frame)
-                    ws.send_data()
-            except Exception as exc:  # noqa: BLE001 — as websockets' send_context: the socket is done
-                ws.set_connection_exc(exc)
-                ws.transport.abort()   # recv() ends; _finish() tells the bridge
-                return 1               # dropped with the connection: counted sent all the same
+        rc = c.ws.send(frame)
+        if rc == 1:
             totals = self.totals
             totals["frames_out"] += 1
             totals["bytes_out"] += len(frame)
-            return 1
-        c.queue.put_nowait(frame)
-        return 0
+        return rc
 
     def close(self, conn, code, reason):
         c = self._lookup(conn)
@@ -336,22 +313,19 @@ class PcHub:
             if c.dialer is not None:
                 c.dialer.cancel()
             return
-        c.queue.put_nowait(_Close(code, reason))
-        # A sender stuck behind a client that does not read (the 1013 case) must not hold the
-        # close back: after a short grace the close jumps the queue.
-        c.closer = asyncio.get_running_loop().call_later(FORCE_CLOSE_AFTER, self._force_close, c,
-                                                         code, reason)
+        # A close behind frames a client does not read (the 1013 case) jumps the queue after a
+        # short grace.
+        c.ws.close(code, reason, grace=FORCE_CLOSE_AFTER)
 
     def ping(self, conn):
         c = self._lookup(conn)
-        if c is None or c.gone or c.close_requested:
+        if c is None or c.gone or c.close_requested or c.ws is None:
             return -1
-        self._spawn(self._ping(c))
-        return 0
+        return c.ws.ping()
 
     def connect(self, conn, url):
         """Dial a hub link for the module (ws_connect): one attempt; the module re-dials."""
-        c = Connection(None, conn, url=url)
+        c = Connection(self, None, conn, url=url)
         self.conns[conn] = c
         self.totals["link_attempts"] += 1
         self.log.info(f"connecting to bootstrap hub {_public_url(url)}")
@@ -441,6 +415,7 @@ class PcHub:
             raise BootError(f"the module refused to start on port {self.port} (start_server -> {rc})",
                             code=1)
         self.ready.set()
+        self._release_waiting()
         log.info(f"listening on ws://{_url_host(self.args.host)}:{self.port}")
         # The two lines a board prints (src/wifi.c, src/hub_task.c): tests and users key on them.
         log.info(f"IPv4 address: {_ipv4_address(self.args.host)}")
@@ -465,30 +440,14 @@ class PcHub:
         return {"bootstrap": self.bootstrap, "max_links": max_links}
 
     async def _listen(self):
-        from websockets.asyncio.server import ServerConnection, serve
-
-        from .ota import UploadService, make_connection_class
+        from .ota import UploadService
         # POST /module on the same port as the WebSocket hub, as on a board (pigeonhub/ota.py).
         self.uploads = UploadService(self, self.store, getattr(self.args, "upload_token", None))
-        lib_logger = logging.getLogger("pigeonhub.websockets")
-        lib_logger.propagate = False
-        if not lib_logger.handlers:
-            lib_logger.addHandler(_LibraryLog(self.log))
-        lib_logger.setLevel(logging.INFO)
+        self.router = router = Router(self, self.uploads)
+        loop = asyncio.get_running_loop()
         try:
-            self.server = await serve(
-                self._handler, self.args.host, self.port,
-                process_request=self._process_request,
-                ping_interval=None,      # liveness is the module's job (ws_ping_peer), as on a board
-                compression=None,        # the reference declines permessage-deflate too
-                max_size=MAX_WS_MESSAGE,  # the bridge enforces the module's limit with 1009
-                max_queue=64,
-                close_timeout=SHUTDOWN_GRACE,
-                server_header=f"PigeonHub-WASM/{__version__}",
-                logger=lib_logger,
-                create_connection=make_connection_class(ws_direct.direct_frames(ServerConnection),
-                                                        self.uploads),
-            )
+            self.server = await loop.create_server(lambda: HubConnection(router), self.args.host,
+                                                   self.port)
         except OSError as exc:
             raise BootError(f"cannot listen on {self.args.host}:{self.port}: {exc.strerror or exc}",
                             code=1)
@@ -505,7 +464,7 @@ class PcHub:
                 await asyncio.sleep(0.05)
             for c in list(self.conns.values()):  # peers that never answered the close
                 if c.ws is not None:
-                    c.ws.transport.abort()
+                    c.ws.abort()
                 elif c.dialer is not None:
                     c.dialer.cancel()
             while self.conns and time.monotonic() < deadline + 1:
@@ -513,6 +472,8 @@ class PcHub:
             self.bridge = None
         if close_listener and self.server is not None:
             self.server.close()
+            for sock in list(self.router.sockets):   # requests still being read, refused sockets
+                sock.abort()
             await self.server.wait_closed()
             self.server = None
 
@@ -615,76 +576,47 @@ class PcHub:
 
     # ---- connections -----------------------------------------------------------------------------
 
-    async def _handler(self, ws):
-        await self.ready.wait()
-        url = ws.request.path  # path + query, as the client sent it
-        c = Connection(ws, None)
+    def upgrade(self, sock, request):
+        """The router's WebSocket requests: answered once the bridge runs (until then, during
+        boot or a reset, they wait)."""
+        if not self.ready.is_set():
+            self.waiting.append((sock, request))
+            return
+        if not sock.upgrade():
+            self.log.debug(f"websocket handshake refused from {_peer_addr(sock)}: {sock.refusal()}")
+            return
+        c = Connection(self, sock, None)
         # The module answers inside open() (on_peer_connected sends `connected`, or closes a bad
         # id): callbacks for a not yet known id during open() belong to this connection.
         self.opening = c
         try:
-            conn = self._call("open", url)
+            conn = self._call("open", request.target)   # path + query, as the client sent it
         finally:
             self.opening = None
         self.totals["connections"] += 1
         if conn is None or conn < 0:
             self.totals["refused"] += 1
-            ws.attach(_discard)          # frames racing the 1008 are not the module's
-            await ws.close(self.bridge_mod.CLOSE_POLICY, self.bridge_mod.REASON_FULL)
+            sock.start(c)                # frames racing the 1008 are not the module's
+            sock.close(self.bridge_mod.CLOSE_POLICY, self.bridge_mod.REASON_FULL)
             return
         c.conn = conn
         self.conns[conn] = c
-        c.sender = asyncio.ensure_future(self._sender(c))
-        self.log.debug(f"conn {conn} open {url} from {_peer_addr(ws)}")
-        await self._serve(c)
+        self.log.debug(f"conn {conn} open {request.target} from {_peer_addr(sock)}")
+        sock.start(c)
 
-    async def _serve(self, c):
-        """Frames from c's socket to the bridge until it closes; then _finish (b.closed once).
-        Each message is handed to b.frame() from the socket's data callback (see ws_direct.py),
-        so this task only waits for the end."""
-        ws, conn, totals, log = c.ws, c.conn, self.totals, self.log
-
-        def frame(data):
-            b = self.bridge
-            if c.gone or b is None:
-                return
-            totals["frames_in"] += 1
-            totals["bytes_in"] += len(data)
-            if c.close_requested:
-                return  # the module is done with it; frames racing the close are dropped
-            # b.frame() checks the size itself (too big: closed 1009, the frame dropped), so
-            # no separate accepts() call; called directly, not through _call(): once per frame.
-            try:
-                b.frame(conn, data)
-            except Exception as exc:  # noqa: BLE001 — as _call(): logged, never fatal
-                log.error(f"bridge.frame failed: {type(exc).__name__}: {exc}")
-
-        try:
-            ws.attach(frame)
-            await ws.wait_closed()
-        finally:
-            await self._finish(c)
+    def _release_waiting(self):
+        waiting, self.waiting = self.waiting, []
+        for sock, request in waiting:
+            if not sock._lost:
+                self.upgrade(sock, request)
 
     async def _dial(self, c):
         """One attempt at a hub link (transport.connect): open -> b.link_open + frames; refused,
         unreachable, timed out or given up by the module -> b.closed (its on_peer_disconnected;
         the module decides when to dial again)."""
-        from websockets.asyncio.client import ClientConnection, connect
         public = _public_url(c.url)
         try:
-            c.ws = await connect(
-                c.url,
-                open_timeout=LINK_OPEN_TIMEOUT,
-                ping_interval=None,      # the module sends application pings on links
-                compression=None,        # as the server side: no permessage-deflate
-                max_size=MAX_WS_MESSAGE,  # the bridge enforces the module's limit with 1009
-                max_queue=64,
-                close_timeout=SHUTDOWN_GRACE,
-                user_agent_header=f"PigeonHub-WASM/{__version__}",
-                proxy=None,              # dial directly, as a board does (no HTTP(S)_PROXY detour)
-                create_connection=ws_direct.direct_frames(ClientConnection),
-                logger=logging.getLogger("pigeonhub.websockets"),
-            )
+            c.ws = await ws.dial(c.url, LINK_OPEN_TIMEOUT, user_agent=SERVER_HEADER)
         except asyncio.CancelledError:
             c.ws = None
             self.log.debug(f"hub link {public}: attempt given up")
@@ -701,80 +633,13 @@ class PcHub:
             return
         self.link_errors.pop(public, None)
         if c.close_requested or c.gone or self.bridge is None:
-            await c.ws.close(1001, "Server shutting down")
-            c.gone = True
-            self.conns.pop(c.conn, None)
-            self._call("closed", c.conn)
+            c.ws.start(c)               # its close reaches ws_closed -> b.closed
+            c.ws.close(1001, "Server shutting down")
             return
         self.totals["connections"] += 1
-        c.sender = asyncio.ensure_future(self._sender(c))
         self.log.debug(f"conn {c.conn} hub link open {public} to {_peer_addr(c.ws)}")
         self._call("link_open", c.conn)
-        await self._serve(c)
-
-    async def _finish(self, c):
-        """Every frame handed to send() gets exactly one b.sent(); then exactly one b.closed()."""
-        if c.closer is not None:
-            c.closer.cancel()
-        if c.sender is not None and not c.sender.done():
-            c.sender.cancel()
-            try:
-                await c.sender
-            except asyncio.CancelledError:
-                pass
-        while not c.queue.empty():
-            item = c.queue.get_nowait()
-            if isinstance(item, bytes):
-                self._call("sent", c.conn, len(item))
-        c.gone = True
-        self.conns.pop(c.conn, None)
-        self._call("closed", c.conn)
-        ws = c.ws
-        if ws is not None:
-            self.log.debug(f"conn {c.conn} closed {ws.close_code} {ws.close_reason or ''}".rstrip())
-
-    async def _sender(self, c):
-        """Frames send() could not write at once (the socket was congested), in order."""
-        from websockets.exceptions import ConnectionClosed
-        while True:
-            item = await c.queue.get()
-            if isinstance(item, _Close):
-                if c.closer is not None:
-                    c.closer.cancel()
-                await c.ws.close(item.code, item.reason)
-                return
-            c.busy = True
-            try:
-                # Module frames are JSON text; the server sends text frames only (as the reference).
-                data = item if item.isascii() else item.decode("utf-8", "replace").encode("utf-8")
-                await c.ws.send(data, text=True)
-                self.totals["frames_out"] += 1
-                self.totals["bytes_out"] += len(item)
-            except ConnectionClosed:
-                pass
-            finally:
-                c.busy = False
-                self._call("sent", c.conn, len(item))
-
-    def _force_close(self, c, code, reason):
-        if c.gone or c.sender is None or c.sender.done():
-            return
-        c.sender.cancel()  # its finally reports the frame in flight; the rest are dropped below
-        while not c.queue.empty():
-            item = c.queue.get_nowait()
-            if isinstance(item, bytes):
-                self._call("sent", c.conn, len(item))
-        self._spawn(c.ws.close(code, reason))
-
-    async def _ping(self, c):
-        from websockets.exceptions import ConnectionClosed
-        try:
-            waiter = await c.ws.ping()
-            await waiter
-        except (ConnectionClosed, RuntimeError):
-            return
-        if not c.gone:
-            self._call("pong", c.conn)
+        c.ws.start(c)
 
     async def _tick_loop(self):
         while True:
@@ -782,19 +647,7 @@ class PcHub:
             if self.bridge is not None and self.ready.is_set():
                 self._call("tick")
 
-    # ---- HTTP (same port, as the reference) ------------------------------------------------------
-
-    def _process_request(self, connection, request):
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return None  # any path upgrades; the module judges the URL
-        if request.path == "/health":
-            response = _json_response(connection, self.health())
-        elif request.path == "/stats":
-            response = _json_response(connection, self.stats())
-        else:
-            response = connection.respond(200, HTTP_BANNER)
-        response.headers["Access-Control-Allow-Origin"] = "*"
-        return response
+    # ---- HTTP (same port, as the reference; endpoints.py routes) --------------------------------
 
     def module_stats(self):
         if self.bridge is None:
@@ -902,10 +755,6 @@ class PcHub:
         return task
 
 
-def _discard(data):
-    pass
-
-
 class _Transport:
     """The object handed to the bridge: forwards to the hub, with the module's log lines printed
     at the module's own level."""
@@ -942,13 +791,6 @@ class _PtyStream:
         pass
 
 
-def _json_response(connection, obj):
-    response = connection.respond(200, json.dumps(obj))
-    del response.headers["Content-Type"]  # websockets' Headers append on assignment
-    response.headers["Content-Type"] = "application/json"
-    return response
-
-
 def _iso_now():
     now = datetime.datetime.now(datetime.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
@@ -982,8 +824,8 @@ def _url_host(host):
     return f"[{host}]" if ":" in host else host
 
 
-def _peer_addr(ws):
-    addr = ws.remote_address
+def _peer_addr(sock):
+    addr = sock.remote
     return f"{addr[0]}:{addr[1]}" if addr else "?"
 
 

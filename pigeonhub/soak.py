@@ -56,11 +56,10 @@ import sys
 import time
 import urllib.parse
 
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.exceptions import InvalidHandshake
 
-from pigeonhub import _bridge, event_loop
-from pigeonhub.bench_load import (_CONNECTION, ICE_FRAME_BYTES, NETWORK, OFFER_FRAME_BYTES,
+from pigeonhub import _bridge, event_loop, ws
+from pigeonhub.bench_load import (ICE_FRAME_BYTES, NETWORK, OFFER_FRAME_BYTES,
                                   FrameFactory, _loads, percentile, random_peer_id)
 
 MAX_PEERS = _bridge.MAX_PEERS                    # the stock module's (wasm/pigeonhub_abi.h)
@@ -228,16 +227,14 @@ class Soak:
         def dispatch(raw):
             self._dispatch(peer, raw, connected)
         try:
-            peer.ws = await connect(f"{self.url}/?peerId={peer.peer_id}", compression=None,
-                                    max_size=2 ** 20, open_timeout=10, ping_interval=None,
-                                    close_timeout=2, create_connection=_CONNECTION)
-            peer.ws.attach(dispatch)
+            peer.ws = await ws.dial(f"{self.url}/?peerId={peer.peer_id}", 10)
+            peer.ws.start(ws.Callbacks(dispatch))
             peer.reader = asyncio.ensure_future(self._watch(peer, connected))
             await asyncio.wait_for(connected, 10)
-            await peer.ws.send(json.dumps({"type": "announce", "data": {"peerId": peer.peer_id},
-                                           "maxPeers": 3, "networkName": NETWORK},
-                                          separators=(",", ":")))
-        except (OSError, ConnectionClosed, InvalidHandshake, asyncio.TimeoutError) as exc:
+            peer.ws.send(json.dumps({"type": "announce", "data": {"peerId": peer.peer_id},
+                                     "maxPeers": 3, "networkName": NETWORK},
+                                    separators=(",", ":")).encode())
+        except (OSError, InvalidHandshake, asyncio.TimeoutError) as exc:
             self.refused += 1
             self.failures.append(f"join failed: {type(exc).__name__} {exc}"[:200])
             await self._drop(peer, abrupt=True)
@@ -248,8 +245,8 @@ class Soak:
     async def _watch(self, peer, connected):
         await peer.ws.wait_closed()
         if not connected.done():
-            connected.set_exception(ConnectionClosed(peer.ws.protocol.close_rcvd,
-                                                     peer.ws.protocol.close_sent))
+            connected.set_exception(ConnectionError(
+                f"closed {peer.ws.close_code} {peer.ws.close_reason or ''}".strip()))
         if peer.state == "active":   # the hub closed a peer it had no reason to close
             self.failures.append(f"hub closed active peer {peer.peer_id[:8]}: "
                                  f"{peer.ws.close_code} {peer.ws.close_reason}")
@@ -285,24 +282,25 @@ class Soak:
         peer.state = "gone"
         self.peers.pop(peer.peer_id, None)
         self._forget(peer.peer_id)
-        ws = peer.ws
-        if ws is None:
+        sock = peer.ws
+        if sock is None:
             return
         if abrupt:
-            transport = ws.transport
-            sock = transport.get_extra_info("socket") if transport else None
-            if sock is not None:
+            transport = sock.transport
+            raw = transport.get_extra_info("socket") if transport else None
+            if raw is not None:
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 except OSError:
                     pass
             if transport is not None:
                 transport.abort()
         else:
+            sock.close(1000, "Client disconnect")
             try:
-                await asyncio.wait_for(ws.close(1000, "Client disconnect"), 5)
-            except (asyncio.TimeoutError, OSError, ConnectionClosed):
-                ws.transport.abort()
+                await asyncio.wait_for(sock.wait_closed(), 5)
+            except asyncio.TimeoutError:
+                sock.abort()
         if peer.reader is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(peer.reader), 3)
@@ -319,12 +317,9 @@ class Soak:
 
     async def leave_polite(self, peer):
         peer.state = "leaving"
-        try:
-            await peer.ws.send(json.dumps({"type": "goodbye", "data": {
-                "peerId": peer.peer_id, "timestamp": int(time.time() * 1000)},
-                "networkName": NETWORK}, separators=(",", ":")))
-        except ConnectionClosed:
-            pass
+        peer.ws.send(json.dumps({"type": "goodbye", "data": {
+            "peerId": peer.peer_id, "timestamp": int(time.time() * 1000)},
+            "networkName": NETWORK}, separators=(",", ":")).encode())
         await self._drop(peer, abrupt=False)
         self.counts["polite"] += 1
 
@@ -405,10 +400,8 @@ class Soak:
             self.seq += 1
             self.pending[seq] = (time.perf_counter(), src.peer_id, dst.peer_id,
                                  "offer" if kind == "offer" else "ice-candidate")
-            try:
-                await src.ws.send(self.factories[kind].frame(seq, dst.peer_id))
-            except ConnectionClosed:
-                self.pending.pop(seq, None)
+            if src.ws.send(self.factories[kind].frame(seq, dst.peer_id).encode()) < 0:
+                self.pending.pop(seq, None)   # its connection is closing
 
     def _expire_pending(self):
         limit = time.perf_counter() - self.args.relay_timeout

@@ -1,0 +1,225 @@
+"""The PC hub's HTTP side, on its WebSocket port as on a board (src/http_endpoints.c): every
+request is read here and goes through one router.
+
+    GET /health, GET /stats     JSON (docs/PROTOCOL.md §9)
+    GET <anything else>         the reference server's plain-text line
+    GET + Upgrade: websocket    the WebSocket handshake (ws.py), on any path: the module judges it
+    POST /module, OPTIONS       over-the-air module upload (ota.py)
+
+A response ends the connection (Connection: close), as on the board. A request has 10 s to arrive
+whole, body included.
+"""
+
+import asyncio
+import json
+
+from . import __version__
+from .module_store import SLOT_BYTES
+from .ws import ServerWebSocket
+
+MAX_HEAD_BYTES = 8192              # request line + headers
+MAX_DRAIN = 2 * SLOT_BYTES         # a refused body larger than this is not read: the client sees a reset
+REQUEST_TIMEOUT = 10.0             # s for the whole request (websockets' opening-handshake default)
+SERVER_HEADER = f"PigeonHub-WASM/{__version__}"
+HTTP_BANNER = "PeerPigeon WebSocket Signaling Server"   # the reference server's answer
+CORS_PREFLIGHT = ("Access-Control-Allow-Methods: GET, POST, OPTIONS",
+                  "Access-Control-Allow-Headers: Content-Type, Authorization, X-Module-SHA256")
+
+REASONS = {101: "Switching Protocols", 200: "OK", 204: "No Content", 400: "Bad Request",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+           411: "Length Required", 413: "Payload Too Large", 422: "Unprocessable Entity",
+           431: "Request Header Fields Too Large", 500: "Internal Server Error",
+           503: "Service Unavailable", 507: "Insufficient Storage"}
+
+
+class Request:
+    """A request line and its headers (names lower-cased; a repeated header keeps its last value)."""
+
+    __slots__ = ("method", "target", "headers", "head")
+
+    def __init__(self, method, target, headers, head):
+        self.method, self.target, self.headers, self.head = method, target, headers, head
+
+    @property
+    def upgrade(self):
+        return self.method == "GET" and self.headers.get("upgrade", "").lower() == "websocket"
+
+
+def parse_request(head):
+    """head: the bytes up to and including the blank line. Raises ValueError with the reason."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
+        raise ValueError(f"malformed request line {lines[0][:80]!r}")
+    headers = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"malformed header line {line[:80]!r}")
+        headers[name.strip().lower()] = value.strip()
+    return Request(parts[0], parts[1], headers, head)
+
+
+def response(status, body=b"", content_type="application/json", extra=()):
+    """A whole HTTP/1.1 response that closes the connection."""
+    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+             f"Server: {SERVER_HEADER}",
+             f"Content-Type: {content_type}",
+             f"Content-Length: {len(body)}",
+             "Access-Control-Allow-Origin: *",
+             "Connection: close", *extra]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def json_response(status, obj):
+    return response(status, b"" if obj is None else json.dumps(obj).encode())
+
+
+class Router:
+    """Decides what each request gets. `hub` is the PcHub (health(), stats(), upgrade()); `uploads`
+    the UploadService (ota.py)."""
+
+    def __init__(self, hub, uploads):
+        self.hub = hub
+        self.uploads = uploads
+        self.sockets = set()   # every open connection, for the hub's shutdown
+
+    def route(self, conn, request):
+        """A request whose head is complete: answer it, upgrade it, or ask for its body."""
+        method, target = request.method, request.target
+        if request.upgrade:
+            self.hub.upgrade(conn, request)
+        elif method == "GET":
+            if target == "/health":   # the reference answers /health?x with the banner
+                conn.respond(json_response(200, self.hub.health()))
+            elif target == "/stats":
+                conn.respond(json_response(200, self.hub.stats()))
+            else:
+                conn.respond(response(200, HTTP_BANNER.encode(), "text/plain; charset=utf-8"))
+        elif method == "OPTIONS":
+            conn.respond(response(204, extra=CORS_PREFLIGHT))
+        elif method == "POST":
+            refused = self.uploads.precheck(method, request.target, request.headers)
+            if refused is not None:   # before the body, as the board does
+                conn.respond(json_response(*refused), drain=refused[0] != 413)
+            else:
+                conn.read_body(self.uploads.body_length(request.headers))
+        else:
+            conn.respond(json_response(*self.uploads.refuse(
+                request.target, 405, f"{method} is not supported here: GET, POST /module or OPTIONS")))
+
+    def body(self, conn, request, body):
+        conn.respond(json_response(*self.uploads(request.method, request.target,
+                                                 request.headers, body)))
+
+    def incomplete(self, request, reason):
+        """The client ended or stalled before the request was whole."""
+        if request is None:
+            return json_response(400, {"error": reason})
+        return json_response(*self.uploads.refuse(request.target, 400, reason))
+
+
+class HubConnection(ServerWebSocket):
+    """One accepted TCP connection: an HTTP request for the router; an upgrade turns it into a
+    WebSocket (ServerWebSocket)."""
+
+    def __init__(self, router):
+        super().__init__()
+        self.router = router
+        self._bytes = b""            # the request so far
+        self._request = None         # its head, once complete
+        self._body_length = None     # a POST waiting for this many body bytes
+        self._drain = 0              # a refused body still coming: read and dropped
+        self._answered = False
+        self._deadline = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.router.sockets.add(self)
+        self._deadline = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._timed_out)
+
+    def connection_lost(self, exc):
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self.router.sockets.discard(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data):
+        if self.protocol is not None:
+            return super().data_received(data)
+        if self._answered:
+            self._drain -= len(data)
+            if self._drain <= 0:
+                self.transport.close()
+            return
+        self._bytes += data
+        if self._request is None:
+            end = self._bytes.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._bytes) > MAX_HEAD_BYTES:
+                    self.respond(json_response(431, {"error": "request headers larger than 8 KiB"}))
+                return
+            head, self._bytes = self._bytes[:end + 4], self._bytes[end + 4:]
+            try:
+                self._request = parse_request(head)
+            except ValueError as exc:
+                self.respond(json_response(400, {"error": str(exc)}))
+                return
+            self.transport.pause_reading()   # until the router has decided
+            self.router.route(self, self._request)
+            if self.protocol is None and not self._answered:
+                self.transport.resume_reading()
+        if self._body_length is not None and len(self._bytes) >= self._body_length:
+            body, self._body_length = self._bytes[:self._body_length], None
+            self.router.body(self, self._request, body)
+
+    def eof_received(self):
+        if self.protocol is not None:
+            return super().eof_received()
+        if not self._answered:
+            if self._request is None:
+                reason = "request ended inside its headers (no blank line after them)"
+            else:
+                reason = f"body ended after {len(self._bytes)} of {self._body_length or 0} bytes"
+            self.respond(self.router.incomplete(self._request, reason))
+        return False
+
+    # ---- what the router calls -------------------------------------------------------------
+
+    def respond(self, answer, drain=False):
+        """Send a whole response and close. drain: first read (and drop) the rest of a body of
+        acceptable size, so that the client gets the answer instead of a reset for unread data."""
+        self._answered = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self.transport.write(answer)
+        self.transport.resume_reading()
+        request = self._request
+        if drain and request is not None:
+            remaining = self.router.uploads.body_length(request.headers) - len(self._bytes)
+            self._drain = remaining if remaining <= MAX_DRAIN else 0
+        if self._drain <= 0:
+            self.transport.close()
+
+    def read_body(self, length):
+        self._body_length = length
+
+    def upgrade(self):
+        """The hub is ready for this WebSocket: answer the handshake. True when open (start()
+        next), False when the library refused it (refusal() says why)."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        rest, self._bytes = self._bytes, b""
+        return self.accept(self._request.head, rest, SERVER_HEADER)
+
+    def _timed_out(self):
+        self._deadline = None
+        if self._answered or self.protocol is not None:
+            return
+        if self._request is not None and self._request.upgrade:
+            self.transport.abort()   # the hub never got ready for it
+        else:
+            self.respond(self.router.incomplete(
+                self._request, f"the request did not arrive within {REQUEST_TIMEOUT:g} s"))
