@@ -1,4 +1,4 @@
-"""The PC hub's HTTP side, on its WebSocket port as on a board (src/http_endpoints.c): every
+"""The PC hub's HTTP side, on its WebSocket port as on a board (main/http_endpoints.c): every
 request is read here and goes through one router.
 
     GET /health, GET /stats     JSON (docs/PROTOCOL.md §9)

@@ -1,4 +1,4 @@
-"""Where the PC hub keeps uploaded hub modules: the same rules as the firmware's src/module_store.c.
+"""Where the PC hub keeps uploaded hub modules: the same rules as the firmware's main/module_store.c.
 
 A directory holds two slots and a state file:
 
@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 SLOT_COUNT = 2
-PACKAGED = -1                      # MODULE_SLOT_EMBEDDED in src/module_store.h
+PACKAGED = -1                      # MODULE_SLOT_EMBEDDED in main/module_store.h
 SLOT_NAMES = ("hubmod0", "hubmod1")
 SLOT_BYTES = 0x10000               # partitions.csv: hubmod0/hubmod1 are 64 KiB each
 DEFAULT_CONFIRM_SECONDS = 60.0     # CONFIG_PIGEONHUB_MODULE_CONFIRM_S default

@@ -1,4 +1,4 @@
-"""`POST /module` on the PC hub: the firmware's over-the-air module upload (src/http_endpoints.c),
+"""`POST /module` on the PC hub: the firmware's over-the-air module upload (main/http_endpoints.c),
 answered the same way, so `pigeonhub upload` and its tests work against both.
 
     POST /module
@@ -15,7 +15,7 @@ answers {"error": "<specific reason>"} and leaves the running module untouched. 
     200 {"ok":true,"slot":"hubmod1","bytes":N,"sha256":"..","hubId":"..",
          "confirmAfterSeconds":60,"peersReplayed":K}
 
-(the board, src/hub_task.c, answers the same members.)
+(the board, main/hub_task.c, answers the same members.)
 
 The request reaches UploadService through the hub's one HTTP router (endpoints.py), which gives
 a request 10 s to arrive whole: a 64 KiB module takes well under a second on a LAN.

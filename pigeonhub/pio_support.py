@@ -20,9 +20,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Name of the module file; src/CMakeLists.txt embeds it as _binary_hub_wasm_start/_end.
+#: Name of the module file; main/CMakeLists.txt embeds it as _binary_hub_wasm_start/_end.
 HUB_WASM = "hub.wasm"
-#: Application-defined partition type of the module slots (partitions.csv, src/module_store.h).
+#: Application-defined partition type of the module slots (partitions.csv, main/module_store.h).
 MODULE_PARTITION_TYPE = 0x40
 #: WebAssembly binary header: magic "\\0asm" + version 1.
 WASM_HEADER = b"\0asm\x01\x00\x00\x00"
@@ -273,7 +273,7 @@ def pre_build(env, build_module=None, ensure=None, log=print) -> Path | None:
             raise BuildError(f"board_build.embed_files points to {out_path}, outside this env's "
                              f"build dir {build_dir}",
                              "keep `board_build.embed_files = .pio/build/<env name>/hub.wasm` "
-                             "and the default build_dir (src/CMakeLists.txt embeds "
+                             "and the default build_dir (main/CMakeLists.txt embeds "
                              "${BUILD_DIR}/hub.wasm)")
         slot = module_slot_size(parse_partitions((project_dir / "partitions.csv").read_text()))
         ensure_wasm3(project_dir, ensure)
@@ -358,7 +358,7 @@ def add_custom_targets(env) -> None:
 # --- the CMake side ------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    """`python -m pigeonhub.pio_support hub-wasm --out F`: what src/CMakeLists.txt runs for idf.py.
+    """`python -m pigeonhub.pio_support hub-wasm --out F`: what main/CMakeLists.txt runs for idf.py.
 
     The same steps as :func:`pre_build`, for builds that PlatformIO does not drive.
     """

@@ -417,7 +417,7 @@ class PcHub:
         self.ready.set()
         self._release_waiting()
         log.info(f"listening on ws://{_url_host(self.args.host)}:{self.port}")
-        # The two lines a board prints (src/wifi.c, src/hub_task.c): tests and users key on them.
+        # The two lines a board prints (main/wifi.c, main/hub_task.c): tests and users key on them.
         log.info(f"IPv4 address: {_ipv4_address(self.args.host)}")
         log.info(f"WebSocket server listening on port {self.port}")
 

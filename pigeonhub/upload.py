@@ -4,7 +4,7 @@
 
 The file is checked here first (WebAssembly header, size against a 64 KiB module slot, the exports
 of wasm/pigeonhub_abi.h, and, when the bridge extension is built, the bridge's own load checks), then
-streamed to POST /module (src/http_endpoints.c) with its SHA-256. The hub checks it again, swaps it in
+streamed to POST /module (main/http_endpoints.c) with its SHA-256. The hub checks it again, swaps it in
 place and keeps every connected peer.
 
 Exit status:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = ("esp32", "esp32c3")
-OWN_SOURCES = ("src", "lib/pigeonhub_bridge", "wasm")   # our code: a warning here fails the build
+OWN_SOURCES = ("main", "lib/pigeonhub_bridge", "wasm")   # our code: a warning here fails the build
 HUB_PORT = 3000                    # CONFIG_PIGEONHUB_PORT: the port the firmware listens on
 GUEST_HOST_ADDR = "10.0.2.100"     # qemu-run.sh's default guestfwd address
 BOOT_TIMEOUT = 90.0                # s, to "hub id" and "IPv4 address" in the serial log
@@ -146,11 +146,11 @@ def free_port() -> int:
 
 
 NVS_OFFSET, NVS_SIZE = 0x9000, 0x6000   # partitions.csv: nvs
-NVS_NAMESPACE = "pigeonhub"              # src/settings.h SETTINGS_NAMESPACE
+NVS_NAMESPACE = "pigeonhub"              # main/settings.h SETTINGS_NAMESPACE
 
 
 def provision(flash: Path, build: Path, settings: dict) -> None:
-    """Write `settings` (NVS key -> string, src/settings.h keys) into the board's flash file, as the
+    """Write `settings` (NVS key -> string, main/settings.h keys) into the board's flash file, as the
     serial console's `token` / `bootstrap` commands would have stored them."""
     env = kit_environment()
     flash.parent.mkdir(parents=True, exist_ok=True)

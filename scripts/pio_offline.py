@@ -9,7 +9,7 @@
                                                non-zero if anything fails, and ends with
                                                "pio test -e native: N passed, M failed, K skipped"
 
-Why not `pio run -e native`: the env has no program of its own (src/ is the ESP-IDF layer, so
+Why not `pio run -e native`: the env has no program of its own (main/ is the ESP-IDF layer, so
 build_src_filter = -<*>), and PlatformIO stops with "Nothing to build"; its code is built by
 `pio test`, around each suite in test/native/test_*/.
 

@@ -2,8 +2,8 @@
 the upload paths a user takes (the real `pigeonhub upload` CLI, a raw POST as curl would send it, a
 stalled upload), what a user reads back (/health, the serial log) and the flash file under QEMU.
 
-Firmware side: POST /module in src/http_endpoints.c, the slots and boot order in src/module_store.c,
-the swap and the confirmation timer in src/hub_task.c.
+Firmware side: POST /module in main/http_endpoints.c, the slots and boot order in main/module_store.c,
+the swap and the confirmation timer in main/hub_task.c.
 """
 
 import hashlib
@@ -36,7 +36,7 @@ SETTINGS = {"upload_token": UPLOAD_TOKEN}
 HTTP_TIMEOUT = 15.0     # s per GET /health or raw POST (answered through the hub task's queue)
 LOG_TIMEOUT = 15.0      # s for a serial line that follows something the test just did
 
-# Serial lines (src/hub_task.c log_module, src/http_endpoints.c, src/module_store.c). A line of the
+# Serial lines (main/hub_task.c log_module, main/http_endpoints.c, main/module_store.c). A line of the
 # log file ends with "\r\n"; colours, when configured, wrap it in ESC sequences, so nothing here is
 # anchored to a line end.
 P = r"pigeonhub: "

@@ -1,4 +1,4 @@
-"""A hub link from the emulated board to a PC hub (src/ws_links.c on esp_websocket_client).
+"""A hub link from the emulated board to a PC hub (main/ws_links.c on esp_websocket_client).
 
 The board is provisioned with `bootstrap` = ws://10.0.2.100:<guest port>/ and QEMU forwards that
 guest address (guestfwd) to a `pigeonhub serve` on 127.0.0.1. What a user sees is asserted: the

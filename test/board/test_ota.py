@@ -2,7 +2,7 @@
 a good module swapped in under a full hub, and every refused upload leaving the running module serving.
 
 What is asserted is what a user sees: the `pigeonhub upload` CLI's exit status and words, the HTTP
-status and JSON reason of POST /module (src/http_endpoints.c), the serial log, GET /health's module
+status and JSON reason of POST /module (main/http_endpoints.c), the serial log, GET /health's module
 (source slot, bytes, SHA-256) and the peers' own frames (hubclient.Peer).
 """
 
@@ -95,7 +95,7 @@ def test_upload_swaps_the_module_and_20_peers_keep_relaying(board, mods):
     finally:
         close_all(peers)
     # All 20 leave at once (a burst of closes on the board's httpd task); the next peers are
-    # greeted and relayed at once. (Before src/ws_transport.c re-queued its send work, a burst
+    # greeted and relayed at once. (Before main/ws_transport.c re-queued its send work, a burst
     # like this could lose it, and no frame reached any peer again.)
     newcomers = []
     try:

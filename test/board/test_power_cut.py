@@ -5,9 +5,9 @@ the firmware had written (scripts/emulator.py Board.power_cut). The board is the
 the same flash file, and what a user sees is asserted: the boot log lines `module source: ...` and
 `module ... loaded: ... sha256 ...`, the fallback warning, GET /health's module, and peers relaying.
 
-Firmware: src/module_store.c (boot order active -> previous -> embedded; an unconfirmed module is
-abandoned at the next boot), src/hub_task.c (confirmation after CONFIG_PIGEONHUB_MODULE_CONFIRM_S),
-src/http_endpoints.c (the upload streams into the slot that is not running).
+Firmware: main/module_store.c (boot order active -> previous -> embedded; an unconfirmed module is
+abandoned at the next boot), main/hub_task.c (confirmation after CONFIG_PIGEONHUB_MODULE_CONFIRM_S),
+main/http_endpoints.c (the upload streams into the slot that is not running).
 """
 
 import re

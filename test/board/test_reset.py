@@ -3,7 +3,7 @@
 A reset that lands while an Ethernet frame waits for its interrupt handler left QEMU's OpenCores MAC
 with its interrupt line high and nothing pending; from then on the board stopped after
 "Calling app_main()" at every boot, with CPU 0 inside the MAC's interrupt handler
-(src/ethernet.c says how the firmware lowers the line). It happened on a busy host, about once in
+(main/ethernet.c says how the firmware lowers the line). It happened on a busy host, about once in
 three resets: this test presses reset several times while clients keep the board's network busy
 and another process keeps the host's CPUs busy, and each boot must reach its address line.
 """

@@ -40,8 +40,8 @@ def line(body: bytes) -> "re.Pattern[bytes]":
     return re.compile(_PREFIX + body + _END)
 
 
-# The boot log (src/hub_task.c log_module + op_server_start, src/wifi.c on_ip_event or, under QEMU,
-# src/ethernet.c; PC twin: pigeonhub/server.py boot()). Order differs (the board gets its IP from
+# The boot log (main/hub_task.c log_module + op_server_start, main/wifi.c on_ip_event or, under QEMU,
+# main/ethernet.c; PC twin: pigeonhub/server.py boot()). Order differs (the board gets its IP from
 # Wi-Fi whenever the AP answers, or from DHCP), so they are matched in any order.
 BOOT_LINES = {
     "module loaded": line(rb"module (\S+) loaded: (\d+) bytes, sha256 ([0-9a-f]{64})"),
@@ -132,7 +132,7 @@ def http_json(boot: Boot, path: str):
 
 def running_module(boot: Boot) -> dict:
     """{"sha256", "bytes", "maxPeers"} of the module the hub runs now, from what a user can GET.
-    The board's /health carries the module (src/hub_task.c health_json), the PC twin's /stats does
+    The board's /health carries the module (main/hub_task.c health_json), the PC twin's /stats does
     (pigeonhub/server.py stats); both /stats carry the module's own get_stats (maxPeers)."""
     health = http_json(boot, "/health")
     stats = http_json(boot, "/stats")

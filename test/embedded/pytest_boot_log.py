@@ -1,7 +1,7 @@
 """The boot log: what a user sees on the serial console after a reset, and that it is true.
 
-Board: src/hub_task.c (module loaded, hub id, WebSocket server listening), src/wifi.c (IPv4 address;
-src/ethernet.c in QEMU, reached through a port forwarded to 127.0.0.1).
+Board: main/hub_task.c (module loaded, hub id, WebSocket server listening), main/wifi.c (IPv4 address;
+main/ethernet.c in QEMU, reached through a port forwarded to 127.0.0.1).
 PC twin: pigeonhub/server.py boot(), printed on its pty after `reset`.
 """
 

@@ -1,7 +1,7 @@
 """Over-the-air module upload, as a user does it: `pigeonhub upload --host IP --port P --token T FILE`
 with the IP and port the hub printed, while peers stay connected; the console tells what happened.
 
-Board: POST /module in src/http_endpoints.c, swap in src/hub_task.c (the swap is logged as a new
+Board: POST /module in main/http_endpoints.c, swap in main/hub_task.c (the swap is logged as a new
 "module hub.wasm loaded: …" line). PC twin: pigeonhub/ota.py ("module swapped: …").
 Broken modules are refused twice over: by the CLI before anything is sent (exit 2), and, for a
 client that skips those checks (curl, a script), by the hub itself (HTTP 422, logged); either way

@@ -103,8 +103,8 @@ def load(root):
         partitions=parse_partitions((root / "partitions.csv").read_text()),
         sdkconfig=parse_sdkconfig((root / "sdkconfig.defaults").read_text()),
         sdkconfig_lines=(root / "sdkconfig.defaults").read_text().splitlines(),
-        kconfig=parse_kconfig((root / "src" / "Kconfig.projbuild").read_text()),
-        sources={p.name: p.read_text() for p in sorted((root / "src").glob("*.[ch]"))},
+        kconfig=parse_kconfig((root / "main" / "Kconfig.projbuild").read_text()),
+        sources={p.name: p.read_text() for p in sorted((root / "main").glob("*.[ch]"))},
         abi=(root / "wasm" / "pigeonhub_abi.h").read_text(),
         ini=(root / "platformio.ini").read_text(),
         bridge=bridge_defaults((root / BRIDGE_HEADER).read_text()),
@@ -125,7 +125,7 @@ def max_open_sockets(cfg):
     """Evaluate ws_transport.h's WS_MAX_OPEN_SOCKETS with the Kconfig defaults."""
     src = cfg.sources["ws_transport.h"].replace("\\\n", " ")
     m = re.search(r"#define\s+WS_MAX_OPEN_SOCKETS\s+(.+)", src)
-    assert m, "WS_MAX_OPEN_SOCKETS not defined in src/ws_transport.h"
+    assert m, "WS_MAX_OPEN_SOCKETS not defined in main/ws_transport.h"
     expr = re.sub(r"CONFIG_(\w+)", lambda x: str(kconfig_int(cfg, x.group(1))), m.group(1))
     assert re.fullmatch(r"[\d\s+()*]+", expr), f"unexpected expression {expr!r}"
     return eval(expr)  # only digits, +, *, parentheses (asserted above)
@@ -134,7 +134,7 @@ def max_open_sockets(cfg):
 def module_slot_min(cfg):
     m = re.search(r"#define\s+MODULE_SLOT_MIN_BYTES\s+\((\d+)\s*\*\s*(\d+)\)",
                   cfg.sources["module_store.h"])
-    assert m, "MODULE_SLOT_MIN_BYTES not found in src/module_store.h"
+    assert m, "MODULE_SLOT_MIN_BYTES not found in main/module_store.h"
     return int(m.group(1)) * int(m.group(2))
 
 
@@ -206,20 +206,20 @@ def check_sockets(cfg):
 
 def check_managed_components(cfg):
     """A source using esp_websocket_client (a managed component since IDF v5) needs it in
-    src/idf_component.yml and in src/CMakeLists.txt's REQUIRES."""
+    main/idf_component.yml and in main/CMakeLists.txt's REQUIRES."""
     problems = []
     users = [n for n, t in cfg.sources.items() if '#include "esp_websocket_client.h"' in t]
     if not users:
         return problems
-    manifest = cfg.root / "src" / "idf_component.yml"
+    manifest = cfg.root / "main" / "idf_component.yml"
     text = manifest.read_text() if manifest.is_file() else ""
     if not re.search(r"^\s*espressif/esp_websocket_client\s*:", text, re.M):
-        problems.append(f"src/{users[0]} includes esp_websocket_client.h but src/idf_component.yml "
+        problems.append(f"main/{users[0]} includes esp_websocket_client.h but main/idf_component.yml "
                         "does not depend on espressif/esp_websocket_client")
-    cmake = (cfg.root / "src" / "CMakeLists.txt").read_text()
+    cmake = (cfg.root / "main" / "CMakeLists.txt").read_text()
     requires = re.search(r"REQUIRES(.*?)(?:\)|EMBED_FILES)", cmake, re.S)
     if not requires or "esp_websocket_client" not in requires.group(1).split():
-        problems.append("src/CMakeLists.txt REQUIRES lacks esp_websocket_client")
+        problems.append("main/CMakeLists.txt REQUIRES lacks esp_websocket_client")
     return problems
 
 
@@ -234,7 +234,7 @@ def check_config_references(cfg):
     for name, text in cfg.sources.items():
         for ref in sorted(set(re.findall(r"\bCONFIG_\w+", text))):
             if ref not in known:
-                problems.append(f"src/{name} uses {ref}: not in Kconfig.projbuild, "
+                problems.append(f"main/{name} uses {ref}: not in Kconfig.projbuild, "
                                 "sdkconfig.defaults or the known ESP-IDF options")
     return problems
 
@@ -283,7 +283,10 @@ def check_platformio_ini(cfg):
         problems.append("platformio.ini: board_build.partitions must be partitions.csv")
     if not re.search(r"^board_build\.embed_files\s*=.*/hub\.wasm\s*$", cfg.ini, re.M):
         problems.append("platformio.ini: board_build.embed_files must list hub.wasm "
-                        "(src/CMakeLists.txt embeds it as _binary_hub_wasm_start)")
+                        "(main/CMakeLists.txt embeds it as _binary_hub_wasm_start)")
+    if not re.search(r"^src_dir\s*=\s*main\s*$", cfg.ini, re.M):
+        problems.append("platformio.ini: [platformio] src_dir must be main (the firmware's ESP-IDF "
+                        "component, the folder idf.py builds)")
     return problems
 
 
@@ -319,20 +322,20 @@ TAMPERS = [
      "CONFIG_LWIP_MAX_SOCKETS=16", "httpd_start"),
     (check_sockets, "sdkconfig.defaults", "CONFIG_LWIP_MAX_ACTIVE_TCP=32",
      "CONFIG_LWIP_MAX_ACTIVE_TCP=16", "ACTIVE_TCP"),
-    (check_sockets, "src/ws_transport.h",
+    (check_sockets, "main/ws_transport.h",
      " + CONFIG_PIGEONHUB_MAX_HUB_LINKS + CONFIG_PIGEONHUB_SPARE_SOCKETS)", ")", "MAX_PEERS"),
-    (check_sockets, "src/Kconfig.projbuild", "range 1 64\n        default 20",
+    (check_sockets, "main/Kconfig.projbuild", "range 1 64\n        default 20",
      "range 1 64\n        default 16", "pigeonhub_abi.h"),
     (check_sockets, "sdkconfig.defaults", "CONFIG_LWIP_MAX_SOCKETS=32",
      "CONFIG_LWIP_MAX_SOCKETS=28", "outgoing hub links"),
-    (check_managed_components, "src/idf_component.yml", "espressif/esp_websocket_client:",
+    (check_managed_components, "main/idf_component.yml", "espressif/esp_websocket_client:",
      "espressif/esp_websocket_clients:", "idf_component.yml"),
-    (check_managed_components, "src/CMakeLists.txt", "mbedtls console esp_websocket_client",
+    (check_managed_components, "main/CMakeLists.txt", "mbedtls console esp_websocket_client",
      "mbedtls console", "REQUIRES"),
-    (check_kconfig_help, "src/Kconfig.projbuild",
+    (check_kconfig_help, "main/Kconfig.projbuild",
      "        help\n            Hub-to-hub links: incoming ones are counted on top of the peers when "
      "sizing the\n", "", "PIGEONHUB_MAX_HUB_LINKS"),
-    (check_config_references, "src/hub_task.c", "CONFIG_PIGEONHUB_OUTBOX_LIMIT",
+    (check_config_references, "main/hub_task.c", "CONFIG_PIGEONHUB_OUTBOX_LIMIT",
      "CONFIG_PIGEONHUB_OUTBOX_LIMT", "OUTBOX_LIMT"),
     (check_sdkconfig_defaults, "sdkconfig.defaults", "CONFIG_HTTPD_WS_SUPPORT=y",
      "CONFIG_HTTPD_WS_SUPPORT=n", "HTTPD_WS_SUPPORT"),
@@ -341,10 +344,11 @@ TAMPERS = [
      "", "CONFIG_FREERTOS_HZ"),
     (check_platformio_ini, "platformio.ini", "board_build.partitions = partitions.csv",
      "board_build.partitions = default.csv", "partitions"),
-    (check_bridge_defaults, "src/Kconfig.projbuild", "default 12288", "default 16384", "OUTBOX_LIMIT"),
+    (check_platformio_ini, "platformio.ini", "src_dir = main", "src_dir = src", "src_dir"),
+    (check_bridge_defaults, "main/Kconfig.projbuild", "default 12288", "default 16384", "OUTBOX_LIMIT"),
     (check_bridge_defaults, BRIDGE_HEADER, "PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (48u * 1024u)",
      "PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (64u * 1024u)", "MODULE_MEMORY_LIMIT"),
-    (check_bridge_defaults, "src/Kconfig.projbuild", "range 1 8\n        default 2",
+    (check_bridge_defaults, "main/Kconfig.projbuild", "range 1 8\n        default 2",
      "range 1 8\n        default 4", "MAX_CONNECTIONS"),
 ]
 
@@ -354,7 +358,7 @@ TAMPERS = [
 def test_check_fails_on_tampered_copy(tmp_path, check, name, old, new, mention):
     for rel in ("partitions.csv", "sdkconfig.defaults", "platformio.ini"):
         shutil.copy(ROOT / rel, tmp_path / rel)
-    shutil.copytree(ROOT / "src", tmp_path / "src")
+    shutil.copytree(ROOT / "main", tmp_path / "main")
     (tmp_path / BRIDGE_HEADER).parent.mkdir(parents=True)
     shutil.copy(ROOT / BRIDGE_HEADER, tmp_path / BRIDGE_HEADER)
     (tmp_path / "wasm").mkdir()

@@ -1,7 +1,7 @@
 """Over-the-air module upload end to end: `pigeonhub upload` (the real CLI) against `pigeonhub serve`
 (a real subprocess on a free loopback port) with real WebSocket peers connected.
 
-The PC hub answers POST /module exactly like the firmware (src/http_endpoints.c), so what holds
+The PC hub answers POST /module exactly like the firmware (main/http_endpoints.c), so what holds
 here holds for the board's endpoint: same statuses, same reasons, same swap in the same bridge core.
 """
 import hashlib

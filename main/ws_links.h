@@ -1,6 +1,6 @@
 /*
  * ws_links.h — outgoing hub links (ABI 2 ws_connect) with ESP-IDF's esp_websocket_client
- * (managed component espressif/esp_websocket_client, see src/idf_component.yml).
+ * (managed component espressif/esp_websocket_client, see main/idf_component.yml).
  *
  * Threads: the hub task calls ws_links_open/send/ping/close (never blocking on the network);
  * every call that touches an esp_websocket_client handle runs on one "hublinks" worker task,

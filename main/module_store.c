@@ -21,7 +21,7 @@
 
 static const char *TAG = "pigeonhub";
 
-/* The module built by extra_scripts/build_hub_wasm.py, embedded by src/CMakeLists.txt EMBED_FILES. */
+/* The module built by extra_scripts/build_hub_wasm.py, embedded by main/CMakeLists.txt EMBED_FILES. */
 extern const uint8_t hub_wasm_start[] asm("_binary_hub_wasm_start");
 extern const uint8_t hub_wasm_end[] asm("_binary_hub_wasm_end");
 
