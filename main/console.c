@@ -14,6 +14,7 @@
 #include "esp_system.h"
 #include "settings.h"
 #include "network.h"
+#include "ph_module_store.h"
 
 static const char *TAG = "pigeonhub";
 
@@ -38,8 +39,9 @@ static int cmd_wifi(int argc, char **argv)
 
 static int cmd_token(int argc, char **argv)
 {
-    if (argc != 2 || strlen(argv[1]) < 8 || strlen(argv[1]) > 64) {
-        printf("usage: token <secret>   (8-64 characters; required by POST /module)\n");
+    if (argc != 2 || strlen(argv[1]) < PH_UPLOAD_TOKEN_MIN || strlen(argv[1]) > PH_UPLOAD_TOKEN_MAX) {
+        printf("usage: token <secret>   (%d-%d characters; required by POST /module)\n",
+               PH_UPLOAD_TOKEN_MIN, PH_UPLOAD_TOKEN_MAX);
         return 1;
     }
     if (settings_set_str(SETTINGS_KEY_UPLOAD_TOKEN, argv[1]) != ESP_OK) {

@@ -29,7 +29,6 @@
 static const char *TAG = "pigeonhub";
 
 #define JSON_BUF 4096          /* /health and /stats bodies (stats grow with hub links) */
-#define TOKEN_MAX 64
 #define UPLOAD_RECV_RETRIES 3  /* httpd_req_recv timeouts tolerated per chunk          */
 
 static esp_err_t send_json(httpd_req_t *req, const char *status, const char *body)
@@ -102,8 +101,8 @@ static bool token_equal(const char *a, const char *b)
 
 static const char *check_token(httpd_req_t *req)
 {
-    char want[TOKEN_MAX + 1];
-    char got[TOKEN_MAX + 8 + 1];
+    char want[PH_UPLOAD_TOKEN_MAX + 1];
+    char got[PH_UPLOAD_TOKEN_MAX + 8 + 1];
     if (!settings_get_str(SETTINGS_KEY_UPLOAD_TOKEN, CONFIG_PIGEONHUB_UPLOAD_TOKEN, want,
                           sizeof(want))) {
         return "uploads are disabled until an upload token is set (console: token <secret>, or "

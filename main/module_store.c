@@ -1,7 +1,8 @@
 /*
- * module_store.c — embedded module + two flash slots, NVS bookkeeping, boot fallback.
+ * module_store.c — the embedded module and two flash slots: the module store's policy
+ * (ph_module_store.c, shared with the PC hub) over NVS, and the partitions it names.
  *
- * NVS (namespace "pigeonhub"):
+ * NVS (namespace "pigeonhub"), the policy's ph_store_state:
  *   mod_active i8   slot of the module to run (-1 = embedded)
  *   mod_prev   i8   slot to fall back to
  *   mod_trial  u8   1 while the active module has not yet run CONFIG_PIGEONHUB_MODULE_CONFIRM_S
@@ -26,13 +27,13 @@ extern const uint8_t hub_wasm_start[] asm("_binary_hub_wasm_start");
 extern const uint8_t hub_wasm_end[] asm("_binary_hub_wasm_end");
 
 /* The partitions' labels (partitions.csv), which are also the slots' names in logs and answers. */
-static const char *const SLOT_LABELS[MODULE_SLOT_COUNT] = { "hubmod0", "hubmod1" };
+static const char *const SLOT_LABELS[MODULE_SLOT_COUNT] = PH_STORE_SLOT_NAMES;
 static const esp_partition_t *s_parts[MODULE_SLOT_COUNT];
-static volatile int s_running = MODULE_SLOT_EMBEDDED;
+static ph_store s_store;
 
 const char *module_store_slot_name(int slot)
 {
-    return slot >= 0 && slot < MODULE_SLOT_COUNT ? SLOT_LABELS[slot] : "embedded";
+    return ph_store_slot_name(&s_store, slot);
 }
 
 static void key_for(char *buf, size_t cap, const char *prefix, int slot)
@@ -49,6 +50,83 @@ static int8_t nvs_i8_or(nvs_handle_t nvs, const char *key, int8_t fallback)
 static bool slot_valid(int slot)
 {
     return slot >= 0 && slot < MODULE_SLOT_COUNT && s_parts[slot] != NULL;
+}
+
+/* ---- the policy's state in NVS ------------------------------------------------------------- */
+
+static int nvs_load_state(void *ctx, ph_store_state *state)
+{
+    nvs_handle_t nvs;
+    char key[16];
+    if (nvs_open(SETTINGS_NAMESPACE, NVS_READONLY, &nvs) != ESP_OK) {
+        return 0;   /* nothing written yet: no module was ever uploaded */
+    }
+    state->active = nvs_i8_or(nvs, SETTINGS_KEY_MODULE_ACTIVE, PH_STORE_BUILTIN);
+    state->previous = nvs_i8_or(nvs, SETTINGS_KEY_MODULE_PREVIOUS, PH_STORE_BUILTIN);
+    if (nvs_get_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, &state->trial) != ESP_OK) {
+        state->trial = 0;
+    }
+    for (int i = 0; i < MODULE_SLOT_COUNT; i++) {
+        uint32_t len = 0;
+        size_t sha_len = sizeof(state->slot[i].sha256);
+        key_for(key, sizeof(key), SETTINGS_KEY_MODULE_LEN_PREFIX, i);
+        if (nvs_get_u32(nvs, key, &len) != ESP_OK) {
+            continue;
+        }
+        key_for(key, sizeof(key), SETTINGS_KEY_MODULE_SHA_PREFIX, i);
+        if (nvs_get_blob(nvs, key, state->slot[i].sha256, &sha_len) == ESP_OK &&
+            sha_len == sizeof(state->slot[i].sha256)) {
+            state->slot[i].len = len;
+        }
+    }
+    nvs_close(nvs);
+    return 0;
+}
+
+/* NVS writes a key only when its value changes, so saving the whole state wears nothing extra. */
+static int nvs_save_state(void *ctx, const ph_store_state *state)
+{
+    nvs_handle_t nvs;
+    char key[16];
+    esp_err_t e = nvs_open(SETTINGS_NAMESPACE, NVS_READWRITE, &nvs);
+    if (e != ESP_OK) {
+        ESP_LOGE(TAG, "module store: nvs_open failed: %s", esp_err_to_name(e));
+        return -1;
+    }
+    e = nvs_set_i8(nvs, SETTINGS_KEY_MODULE_ACTIVE, state->active);
+    if (e == ESP_OK) e = nvs_set_i8(nvs, SETTINGS_KEY_MODULE_PREVIOUS, state->previous);
+    if (e == ESP_OK) e = nvs_set_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, state->trial);
+    for (int i = 0; e == ESP_OK && i < MODULE_SLOT_COUNT; i++) {
+        key_for(key, sizeof(key), SETTINGS_KEY_MODULE_LEN_PREFIX, i);
+        if (state->slot[i].len == 0) {
+            esp_err_t gone = nvs_erase_key(nvs, key);
+            e = gone == ESP_ERR_NVS_NOT_FOUND ? ESP_OK : gone;
+            continue;
+        }
+        e = nvs_set_u32(nvs, key, state->slot[i].len);
+        if (e == ESP_OK) {
+            key_for(key, sizeof(key), SETTINGS_KEY_MODULE_SHA_PREFIX, i);
+            e = nvs_set_blob(nvs, key, state->slot[i].sha256, sizeof(state->slot[i].sha256));
+        }
+    }
+    if (e == ESP_OK) e = nvs_commit(nvs);
+    nvs_close(nvs);
+    if (e != ESP_OK) {
+        ESP_LOGE(TAG, "module store: writing NVS failed: %s", esp_err_to_name(e));
+        return -1;
+    }
+    return 0;
+}
+
+static bool partition_exists(void *ctx, int slot)
+{
+    return slot_valid(slot);
+}
+
+static void store_log(void *ctx, char level, const char *msg, size_t len)
+{
+    esp_log_level_t l = level == 'E' ? ESP_LOG_ERROR : level == 'W' ? ESP_LOG_WARN : ESP_LOG_INFO;
+    ESP_LOG_LEVEL(l, TAG, "%.*s", (int)len, msg);
 }
 
 void module_store_sha_hex(const uint8_t sha[32], char out[65])
@@ -72,72 +150,23 @@ esp_err_t module_store_init(void)
             s_parts[i] = NULL;
         }
     }
+    const ph_store_ops ops = { NULL, nvs_load_state, nvs_save_state, partition_exists, store_log };
+    ph_store_init(&s_store, &ops, "embedded", "reset", CONFIG_PIGEONHUB_MODULE_CONFIRM_S, 0);
     return (s_parts[0] || s_parts[1]) ? ESP_OK : ESP_ERR_NOT_FOUND;
 }
 
 void module_store_mark_bad(int slot)
 {
-    nvs_handle_t nvs;
-    char key[16];
-    if (!slot_valid(slot) || nvs_open(SETTINGS_NAMESPACE, NVS_READWRITE, &nvs) != ESP_OK) {
-        return;
-    }
-    key_for(key, sizeof(key), SETTINGS_KEY_MODULE_LEN_PREFIX, slot);
-    nvs_erase_key(nvs, key);
-    if (nvs_i8_or(nvs, SETTINGS_KEY_MODULE_ACTIVE, MODULE_SLOT_EMBEDDED) == slot) {
-        /* The previous module becomes the active one; the embedded one stays the last resort. */
-        nvs_set_i8(nvs, SETTINGS_KEY_MODULE_ACTIVE, nvs_i8_or(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED));
-        nvs_set_i8(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED);
-        nvs_set_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, 0);
-    } else if (nvs_i8_or(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED) == slot) {
-        nvs_set_i8(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED);
-    }
-    nvs_commit(nvs);
-    nvs_close(nvs);
+    ph_store_mark_bad(&s_store, slot);
 }
 
 int module_store_boot_order(int order[MODULE_SLOT_COUNT + 1])
 {
-    nvs_handle_t nvs;
-    int n = 0;
-    int8_t active = MODULE_SLOT_EMBEDDED;
-    int8_t prev = MODULE_SLOT_EMBEDDED;
-    uint8_t trial = 0;
-
-    if (nvs_open(SETTINGS_NAMESPACE, NVS_READONLY, &nvs) == ESP_OK) {
-        active = nvs_i8_or(nvs, SETTINGS_KEY_MODULE_ACTIVE, MODULE_SLOT_EMBEDDED);
-        prev = nvs_i8_or(nvs, SETTINGS_KEY_MODULE_PREVIOUS, MODULE_SLOT_EMBEDDED);
-        if (nvs_get_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, &trial) != ESP_OK) {
-            trial = 0;
-        }
-        nvs_close(nvs);
-    }
-    if (trial && slot_valid(active)) {
-        ESP_LOGW(TAG, "module in %s did not run %d s before the last reset: falling back",
-                 SLOT_LABELS[active], CONFIG_PIGEONHUB_MODULE_CONFIRM_S);
-        module_store_mark_bad(active);
-        active = prev;
-        prev = MODULE_SLOT_EMBEDDED;
-    }
-    if (slot_valid(active)) {
-        order[n++] = active;
-    }
-    if (slot_valid(prev) && prev != active) {
-        order[n++] = prev;
-    }
-    order[n++] = MODULE_SLOT_EMBEDDED;
-    return n;
+    return ph_store_boot_order(&s_store, order);
 }
 
 esp_err_t module_store_open(int slot, module_image *img, char *err, size_t err_cap)
 {
-    nvs_handle_t nvs;
-    char key[16];
-    uint8_t want[32];
-    size_t want_len = sizeof(want);
-    uint32_t len = 0;
-    esp_err_t e;
-
     memset(img, 0, sizeof(*img));
     img->slot = slot;
     if (slot == MODULE_SLOT_EMBEDDED) {
@@ -150,19 +179,8 @@ esp_err_t module_store_open(int slot, module_image *img, char *err, size_t err_c
         snprintf(err, err_cap, "module slot %d does not exist in the partition table", slot);
         return ESP_ERR_NOT_FOUND;
     }
-    if ((e = nvs_open(SETTINGS_NAMESPACE, NVS_READONLY, &nvs)) != ESP_OK) {
-        snprintf(err, err_cap, "%s: no module recorded (nvs_open: %s)", SLOT_LABELS[slot],
-                 esp_err_to_name(e));
-        return e;
-    }
-    key_for(key, sizeof(key), SETTINGS_KEY_MODULE_LEN_PREFIX, slot);
-    e = nvs_get_u32(nvs, key, &len);
-    if (e == ESP_OK) {
-        key_for(key, sizeof(key), SETTINGS_KEY_MODULE_SHA_PREFIX, slot);
-        e = nvs_get_blob(nvs, key, want, &want_len);
-    }
-    nvs_close(nvs);
-    if (e != ESP_OK || want_len != sizeof(want) || len == 0) {
+    uint32_t len = ph_store_recorded_len(&s_store, slot);
+    if (len == 0) {
         snprintf(err, err_cap, "%s is empty", SLOT_LABELS[slot]);
         return ESP_ERR_NOT_FOUND;
     }
@@ -172,7 +190,7 @@ esp_err_t module_store_open(int slot, module_image *img, char *err, size_t err_c
         return ESP_ERR_INVALID_SIZE;
     }
     const void *ptr = NULL;
-    e = esp_partition_mmap(s_parts[slot], 0, len, ESP_PARTITION_MMAP_DATA, &ptr, &img->map);
+    esp_err_t e = esp_partition_mmap(s_parts[slot], 0, len, ESP_PARTITION_MMAP_DATA, &ptr, &img->map);
     if (e != ESP_OK) {
         snprintf(err, err_cap, "%s: esp_partition_mmap failed: %s", SLOT_LABELS[slot],
                  esp_err_to_name(e));
@@ -181,10 +199,8 @@ esp_err_t module_store_open(int slot, module_image *img, char *err, size_t err_c
     img->data = ptr;
     img->len = len;
     mbedtls_sha256(img->data, img->len, img->sha256, 0);
-    if (memcmp(img->sha256, want, sizeof(want)) != 0) {
+    if (!ph_store_verify(&s_store, slot, img->len, img->sha256, err, err_cap)) {
         esp_partition_munmap(img->map);
-        snprintf(err, err_cap, "%s: SHA-256 of the flash contents differs from the recorded one",
-                 SLOT_LABELS[slot]);
         memset(img, 0, sizeof(*img));
         return ESP_ERR_INVALID_CRC;
     }
@@ -202,58 +218,27 @@ void module_store_release(module_image *img)
 
 void module_store_set_running(int slot)
 {
-    s_running = slot;
+    ph_store_note_boot(&s_store, slot);
 }
 
 int module_store_running(void)
 {
-    return s_running;
+    return s_store.running;
 }
 
 esp_err_t module_store_activate(int slot)
 {
-    nvs_handle_t nvs;
-    esp_err_t e = nvs_open(SETTINGS_NAMESPACE, NVS_READWRITE, &nvs);
-    if (e != ESP_OK) {
-        return e;
-    }
-    int8_t active = nvs_i8_or(nvs, SETTINGS_KEY_MODULE_ACTIVE, MODULE_SLOT_EMBEDDED);
-    if (active != slot) {
-        e = nvs_set_i8(nvs, SETTINGS_KEY_MODULE_PREVIOUS, active);
-    }
-    if (e == ESP_OK) {
-        e = nvs_set_i8(nvs, SETTINGS_KEY_MODULE_ACTIVE, (int8_t)slot);
-    }
-    if (e == ESP_OK) {
-        e = nvs_set_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, slot >= 0 ? 1 : 0);
-    }
-    if (e == ESP_OK) {
-        e = nvs_commit(nvs);
-    }
-    nvs_close(nvs);
-    return e;
+    return ph_store_activate(&s_store, slot) == 0 ? ESP_OK : ESP_FAIL;
 }
 
 bool module_store_needs_confirm(void)
 {
-    nvs_handle_t nvs;
-    uint8_t trial = 0;
-    if (nvs_open(SETTINGS_NAMESPACE, NVS_READONLY, &nvs) == ESP_OK) {
-        nvs_get_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, &trial);
-        nvs_close(nvs);
-    }
-    return trial != 0;
+    return ph_store_needs_confirm(&s_store);
 }
 
 void module_store_confirm(void)
 {
-    nvs_handle_t nvs;
-    if (nvs_open(SETTINGS_NAMESPACE, NVS_READWRITE, &nvs) == ESP_OK) {
-        nvs_set_u8(nvs, SETTINGS_KEY_MODULE_TRIAL, 0);
-        nvs_commit(nvs);
-        nvs_close(nvs);
-        ESP_LOGI(TAG, "module confirmed: it stays active across resets");
-    }
+    ph_store_confirm(&s_store);
 }
 
 size_t module_store_slot_size(void)
@@ -277,7 +262,7 @@ esp_err_t module_store_upload_begin(module_upload *up, size_t len, char *err, si
 {
     memset(up, 0, sizeof(*up));
     /* Never the running slot: WASM3 reads the running module from its mapping. */
-    int slot = module_store_running() == 0 ? 1 : 0;
+    int slot = ph_store_free_slot(&s_store);
     if (!slot_valid(slot)) {
         snprintf(err, err_cap, "no free module slot (partition %s missing)", SLOT_LABELS[slot]);
         return ESP_ERR_NOT_FOUND;
@@ -350,8 +335,6 @@ esp_err_t module_store_upload_finish(module_upload *up, const uint8_t expected_s
     uint8_t got[32];
     char got_hex[65];
     char want_hex[65];
-    nvs_handle_t nvs;
-    char key[16];
 
     if (up->written != up->expected_len) {
         snprintf(err, err_cap, "body ended after %u of %u bytes", (unsigned)up->written,
@@ -367,21 +350,9 @@ esp_err_t module_store_upload_finish(module_upload *up, const uint8_t expected_s
                  want_hex);
         return ESP_ERR_INVALID_CRC;
     }
-    esp_err_t e = nvs_open(SETTINGS_NAMESPACE, NVS_READWRITE, &nvs);
-    if (e == ESP_OK) {
-        key_for(key, sizeof(key), SETTINGS_KEY_MODULE_SHA_PREFIX, up->slot);
-        e = nvs_set_blob(nvs, key, got, sizeof(got));
-        if (e == ESP_OK) {
-            key_for(key, sizeof(key), SETTINGS_KEY_MODULE_LEN_PREFIX, up->slot);
-            e = nvs_set_u32(nvs, key, (uint32_t)up->written);
-        }
-        if (e == ESP_OK) {
-            e = nvs_commit(nvs);
-        }
-        nvs_close(nvs);
+    if (ph_store_record_upload(&s_store, up->slot, (uint32_t)up->written, got) != 0) {
+        snprintf(err, err_cap, "recording the module in NVS failed");
+        return ESP_FAIL;
     }
-    if (e != ESP_OK) {
-        snprintf(err, err_cap, "recording the module in NVS failed: %s", esp_err_to_name(e));
-    }
-    return e;
+    return ESP_OK;
 }

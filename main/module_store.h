@@ -1,10 +1,10 @@
 /*
  * module_store.h — where hub modules live: the one embedded in the firmware and two flash slots
  * (partitions hubmod0/hubmod1) for uploaded modules, memory-mapped so WASM3 reads them in place.
- *
- * Boot order: the active uploaded slot → the previous slot → the embedded module. A slot that was
- * activated but never confirmed (the device reset within CONFIG_PIGEONHUB_MODULE_CONFIRM_S) is
- * skipped, like an OTA app that failed its self-test.
+ * Which one runs is the module store's policy (ph_module_store.h, shared with the PC hub): the
+ * active uploaded slot → the previous slot → the embedded module, and a slot that was activated
+ * but never confirmed (the device reset within CONFIG_PIGEONHUB_MODULE_CONFIRM_S) is given up,
+ * like an OTA app that failed its self-test.
  */
 #ifndef PH_MODULE_STORE_H
 #define PH_MODULE_STORE_H
@@ -14,11 +14,12 @@
 #include <stdint.h>
 #include "esp_err.h"
 #include "esp_partition.h"
+#include "ph_module_store.h"
 
-#define MODULE_SLOT_EMBEDDED (-1)
-#define MODULE_SLOT_COUNT 2
+#define MODULE_SLOT_EMBEDDED PH_STORE_BUILTIN
+#define MODULE_SLOT_COUNT PH_STORE_SLOTS
 #define MODULE_PARTITION_TYPE ((esp_partition_type_t)0x40) /* application-defined, partitions.csv */
-#define MODULE_SLOT_MIN_BYTES (64 * 1024)                  /* partitions.csv: 0x10000 each       */
+#define MODULE_SLOT_MIN_BYTES PH_STORE_SLOT_BYTES          /* partitions.csv: 0x10000 each       */
 
 typedef struct {
     int slot;                         /* 0, 1 or MODULE_SLOT_EMBEDDED                */

@@ -24,6 +24,7 @@ HUB_WASM_BUDGET = 16 * 1024       # pigeonhub build's size budget for hub.wasm
 FLASH_SIZES = {"2MB": 2, "4MB": 4, "8MB": 8, "16MB": 16}
 HTTPD_INTERNAL_SOCKETS = 3        # esp_http_server: max_open_sockets + 3 <= CONFIG_LWIP_MAX_SOCKETS
 BRIDGE_HEADER = "lib/pigeonhub_bridge/src/ph_bridge.h"
+STORE_HEADER = "lib/pigeonhub_bridge/src/ph_module_store.h"
 MMU_PAGE = 64 * 1024              # esp_partition_mmap maps whole 64 KiB pages
 # ESP-IDF options the code tests (#if) without setting them; names checked against ESP-IDF
 # v5.5.3 components/esp_system/Kconfig (console selection).
@@ -55,6 +56,7 @@ class Config:
     abi: str = ""
     ini: str = ""
     bridge: dict = field(default_factory=dict)
+    store: str = ""
 
 
 def parse_kconfig(text):
@@ -108,6 +110,7 @@ def load(root):
         abi=(root / "wasm" / "pigeonhub_abi.h").read_text(),
         ini=(root / "platformio.ini").read_text(),
         bridge=bridge_defaults((root / BRIDGE_HEADER).read_text()),
+        store=(root / STORE_HEADER).read_text(),
     )
 
 
@@ -131,10 +134,15 @@ def max_open_sockets(cfg):
     return eval(expr)  # only digits, +, *, parentheses (asserted above)
 
 
+def store_define(cfg, name):
+    """A #define of ph_module_store.h: its text, or None."""
+    m = re.search(rf"#define\s+{name}\s+(.+?)\s*(/\*.*)?$", cfg.store, re.MULTILINE)
+    return m.group(1) if m else None
+
+
 def module_slot_min(cfg):
-    m = re.search(r"#define\s+MODULE_SLOT_MIN_BYTES\s+\((\d+)\s*\*\s*(\d+)\)",
-                  cfg.sources["module_store.h"])
-    assert m, "MODULE_SLOT_MIN_BYTES not found in main/module_store.h"
+    m = re.fullmatch(r"\((\d+)\s*\*\s*(\d+)\)", store_define(cfg, "PH_STORE_SLOT_BYTES") or "")
+    assert m, f"PH_STORE_SLOT_BYTES not found in {STORE_HEADER}"
     return int(m.group(1)) * int(m.group(2))
 
 
@@ -149,12 +157,18 @@ def check_module_slots(cfg):
         if p.size < HUB_WASM_BUDGET:
             problems.append(f"{p.name}: {p.size} bytes < hub.wasm budget {HUB_WASM_BUDGET}")
         if p.size < module_slot_min(cfg):
-            problems.append(f"{p.name}: {p.size} bytes < MODULE_SLOT_MIN_BYTES in module_store.h")
+            problems.append(f"{p.name}: {p.size} bytes < PH_STORE_SLOT_BYTES in ph_module_store.h")
         if p.offset % MMU_PAGE:
             problems.append(f"{p.name}: offset {p.offset:#x} not 64 KiB aligned (mmap page)")
     labels = sorted(p.name for p in slots)
-    if labels and labels != ["hubmod0", "hubmod1"]:
-        problems.append(f"module slot labels {labels} differ from module_store.c's hubmod0/1")
+    names = re.findall(r'"(\w+)"', store_define(cfg, "PH_STORE_SLOT_NAMES") or "")
+    if labels and labels != sorted(names):
+        problems.append(f"module slot labels {labels} differ from PH_STORE_SLOT_NAMES {names}")
+    confirm = store_define(cfg, "PH_STORE_CONFIRM_S_DEFAULT")
+    if str(kconfig_int(cfg, "PIGEONHUB_MODULE_CONFIRM_S")) != confirm:
+        problems.append(f"Kconfig PIGEONHUB_MODULE_CONFIRM_S defaults to "
+                        f"{kconfig_int(cfg, 'PIGEONHUB_MODULE_CONFIRM_S')}, but "
+                        f"PH_STORE_CONFIRM_S_DEFAULT (the PC hub's) is {confirm}")
     return problems
 
 
@@ -312,6 +326,9 @@ TAMPERS = [
      "hubmod1,  0x40, 0x01,    0x1a0000, 0x2000", "budget"),
     (check_module_slots, "partitions.csv", "hubmod0,  0x40, 0x00,    0x190000",
      "hubmod0,  0x40, 0x00,    0x191000", "aligned"),
+    (check_module_slots, "partitions.csv", "hubmod1,  0x40", "hubmodX,  0x40", "PH_STORE_SLOT_NAMES"),
+    (check_module_slots, "main/Kconfig.projbuild", "range 5 3600\n        default 60",
+     "range 5 3600\n        default 90", "PH_STORE_CONFIRM_S_DEFAULT"),
     (check_partition_layout, "partitions.csv", "factory,  app,  factory, 0x10000,  0x180000",
      "factory,  app,  factory, 0x10000,  0x190000", "overlaps"),
     (check_partition_layout, "partitions.csv", "factory,  app,  factory, 0x10000,  0x180000",
@@ -361,6 +378,7 @@ def test_check_fails_on_tampered_copy(tmp_path, check, name, old, new, mention):
     shutil.copytree(ROOT / "main", tmp_path / "main")
     (tmp_path / BRIDGE_HEADER).parent.mkdir(parents=True)
     shutil.copy(ROOT / BRIDGE_HEADER, tmp_path / BRIDGE_HEADER)
+    shutil.copy(ROOT / STORE_HEADER, tmp_path / STORE_HEADER)
     (tmp_path / "wasm").mkdir()
     shutil.copy(ROOT / "wasm" / "pigeonhub_abi.h", tmp_path / "wasm")
     assert check(load(tmp_path)) == []  # the untouched copy passes
