@@ -1,9 +1,10 @@
 """Builds pigeonhub._bridge: the bridge core (lib/pigeonhub_bridge) + WASM3 as a CPython extension.
 
-Project metadata lives in pyproject.toml; this file only adds the C extension. WASM3's sources are
+Project metadata lives in pyproject.toml (the package is src/pigeonhub); this file only adds the C
+extension and, for wheels, the module (hub.wasm and wasm/) as package data. WASM3's sources are
 third-party and not in the repository: they are fetched (pip download of the pywasm3 0.5.0 sdist),
 hash-checked, extracted and patched (lib/wasm3/patches) into lib/wasm3/src by
-pigeonhub/wasm3_source.py, loaded here by path because the package is not importable yet while it
+scripts/wasm3_source.py, loaded here by path because the package is not importable yet while it
 is being built. A changed patch re-extracts every file, so build_ext sees newer sources and
 recompiles them.
 """
@@ -23,7 +24,7 @@ os.chdir(ROOT)   # setuptools wants source paths relative to the project
 
 def _load_wasm3_source():
     spec = importlib.util.spec_from_file_location("_pigeonhub_wasm3_source",
-                                                  ROOT / "pigeonhub" / "wasm3_source.py")
+                                                  ROOT / "scripts" / "wasm3_source.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -71,8 +72,8 @@ class BuildPy(build_py):
         data = Path(self.build_lib) / "pigeonhub" / "data"
         shutil.copytree(ROOT / "wasm", data / "wasm", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("*.wasm", "*.o"))
-        sys.path.insert(0, str(ROOT))
-        from pigeonhub import build
+        sys.path.insert(0, str(ROOT / "src"))
+        from pigeonhub.module import build
         try:
             build.build_module(data / "hub.wasm")
         except (build.ToolchainError, build.BudgetError) as exc:
@@ -83,7 +84,7 @@ setup(
     ext_modules=[
         Extension(
             "pigeonhub._bridge",
-            sources=["pigeonhub/_bridge.c"] + _rel(BRIDGE_DIR.glob("*.c")) + _rel(Path(WASM3_DIR).glob("*.c")),
+            sources=["src/pigeonhub/_bridge.c"] + _rel(BRIDGE_DIR.glob("*.c")) + _rel(Path(WASM3_DIR).glob("*.c")),
             include_dirs=_rel([Path(WASM3_DIR), BRIDGE_DIR, ROOT / "wasm"]),
             depends=_rel(BRIDGE_DIR.glob("*.h")) + ["wasm/pigeonhub_abi.h"],
         )

@@ -1,4 +1,4 @@
-"""Atheris target `frames`: the PC hub's WebSocket receive path (pigeonhub/ws.py).
+"""Atheris target `frames`: the PC hub's WebSocket receive path (src/pigeonhub/hub/ws.py).
 
 The hub's own receive path (ws.ServerWebSocket: data frames cut out of the received bytes there,
 websockets' Sans-I/O ServerProtocol for the rest) is fed the fuzzer's bytes, as a client would send
@@ -27,7 +27,7 @@ with atheris.instrument_imports(include=["pigeonhub", "websockets"]):
     from websockets.protocol import OPEN
     from websockets.server import ServerProtocol
 
-    from pigeonhub.ws import MAX_FRAGMENTS, MAX_MESSAGE, ServerWebSocket
+    from pigeonhub.hub.ws import MAX_FRAGMENTS, MAX_MESSAGE, ServerWebSocket
 
 UPGRADE = (b"GET /?peerId=0 HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -121,7 +121,7 @@ def first_close_code(written):
 
 
 class Recorder:
-    """The hub's side of the socket (pigeonhub/server.py Connection), keeping what it is handed."""
+    """The hub's side of the socket (pigeonhub.hub.server.Connection), keeping what it is handed."""
 
     def __init__(self):
         self.got = []

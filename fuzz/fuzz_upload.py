@@ -1,9 +1,9 @@
 """Atheris target `upload`: POST /module on a running PC hub (the HTTP router and request reader in
-pigeonhub/endpoints.py, the upload checks in pigeonhub/ota.py, the module store, the bridge's
-module check and the swap).
+src/pigeonhub/hub/endpoints.py, the upload checks in src/pigeonhub/hub/ota.py, the module store, the
+bridge's module check and the swap).
 
-A real hub (pigeonhub.server.PcHub, the packaged hub.wasm, an upload token, a module directory in
-a temporary folder) listens on 127.0.0.1; each input becomes one request sent over a real socket,
+A real hub (pigeonhub.hub.server.PcHub, the packaged hub.wasm, an upload token, a module directory
+in a temporary folder) listens on 127.0.0.1; each input becomes one request sent over a real socket,
 in the chunks the input picks, then half-closed. An input is either the raw request bytes, or a
 request assembled from its parts: method, path, token (right, wrong, none), X-Module-SHA256 (of
 the body, or not), Content-Length (true, or not), extra header lines and the body; the assembled
@@ -34,9 +34,10 @@ from pathlib import Path
 import atheris
 
 with atheris.instrument_imports(include=["pigeonhub", "websockets"]):
-    from pigeonhub import _bridge, ota, server  # noqa: F401  (ota: the hub imports it when it listens)
+    from pigeonhub import _bridge
+    from pigeonhub.hub import ota, server  # noqa: F401  (ota: the hub imports it when it listens)
     from pigeonhub.log import Logger
-    from pigeonhub.module_store import slot_name
+    from pigeonhub.hub.module_store import slot_name
 
 TOKEN = "fuzz-token"
 # The plain hub.wasm (fuzz/Makefile builds it and passes it as HUB_WASM2).

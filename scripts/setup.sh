@@ -47,9 +47,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras=""
 [ "$mode" = test ] && extras="[test]"
-# the extension compiles the bridge core and WASM3 as patched by pigeonhub/wasm3_source.py
-stamp=".venv/.installed-$mode-$(cat pyproject.toml setup.py lib/pigeonhub_bridge/src/*.[ch] pigeonhub/_bridge.c \
-    pigeonhub/wasm3_source.py lib/wasm3/patches/*.patch 2>/dev/null | sha256sum | cut -c1-16)"
+# the extension compiles the bridge core and WASM3 as patched by scripts/wasm3_source.py
+stamp=".venv/.installed-$mode-$(cat pyproject.toml setup.py lib/pigeonhub_bridge/src/*.[ch] src/pigeonhub/_bridge.c \
+    scripts/wasm3_source.py lib/wasm3/patches/*.patch 2>/dev/null | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
     log "installing pigeonhub$extras into .venv"
     .venv/bin/pip install -q --disable-pip-version-check -e ".$extras"

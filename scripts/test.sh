@@ -28,7 +28,7 @@ make -s -C fuzz regress
 stage "PlatformIO native env offline: bridge suite built and run by pio test (real pre-build step)"
 python3 scripts/pio_offline.py test
 
-stage "pytest-embedded against the PC twin on a pty (on a board: --embedded-services esp --port /dev/ttyUSB0)"
+stage "pytest-embedded against the PC twin, test/embedded/pc_twin.py (on a board: --embedded-services esp --port /dev/ttyUSB0)"
 HUB_WASM="$PWD/build/hub.wasm" pytest test/embedded --embedded-services serial
 
 stage "pytest: module under WASM3 and wasmtime, bridge, PC hub conformance, interop, firmware config, budgets"

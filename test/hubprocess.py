@@ -73,16 +73,21 @@ def _wait_for(proc, log_path, pattern, timeout, what):
                 pytrace=False)
 
 
-def start_pc_hub(log_path, *args, module=None, timeout=BOOT_TIMEOUT, env=None):
-    """`python -m pigeonhub.cli serve --host 127.0.0.1 --port 0 ...`; waits for its 'listening'
-    line. Port 0 lets the OS pick a free port: the hub prints the one it got."""
+SERVE = ("-m", "pigeonhub.cli", "serve")
+PC_TWIN = (str(ROOT / "test" / "embedded" / "pc_twin.py"),)   # serve + a pty console (test support)
+
+
+def start_pc_hub(log_path, *args, module=None, timeout=BOOT_TIMEOUT, env=None, command=SERVE):
+    """`python -m pigeonhub.cli serve --host 127.0.0.1 --port 0 ...` (command=PC_TWIN: the PC twin,
+    the same hub with a pty console); waits for its 'listening' line. Port 0 lets the OS pick a
+    free port: the hub prints the one it got."""
     module = module or os.environ.get("HUB_WASM")
-    cmd = [sys.executable, "-m", "pigeonhub.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
+    cmd = [sys.executable, *command, "--host", "127.0.0.1", "--port", "0"]
     if module:
         cmd += ["--module", str(module)]
     cmd += [str(a) for a in args]
     full_env = dict(os.environ, PYTHONUNBUFFERED="1")
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), full_env.get("PYTHONPATH")]))
     full_env.update(env or {})
     log = open(log_path, "wb")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,

@@ -1,6 +1,6 @@
 """WebAssembly instructions the hub module executes per frame (wasmtime fuel).
 
-    python3 tools/wasm_profile.py [HUB.WASM ...]     # default: build wasm/ with pigeonhub.build
+    python3 tools/wasm_profile.py [HUB.WASM ...]     # default: build wasm/ with pigeonhub.module.build
 
 wasmtime charges one unit of fuel per executed wasm instruction (structural ones such as `block`,
 `loop`, `end`, `nop` and `drop` are free), so fuel before/after an export call is the module's own
@@ -24,10 +24,10 @@ from pathlib import Path
 import wasmtime
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
 
 from pigeonhub._bridge import json_string_end  # noqa: E402 — after the path
-from pigeonhub.build import parse_abi_header  # noqa: E402
+from pigeonhub.module.build import parse_abi_header  # noqa: E402
 
 PEERS = 20
 FUEL = 1 << 40
@@ -172,7 +172,7 @@ def format_profile(label, fig) -> str:
 def main(argv):
     paths = [Path(a) for a in argv[1:]]
     if not paths:
-        from pigeonhub import build
+        from pigeonhub.module import build
         tmp = Path(tempfile.mkdtemp(prefix="wasm-profile-"))
         paths = [build.build_module(tmp / "hub.wasm", max_bytes=1 << 30).path]
     for path in paths:

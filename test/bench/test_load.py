@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from pigeonhub import bench_load, bench_servers
+from pigeonhub.bench import load as bench_load, servers as bench_servers
 
 
 def test_frames_have_the_captured_shapes_and_sizes():

@@ -1,4 +1,4 @@
-"""pigeonhub/wasm3_source.py: WASM3 0.5.0 sources, fetched once, hash-checked, extracted exactly,
+"""scripts/wasm3_source.py: WASM3 0.5.0 sources, fetched once, hash-checked, extracted exactly,
 patched with lib/wasm3/patches."""
 import hashlib
 import importlib.util
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "pigeonhub" / "wasm3_source.py"
+SCRIPT = ROOT / "scripts" / "wasm3_source.py"
 
 
 def load_by_path():

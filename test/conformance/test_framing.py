@@ -2,8 +2,9 @@
 whatever control frames are mixed in, every message arrives whole and in order; frames the
 protocol forbids fail the connection with the right code.
 
-The PC hub cuts plain data frames out of the socket's bytes itself (pigeonhub/ws.py) and leaves
-everything else to websockets' Sans-I/O layer, so these tests aim at the seams between the two.
+The PC hub cuts plain data frames out of the socket's bytes itself (src/pigeonhub/hub/ws.py) and
+leaves everything else to websockets' Sans-I/O layer, so these tests aim at the seams between the
+two.
 They hold for the reference server too (`--against-reference`)."""
 
 import json

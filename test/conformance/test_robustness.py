@@ -60,9 +60,9 @@ def _test_hooks_module(tmp_path):
     if path:
         return path
     try:
-        from pigeonhub.build import build_module
+        from pigeonhub.module.build import build_module
     except ImportError as exc:
-        pytest.skip(f"no HUB_TEST_WASM and pigeonhub.build unavailable ({exc})")
+        pytest.skip(f"no HUB_TEST_WASM and pigeonhub.module.build unavailable ({exc})")
     out = tmp_path / "hub-test-hooks.wasm"
     build_module(out, test_hooks=True)
     return out

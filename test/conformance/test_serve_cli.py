@@ -1,5 +1,6 @@
 """`pigeonhub serve` as a user sees it: boot log, bad module, --max-peers, --device-id, Ctrl-C /
-SIGTERM, and the --pty console that stands in for a board's serial port."""
+SIGTERM; and the PC twin's pty console (test/embedded/pc_twin.py, test support) that stands in for
+a board's serial port."""
 
 import hashlib
 import json
@@ -13,7 +14,7 @@ import time
 import pytest
 
 from hubclient import Peer, new_network
-from hubprocess import ROOT, http_get, start_pc_hub
+from hubprocess import PC_TWIN, ROOT, http_get, start_pc_hub
 
 pytestmark = pytest.mark.pc_hub
 
@@ -22,7 +23,7 @@ LINE = r"^I \(\d+\) pigeonhub: "
 
 def cli_env():
     return dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
 
 
 def module_path(hub):
@@ -125,9 +126,9 @@ def test_shutdown_closes_everyone_1001_and_exits_0(tmp_path, sig):
         hub.stop()
 
 
-def test_pty_console_boots_like_a_board_on_reset(tmp_path):
+def test_pc_twin_pty_console_boots_like_a_board_on_reset(tmp_path):
     serial = pytest.importorskip("serial")
-    hub = start_pc_hub(tmp_path / "hub.log", "--pty")
+    hub = start_pc_hub(tmp_path / "hub.log", command=PC_TWIN)
     port = None
     early = None
     try:

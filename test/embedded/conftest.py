@@ -7,11 +7,12 @@ test's evidence). The same files run three ways:
 
 Board: the `esp` service (pytest-embedded-serial-esp, installed with a board setup, not here) resets
 the board when the `dut` is created; the hub boots and logs.
-PC twin: no --port given, so this conftest starts `pigeonhub serve --pty` once per session and hands
-its pseudo-terminal to pytest-embedded as the `port`. pyserial discards pending input when it opens
-a port, so the twin prints nothing there until told `reset` (pigeonhub/server.py): the `boot`
-fixture writes that line through the dut's own serial port, after the port is open.
-`--embedded-services serial --port PTY` drives a `pigeonhub serve --pty` someone started by hand.
+PC twin: no --port given, so this conftest starts pc_twin.py (the PC hub, `pigeonhub serve`, with a
+board-like console on a pseudo-terminal) once per session and hands that pty to pytest-embedded as
+the `port`. pyserial discards pending input when it opens a port, so the twin prints nothing there
+until told `reset` (pc_twin.py): the `boot` fixture writes that line through the dut's own serial
+port, after the port is open.
+`--embedded-services serial --port PTY` drives a pc_twin.py someone started by hand.
 Emulated board (--emulated-board, test/conftest.py): this conftest builds the firmware and boots it
 once per session in QEMU (scripts/emulator.py) with UART0 on a pseudo-terminal (the `port`), a QMP
 monitor socket, the hub's port forwarded to 127.0.0.1 and a random upload token in its NVS. QEMU
@@ -40,12 +41,13 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-for extra in (ROOT, ROOT / "test" / "conformance"):   # pigeonhub (the CLI), hubclient (raw peers)
+for extra in (ROOT / "src", ROOT / "test" / "conformance"):   # pigeonhub, hubclient (raw peers)
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
 from embedded_support import BOOT_TIMEOUT, read_boot_log  # noqa: E402
 
+TWIN = HERE / "pc_twin.py"   # the PC hub with a pty console
 TWIN_START_TIMEOUT = 60.0   # s: the first `pigeonhub serve` may build hub.wasm before it boots
 TWIN_STOP_TIMEOUT = 15.0    # s: Ctrl-C closes every peer with 1001 and waits for their answers
 EMULATOR_BOOT_TIMEOUT = 120.0   # s from QEMU's start to /health on the forwarded port (a busy host)
@@ -84,7 +86,7 @@ def _option(config, name, default=None):
 
 def hub_mode(config):
     """"board" (esp service resets it), "emulator" (--emulated-board: this conftest boots the
-    firmware in QEMU), "console" (--port of a `pigeonhub serve --pty` started by hand), "twin"
+    firmware in QEMU), "console" (--port of a pc_twin.py started by hand), "twin"
     (this conftest starts one), or None (not a pytest-embedded run)."""
     services = {s.strip() for s in re.split(r"[,|]", _option(config, "embedded_services", "") or "")
                 if s.strip()}
@@ -123,7 +125,7 @@ def pytest_collection_modifyitems(config, items):
 # ---- the PC twin ---------------------------------------------------------------------------------
 
 class Twin:
-    """`pigeonhub serve --pty` started by this suite: its pty, upload token and log."""
+    """pc_twin.py started by this suite: its pty, upload token and log."""
 
     def __init__(self, proc, pty, token, log_path):
         self.proc, self.pty, self.token, self.log_path = proc, pty, token, Path(log_path)
@@ -155,7 +157,7 @@ def _wait_for(twin, pattern, what):
             break
         time.sleep(0.05)
     code = twin.stop()
-    pytest.fail(f"pigeonhub serve --pty: no {what} (exit code {code}); its output:\n{twin.log()}",
+    pytest.fail(f"pc_twin.py: no {what} (exit code {code}); its output:\n{twin.log()}",
                 pytrace=False)
 
 
@@ -167,12 +169,12 @@ def pc_twin(request, tmp_path_factory):
         return
     tmp = tmp_path_factory.mktemp("pc-twin")
     token = secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "pigeonhub.cli", "serve", "--pty", "--port", "0",
+    cmd = [sys.executable, str(TWIN), "--port", "0",
            "--host", "127.0.0.1", "--upload-token", token, "--module-dir", str(tmp / "modules")]
     if os.environ.get("HUB_WASM"):
         cmd += ["--module", os.environ["HUB_WASM"]]
     env = dict(os.environ, PYTHONUNBUFFERED="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+               PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
     # Its stdout goes to a file, not a pipe: the hub writes a line per event and must never block
     # on a reader that went away; the pty path is read from that file.
     log_path = tmp / "serve.log"
@@ -185,7 +187,7 @@ def pc_twin(request, tmp_path_factory):
     yield twin
     code = twin.stop()
     if code != 0:
-        pytest.fail(f"pigeonhub serve --pty exited with {code}; its output:\n{twin.log()}",
+        pytest.fail(f"pc_twin.py exited with {code}; its output:\n{twin.log()}",
                     pytrace=False)
 
 
@@ -307,7 +309,7 @@ def pytest_runtest_makereport(item, call):
         twin = item.funcargs.get("pc_twin") if hasattr(item, "funcargs") else None
         if twin is not None:
             tail = "\n".join(twin.log().splitlines()[-60:])
-            rep.sections.append(("pigeonhub serve --pty output (last 60 lines)", tail))
+            rep.sections.append(("pc_twin.py output (last 60 lines)", tail))
         board = item.funcargs.get("emulated_board") if hasattr(item, "funcargs") else None
         if board is not None:   # its serial log is pytest-embedded's dut log; this is QEMU's own
             rep.sections.append((f"QEMU ({board.target}) output", board.log()))

@@ -27,7 +27,7 @@ ROOT = HERE.parents[1]
 BOOT_TIMEOUT = 30.0     # s from reset to the last boot line; a board's Wi-Fi association dominates
 LOG_TIMEOUT = 10.0      # s for a line that follows something the test just did
 HTTP_TIMEOUT = 10.0     # s per GET /health, /stats (a board answers from its hub task queue)
-SLOT_BYTES = 65536      # one module slot (partitions.csv hubmod0/hubmod1, pigeonhub.module_store)
+SLOT_BYTES = 65536      # one module slot (partitions.csv hubmod0/hubmod1, hub/module_store.py)
 
 # ESP-IDF prints "I (1234) pigeonhub: text" (wrapped in ANSI colours with CONFIG_LOG_COLORS); the PC
 # twin prints the same without colours. A line ends with "\r\n" on a serial console.
@@ -41,8 +41,8 @@ def line(body: bytes) -> "re.Pattern[bytes]":
 
 
 # The boot log (main/hub_task.c log_module + op_server_start, main/wifi.c on_ip_event or, under QEMU,
-# main/ethernet.c; PC twin: pigeonhub/server.py boot()). Order differs (the board gets its IP from
-# Wi-Fi whenever the AP answers, or from DHCP), so they are matched in any order.
+# main/ethernet.c; PC twin: src/pigeonhub/hub/server.py boot()). Order differs (the board gets its IP
+# from Wi-Fi whenever the AP answers, or from DHCP), so they are matched in any order.
 BOOT_LINES = {
     "module loaded": line(rb"module (\S+) loaded: (\d+) bytes, sha256 ([0-9a-f]{64})"),
     "hub id": line(rb"hub id ([0-9a-f]{40})"),
@@ -133,7 +133,7 @@ def http_json(boot: Boot, path: str):
 def running_module(boot: Boot) -> dict:
     """{"sha256", "bytes", "maxPeers"} of the module the hub runs now, from what a user can GET.
     The board's /health carries the module (main/hub_task.c health_json), the PC twin's /stats does
-    (pigeonhub/server.py stats); both /stats carry the module's own get_stats (maxPeers)."""
+    (src/pigeonhub/hub/server.py stats); both /stats carry the module's own get_stats (maxPeers)."""
     health = http_json(boot, "/health")
     stats = http_json(boot, "/stats")
     module = health.get("module") if isinstance(health.get("module"), dict) else {}
@@ -156,7 +156,7 @@ def peer_log_id(peer) -> bytes:
 
 def cli(*args, timeout=120):
     """The real `pigeonhub` CLI as a user runs it (system python3, this checkout first on the path)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
     env.pop("PIGEONHUB_TOKEN", None)   # the tests pass --token explicitly
     return subprocess.run([sys.executable, "-m", "pigeonhub.cli", *map(str, args)], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,

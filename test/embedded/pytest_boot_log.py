@@ -2,7 +2,7 @@
 
 Board: main/hub_task.c (module loaded, hub id, WebSocket server listening), main/wifi.c (IPv4 address;
 main/ethernet.c in QEMU, reached through a port forwarded to 127.0.0.1).
-PC twin: pigeonhub/server.py boot(), printed on its pty after `reset`.
+PC twin: src/pigeonhub/hub/server.py boot(), printed on its pty after `reset`.
 """
 
 from embedded_support import SLOT_BYTES, http_json, running_module

@@ -2,7 +2,7 @@
 with the IP and port the hub printed, while peers stay connected; the console tells what happened.
 
 Board: POST /module in main/http_endpoints.c, swap in main/hub_task.c (the swap is logged as a new
-"module hub.wasm loaded: …" line). PC twin: pigeonhub/ota.py ("module swapped: …").
+"module hub.wasm loaded: …" line). PC twin: src/pigeonhub/hub/ota.py ("module swapped: …").
 Broken modules are refused twice over: by the CLI before anything is sent (exit 2), and, for a
 client that skips those checks (curl, a script), by the hub itself (HTTP 422, logged); either way
 the old module keeps serving.
@@ -30,7 +30,7 @@ def standard_module(tmp_path_factory) -> Path:
     """The module a hub normally runs: $HUB_WASM, the packaged one, or one built from wasm/."""
     if os.environ.get("HUB_WASM"):
         return Path(os.environ["HUB_WASM"])
-    packaged = ROOT / "pigeonhub" / "data" / "hub.wasm"
+    packaged = ROOT / "src" / "pigeonhub" / "data" / "hub.wasm"
     if packaged.exists():
         return packaged
     return build_module(tmp_path_factory.mktemp("standard") / "hub.wasm")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pigeonhub.build import bridge_defaults
-from pigeonhub.pio_support import BuildError, is_module_slot, parse_partitions
+from pigeonhub.module.build import bridge_defaults
+from pio_support import BuildError, is_module_slot, parse_partitions   # scripts/ (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[2]
 

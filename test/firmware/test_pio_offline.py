@@ -287,9 +287,9 @@ int main(void)
 @needs_scons
 def test_offline_run_of_a_failing_suite_exits_non_zero_and_says_what_failed(tmp_path):
     project = tmp_path / "project"
-    for item in ("platformio.ini", "partitions.csv", "extra_scripts", "pigeonhub", "wasm", "lib",
-                 "tools/pio-host-platform", "scripts/pio_offline.py", "test/test_custom_runner.py",
-                 "test/native/bridge/fixtures"):
+    for item in ("platformio.ini", "partitions.csv", "extra_scripts", "src/pigeonhub", "wasm", "lib",
+                 "tools/pio-host-platform", "scripts/pio_offline.py", "scripts/pio_support.py",
+                 "scripts/wasm3_source.py", "test/test_custom_runner.py", "test/native/bridge/fixtures"):
         src, dst = ROOT / item, project / item
         dst.parent.mkdir(parents=True, exist_ok=True)
         ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")

@@ -1,8 +1,8 @@
-"""pigeonhub/pio_support.py: the logic behind extra_scripts/, driven through a real SCons Environment.
+"""scripts/pio_support.py: the logic behind extra_scripts/, driven through a real SCons Environment.
 
 Only PlatformIO's own additions to the environment (GetProjectOption, IsIntegrationDump,
 AddCustomTarget) are stand-ins; SCons itself is real. The hub.wasm build step is replaced by a
-writer of small but valid WebAssembly binaries unless pigeonhub.build exists (last test).
+writer of small but valid WebAssembly binaries unless pigeonhub.module.build exists (last test).
 """
 
 import hashlib
@@ -15,8 +15,8 @@ import pytest
 
 SCons = pytest.importorskip("SCons.Environment")
 
-from pigeonhub import pio_support  # noqa: E402
-from pigeonhub.pio_support import BuildError  # noqa: E402
+import pio_support  # noqa: E402  (scripts/, see conftest.py)
+from pio_support import BuildError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EMPTY_MODULE = b"\0asm\x01\x00\x00\x00"  # a valid (empty) WebAssembly module
@@ -221,14 +221,14 @@ def test_shim_passes_its_environment_to_pre_build(project, monkeypatch):
     assert seen == [env]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("pigeonhub.build") is None,
-                    reason="pigeonhub/build.py not written yet")
+@pytest.mark.skipif(importlib.util.find_spec("pigeonhub.module.build") is None,
+                    reason="src/pigeonhub/module/build.py not written yet")
 def test_real_build_module_output_passes_the_checks(project):
     env = make_env(project, ESP_OPTIONS)
     try:
         out = pio_support.pre_build(env, ensure=fake_wasm3, log=lambda s: None)
     except SystemExit:
-        pytest.fail("pigeonhub.build could not build hub.wasm (see stderr)")
+        pytest.fail("pigeonhub.module.build could not build hub.wasm (see stderr)")
     assert out.read_bytes()[:4] == b"\0asm"
 
 

@@ -137,7 +137,7 @@ def test_bootstrap_naming_this_hub_is_skipped(hubs):
     ("ws:///nohost", "'ws:///nohost' is not a ws:// or wss:// URL with a host"),
 ])
 def test_bad_bootstrap_url_refused_before_boot(value, message):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     proc = subprocess.run([sys.executable, "-m", "pigeonhub.cli", "serve", "--port", "0",
                            "--bootstrap", f"ws://127.0.0.1:1/,{value}"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)

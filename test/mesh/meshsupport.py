@@ -37,7 +37,7 @@ def serve_has_bootstrap():
     global _help_text
     if _help_text is None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
         try:
             out = subprocess.run([sys.executable, "-m", "pigeonhub.cli", "serve", "--help"],
                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)

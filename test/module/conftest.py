@@ -1,8 +1,8 @@
-"""Fixtures for the hub.wasm tests: the module is built once per session with pigeonhub.build."""
+"""Fixtures for the hub.wasm tests: the module is built once per session (pigeonhub.module.build)."""
 
 import pytest
 
-from pigeonhub import build
+from pigeonhub.module import build
 from module_harness import ENGINES, Hub
 
 

@@ -10,7 +10,7 @@ gets no more frames and is reported gone with on_peer_disconnected when the test
 import json
 
 from pigeonhub._bridge import json_string_end
-from pigeonhub.build import parse_abi_header
+from pigeonhub.module.build import parse_abi_header
 
 ABI = parse_abi_header()
 WALL_CLOCK_START = 1795721113692   # ms since epoch, a value captured on the wire

@@ -1,4 +1,4 @@
-"""pigeonhub.build and pigeonhub.info: toolchain detection, ABI parsing, budgets, the CLI."""
+"""pigeonhub.module.build and .info: toolchain detection, ABI parsing, budgets, the CLI."""
 
 import dataclasses
 import hashlib
@@ -9,7 +9,8 @@ import sys
 import pytest
 import wasmtime
 
-from pigeonhub import SOURCE_ROOT, build, info
+from pigeonhub import SOURCE_ROOT
+from pigeonhub.module import build, info
 
 HEADER = (SOURCE_ROOT / "wasm" / "pigeonhub_abi.h").read_text()
 

@@ -12,7 +12,7 @@ import pytest
 import wasm3
 
 from module_harness import ABI, Hub
-from pigeonhub.build import bridge_defaults
+from pigeonhub.module.build import bridge_defaults
 
 MEASURED_NEED = 1536       # bytes: passes; 1024 traps (see test_too_small_stack_traps)
 
@@ -81,7 +81,7 @@ def test_too_small_stack_traps(wasm_bytes):
 @pytest.mark.parametrize("engine", ["wasm3", "wasmtime"])
 def test_mvp_build_relays_the_same_bytes(built, tmp_path, engine):
     """`pigeonhub build --mvp` (no bulk memory) is a working fallback: same relay output."""
-    from pigeonhub import build
+    from pigeonhub.module import build
     mvp = build.build_module(tmp_path / "mvp.wasm", bulk_memory=False)
     frames = []
     for wasm in (built.path.read_bytes(), mvp.path.read_bytes()):

@@ -25,7 +25,7 @@ def packaged_wasm(tmp_path_factory) -> Path:
     env = os.environ.get("HUB_WASM")
     if env:
         return Path(env)
-    path = ROOT / "pigeonhub" / "data" / "hub.wasm"
+    path = ROOT / "src" / "pigeonhub" / "data" / "hub.wasm"
     if not path.exists():
         out = tmp_path_factory.mktemp("ota-packaged") / "hub.wasm"
         _build(out)

@@ -11,7 +11,7 @@ TOKEN = "ota-test-secret"
 
 def run_upload(*args, timeout=60):
     """The real CLI as a user runs it; returns the CompletedProcess (text)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
     env.pop("PIGEONHUB_TOKEN", None)
     return subprocess.run([sys.executable, "-m", "pigeonhub.cli", "upload", *map(str, args)], cwd=ROOT,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout,

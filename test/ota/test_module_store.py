@@ -1,10 +1,10 @@
-"""pigeonhub.module_store: the firmware's module_store.c rules on a directory."""
+"""pigeonhub.hub.module_store: the firmware's module_store.c rules on a directory."""
 import hashlib
 import json
 
 import pytest
 
-from pigeonhub.module_store import PACKAGED, ModuleStore, StoreError
+from pigeonhub.hub.module_store import PACKAGED, ModuleStore, StoreError
 
 A = b"\0asm\x01\0\0\0" + b"module A" * 10
 B = b"\0asm\x01\0\0\0" + b"module B" * 12

@@ -17,7 +17,7 @@ import pytest
 from ota_support import TOKEN, run_upload
 from hubclient import Peer, assert_relays, joined_pair
 from hubprocess import free_port, http_get, start_pc_hub
-from pigeonhub.module_store import ModuleStore
+from pigeonhub.hub.module_store import ModuleStore
 
 pytestmark = pytest.mark.slow
 

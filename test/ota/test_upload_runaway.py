@@ -13,7 +13,7 @@ import pytest
 from ota_support import TOKEN
 from hubclient import assert_relays, joined_pair
 from hubprocess import http_get, start_pc_hub
-from pigeonhub.module_store import ModuleStore
+from pigeonhub.hub.module_store import ModuleStore
 
 pytestmark = pytest.mark.slow
 

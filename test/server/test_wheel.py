@@ -4,6 +4,9 @@ The wheel is installed into a fresh virtual environment (its dependencies from P
 started from there with only that environment's bin/ on PATH and from a directory outside the
 checkout: it must load the hub.wasm the wheel carries (no "building it" line, which would need
 clang and the wasm/ sources of a checkout) and answer GET /health and a WebSocket peer.
+The wheel holds the package (hub runtime, module tooling, bench, upload client), hub.wasm and the
+wasm/ sources; not the repository's build tooling (scripts/pio_support.py, wasm3_source.py) nor the
+PC twin's pty console (test support).
 """
 
 import json
@@ -13,6 +16,7 @@ import subprocess
 import sys
 import urllib.request
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -52,6 +56,17 @@ def test_wheel_serves_from_a_fresh_venv_without_a_checkout_or_a_compiler(tmp_pat
     wheels = tmp_path / "wheels"
     run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "-q", "-w", str(wheels)])
     wheel = next(wheels.glob("pigeonhub_wasm-*.whl"))
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+        sources = {n: whl.read(n).decode() for n in names if n.endswith(".py")}
+    for needed in ("pigeonhub/cli.py", "pigeonhub/hub/server.py", "pigeonhub/module/build.py",
+                   "pigeonhub/bench/bench.py", "pigeonhub/upload.py", "pigeonhub/data/hub.wasm",
+                   "pigeonhub/data/wasm/pigeonhub_abi.h", "pigeonhub/data/wasm/hub.c"):
+        assert needed in names, f"{needed} not in the wheel: {sorted(names)}"
+    assert any(re.fullmatch(r"pigeonhub/_bridge\..*(so|pyd)", n) for n in names), sorted(names)
+    assert not [n for n in names if re.search(r"pio_support|wasm3_source|\.c$", n)
+                and not n.startswith("pigeonhub/data/wasm/")], sorted(names)
+    assert not [n for n, text in sources.items() if re.search(r"^\s*import tty\b", text, re.M)]
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     bin_dir = env_dir / "bin"

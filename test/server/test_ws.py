@@ -1,4 +1,4 @@
-"""pigeonhub/ws.py and endpoints.py against real websockets clients and servers on loopback.
+"""src/pigeonhub/hub/ws.py and endpoints.py against real websockets clients and servers on loopback.
 
 The wire-level behaviour (cut frames, pings between frames, 1002, 1007) is in
 test/conformance/test_framing.py, against the whole PC hub and the reference server. Here: that
@@ -16,8 +16,8 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import InvalidStatus
 
-from pigeonhub import ws
-from pigeonhub.endpoints import HubConnection
+from pigeonhub.hub import ws
+from pigeonhub.hub.endpoints import HubConnection
 
 PACKAGE = Path(ws.__file__).resolve().parent
 

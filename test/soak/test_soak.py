@@ -1,5 +1,5 @@
-"""`pigeonhub soak` (pigeonhub/soak.py): a bounded load-and-churn run ends with PASS against an
-honest PC hub, writes a sane CSV, and reports FAIL when the hub's counts differ from the
+"""`pigeonhub soak` (src/pigeonhub/bench/soak.py): a bounded load-and-churn run ends with PASS
+against an honest PC hub, writes a sane CSV, and reports FAIL when the hub's counts differ from the
 generator's or a resource trends up.
 
     pytest test/soak                        # ~20 s run against a PC hub this test starts
@@ -19,14 +19,14 @@ import sys
 import pytest
 
 from hubprocess import ROOT, hub_health, start_pc_hub, wait_until
-from pigeonhub import soak
+from pigeonhub.bench import soak
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 
 
 def run_soak(url, *args, timeout):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, "-m", "pigeonhub.cli", "soak", url, *map(str, args)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     lines = proc.stdout.strip().splitlines()
@@ -88,7 +88,7 @@ def test_soak_passes_against_the_pc_hub_and_writes_a_sane_csv(own_hub, tmp_path)
 def test_silent_peers_are_dropped_by_the_hub_timeout(tmp_path):
     """A module built with a 4 s PEER_TIMEOUT (pings after 2 s) lets a short run verify what the
     stock 60 s timeout only allows in runs longer than about 80 s."""
-    from pigeonhub import build
+    from pigeonhub.module import build
     try:
         build.find_toolchain()
     except build.ToolchainError as exc:

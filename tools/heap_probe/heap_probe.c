@@ -4,7 +4,7 @@
  * Runs hub.wasm in WASM3 through the real bridge core (lib/pigeonhub_bridge) with an in-memory
  * transport, and counts the heap WASM3 and the bridge ask for. Built with `gcc -m32` so pointers,
  * size_t and WASM3's structures have the ESP32's 4-byte layout. Instruction counts come from running
- * this program under `valgrind --tool=callgrind` (pigeonhub/bench_device.py does both).
+ * this program under `valgrind --tool=callgrind` (src/pigeonhub/bench/device.py does both).
  *
  *   heap_probe HUB.WASM [--peers N] [--relay offer|ice --count K] [--memory-limit BYTES]
  *              [--wasm-stack BYTES] [--verbose] [--trace]
@@ -21,7 +21,7 @@
  * flash. Allocator overhead per block (about 8-16 bytes in ESP-IDF's heap) is not included; the
  * number of live blocks is printed so it can be estimated.
  *
- * Build (what bench_device.py runs):
+ * Build (what src/pigeonhub/bench/device.py runs):
  *   gcc -m32 -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -Ilib/wasm3/src -Ilib/pigeonhub_bridge/src
  *       -Iwasm tools/heap_probe/heap_probe.c <lib/pigeonhub_bridge/src C files> <lib/wasm3/src C files>
  *       -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=free -lm -o heap_probe
@@ -206,7 +206,7 @@ static void flush_sent(ph_bridge *bridge)
     }
 }
 
-/* ---- frames (same shapes as pigeonhub/bench_load.py: docs/PROTOCOL.md §5) ---------------------- */
+/* ---- frames (same shapes as src/pigeonhub/bench/load.py: docs/PROTOCOL.md §5) ------------------ */
 
 static char *frame_buf;
 

@@ -2,7 +2,7 @@
  * ph_bridge.h — the bridge core: runs hub.wasm in WASM3 for one transport.
  *
  * Portable C11, no ESP-IDF or OS includes. The same code runs in the ESP32 firmware (src/) and in
- * the PC hub (Python extension pigeonhub/_bridge.c). Only the transport differs, and it plugs in
+ * the PC hub (Python extension src/pigeonhub/_bridge.c). Only the transport differs, and it plugs in
  * through ph_transport_ops.
  *
  * Threading: one owner thread (the firmware's hub task, the PC hub's asyncio loop) makes every

@@ -4,7 +4,7 @@
  * The suite is written for its Makefile (make -C test/native/bridge), which passes the fixture
  * folder and hub.wasm on the command line. PlatformIO runs the program without arguments, so this
  * file compiles the same suite unchanged and supplies them from the defines that the pre-build step
- * (pigeonhub/pio_support.py) sets: PH_TEST_FIXTURES (fixtures built from custom_bridge_fixtures)
+ * (scripts/pio_support.py) sets: PH_TEST_FIXTURES (fixtures built from custom_bridge_fixtures)
  * and PH_TEST_HUB_WASM (this env's hub.wasm, built with test hooks).
  * test/test_custom_runner.py reads the suite's PASS/FAIL/SKIP lines.
  */

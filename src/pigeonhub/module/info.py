@@ -9,7 +9,7 @@ Exit status 0 when the module matches the ABI and its budgets, 1 otherwise.
 import sys
 from pathlib import Path
 
-from pigeonhub.build import (DEFAULT_OUT, MODULE_BUDGET_BYTES, PAGE, BudgetError, WasmFormatError,
+from pigeonhub.module.build import (DEFAULT_OUT, MODULE_BUDGET_BYTES, PAGE, BudgetError, WasmFormatError,
                              check_budgets, inspect_module, parse_abi_header,
                              wasm3_to_wasm_signature)
 

@@ -5,6 +5,11 @@ that can go wrong lives here, in plain functions that test/firmware/ exercises w
 
 Failures raise :class:`BuildError`, which carries the problem and the fix; :func:`pre_build` prints
 both and stops the build (``SystemExit``), so a broken hub.wasm never reaches a firmware image.
+
+Repository tooling, not part of the pigeonhub package: the shims and the tests import it as a plain
+module (scripts/ on sys.path); main/CMakeLists.txt runs it as `python scripts/pio_support.py
+hub-wasm --out F`. It imports the package (pigeonhub.module.build, .upload, .cli) from the
+checkout's src/.
 """
 
 from __future__ import annotations
@@ -134,16 +139,16 @@ def load_source_module(name: str, path: Path):
 
 
 def import_package_module(project_dir: Path, dotted: str):
-    """Import pigeonhub.<x> from this checkout, into whatever Python runs PlatformIO."""
-    root = str(project_dir)
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    """Import pigeonhub.<x> from this checkout (its src/), into whatever Python runs PlatformIO."""
+    src = str(project_dir / "src")
+    if src not in sys.path:
+        sys.path.insert(0, src)
     try:
         return importlib.import_module(dotted)
     except ImportError as exc:
         raise BuildError(f"cannot import {dotted} into {sys.executable}: {exc}",
                          f"install the package into PlatformIO's Python: "
-                         f"`{sys.executable} -m pip install -e {root}`") from exc
+                         f"`{sys.executable} -m pip install -e {project_dir}`") from exc
 
 
 def build_hub_wasm(project_dir: Path, out_path: Path, slot_size: int, test_hooks: bool = False,
@@ -153,7 +158,7 @@ def build_hub_wasm(project_dir: Path, out_path: Path, slot_size: int, test_hooks
     An unchanged module keeps its old file and timestamp, so the firmware does not relink.
     """
     if build_module is None:
-        build_module = import_package_module(project_dir, "pigeonhub.build").build_module
+        build_module = import_package_module(project_dir, "pigeonhub.module.build").build_module
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     try:
@@ -165,8 +170,8 @@ def build_hub_wasm(project_dir: Path, out_path: Path, slot_size: int, test_hooks
                          "run `pigeonhub build` for the full report; scripts/setup.sh installs "
                          "the compilers") from exc
     if not tmp.is_file():
-        raise BuildError(f"pigeonhub.build produced no file at {tmp}",
-                         "check pigeonhub/build.py's build_module(out_path, ...)")
+        raise BuildError(f"pigeonhub.module.build produced no file at {tmp}",
+                         "check src/pigeonhub/module/build.py's build_module(out_path, ...)")
     data = tmp.read_bytes()
     try:
         sha = check_module_bytes(data, slot_size)
@@ -181,17 +186,17 @@ def build_hub_wasm(project_dir: Path, out_path: Path, slot_size: int, test_hooks
 
 
 def ensure_wasm3(project_dir: Path, ensure=None) -> Path:
-    """Put the pinned, hash-checked WASM3 sources into lib/wasm3/src (pigeonhub/wasm3_source.py)."""
+    """Put the pinned, hash-checked WASM3 sources into lib/wasm3/src (scripts/wasm3_source.py)."""
     dest = project_dir / "lib" / "wasm3" / "src"
     if ensure is None:
-        source = project_dir / "pigeonhub" / "wasm3_source.py"
+        source = project_dir / "scripts" / "wasm3_source.py"
         ensure = load_source_module("pigeonhub_wasm3_source", source).ensure_wasm3_sources
     try:
         ensure(dest)
     except Exception as exc:
         raise BuildError(f"WASM3 sources could not be prepared in {dest}: {exc}",
                          "PyPI must be reachable once (pip download pywasm3==0.5.0); see "
-                         "pigeonhub/wasm3_source.py") from exc
+                         "scripts/wasm3_source.py") from exc
     if not (dest / "wasm3.h").is_file():
         raise BuildError(f"{dest} has no wasm3.h after ensure_wasm3_sources()",
                          "delete lib/wasm3/src and build again")
@@ -358,12 +363,12 @@ def add_custom_targets(env) -> None:
 # --- the CMake side ------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    """`python -m pigeonhub.pio_support hub-wasm --out F`: what main/CMakeLists.txt runs for idf.py.
+    """`python scripts/pio_support.py hub-wasm --out F`: what main/CMakeLists.txt runs for idf.py.
 
     The same steps as :func:`pre_build`, for builds that PlatformIO does not drive.
     """
     import argparse
-    parser = argparse.ArgumentParser(prog="python -m pigeonhub.pio_support",
+    parser = argparse.ArgumentParser(prog="python scripts/pio_support.py",
                                      description="Build and check hub.wasm for a firmware build.")
     parser.add_argument("step", choices=["hub-wasm"])
     parser.add_argument("--project-dir", type=Path, default=Path(__file__).resolve().parent.parent)

@@ -14,8 +14,9 @@ LEVELS = "EWIDV"  # ESP-IDF order: error, warning, info, debug, verbose
 class Logger:
     """Writes one flushed line per call to a stream (stdout unless given); thread-safe.
 
-    Extra streams can be attached later (the --pty console); a stream that fails is detached
-    rather than taking the hub down with it.
+    Extra streams can be appended to `streams` later (the PC twin's pty console,
+    test/embedded/pc_twin.py); a stream that fails is detached rather than taking the hub down
+    with it.
     """
 
     def __init__(self, tag="pigeonhub", stream=None, start=None, level="I"):

@@ -14,7 +14,8 @@ import time
 from collections import deque
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[3]       # src/pigeonhub/bench/ -> the checkout
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # where pigeonhub/ is: src/, or site-packages
 REFERENCE_START = Path("peerpigeon") / "server" / "start.js"
 
 
@@ -165,7 +166,7 @@ class HubProcess:
 def pc_hub(port=None) -> HubProcess:
     port = port or free_port()
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     return HubProcess("PC hub", [sys.executable, "-m", "pigeonhub.cli", "serve", "--host",
                                  "127.0.0.1", "--port", str(port)], env, port,
                       ready_line="listening on ws://")

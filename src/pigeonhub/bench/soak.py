@@ -11,7 +11,7 @@ silent ones, never more than the hub's MAX_PEERS 20) in one network:
     reading and sending on it, so it answers neither frames nor the hub's pings) whenever fewer
     than --silent peers are;
   * relay, at --rate frames per second: 4.5 KB offers and 360 B ICE candidates between random
-    pairs of active peers (bench_load.FrameFactory: the client's frame shapes); each one is matched
+    pairs of active peers (load.FrameFactory: the client's frame shapes); each one is matched
     on arrival (type, fromPeerId, targetPeerId) and its latency recorded. A frame whose two ends
     are both still there and that has not arrived within --relay-timeout is lost.
 
@@ -58,8 +58,9 @@ import urllib.parse
 
 from websockets.exceptions import InvalidHandshake
 
-from pigeonhub import _bridge, event_loop, ws
-from pigeonhub.bench_load import (ICE_FRAME_BYTES, NETWORK, OFFER_FRAME_BYTES,
+from pigeonhub import _bridge, event_loop
+from pigeonhub.hub import ws
+from pigeonhub.bench.load import (ICE_FRAME_BYTES, NETWORK, OFFER_FRAME_BYTES,
                                   FrameFactory, _loads, percentile, random_peer_id)
 
 MAX_PEERS = _bridge.MAX_PEERS                    # the stock module's (wasm/pigeonhub_abi.h)

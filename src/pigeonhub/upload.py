@@ -26,7 +26,7 @@ import socket
 import sys
 from pathlib import Path
 
-from .module_store import SLOT_BYTES
+from .hub.module_store import SLOT_BYTES
 
 DEFAULT_PORT = 3000
 CHUNK = 1024                  # bytes per write: the bar moves smoothly over Wi-Fi
@@ -61,7 +61,7 @@ def check_module_file(path) -> bytes:
     if len(wasm) > SLOT_BYTES:
         raise UploadError(f"{path} is {len(wasm)} bytes; a module slot holds {SLOT_BYTES}", rebuild,
                           EXIT_LOCAL)
-    from .build import WasmFormatError, inspect_module, parse_abi_header
+    from .module.build import WasmFormatError, inspect_module, parse_abi_header
     try:
         info = inspect_module(wasm)
     except (WasmFormatError, IndexError, ValueError) as exc:
@@ -120,7 +120,7 @@ def upload_module(host, token, path, port=DEFAULT_PORT, progress=True, timeout=D
     """Upload the module at `path` to the hub at host:port. Returns the hub's JSON answer
     ({"ok": true, "sha256", "bytes"/"size", "slot", "peersReplayed" (PC hub)...}); raises
     UploadError (problem, fix, exit_code) on any failure. Used by the CLI and by the PlatformIO
-    target (pigeonhub.pio_support)."""
+    target (scripts/pio_support.py)."""
     wasm = check_module_file(path)
     sha = hashlib.sha256(wasm).hexdigest()
     conn = http.client.HTTPConnection(host, port, timeout=timeout)

@@ -2,7 +2,7 @@
  * _bridge.c — CPython extension: the bridge core (lib/pigeonhub_bridge) for the PC hub.
  *
  * The same C code the firmware runs; only the transport differs: here it is any Python object
- * with send/close/ping/log/millis/wall_clock_ms/device_id methods (pigeonhub/server.py's asyncio
+ * with send/close/ping/log/millis/wall_clock_ms/device_id methods (hub/server.py's asyncio
  * WebSocket server), and optionally connect(conn, url) for outgoing hub links (ABI 2): without it
  * the module's ws_connect fails and the bridge logs that this transport has no outgoing links.
  * All calls happen with the GIL held, on the thread that owns the Bridge.
@@ -622,7 +622,7 @@ static PyObject *json_string_end(PyObject *Py_UNUSED(module), PyObject *arg)
     return PyLong_FromLong(r);
 }
 
-/* The optional C speedup of pigeonhub/ws.py's unmask(): RFC 6455 §5.3 masking, which costs the
+/* The optional C speedup of pigeonhub/hub/ws.py's unmask(): RFC 6455 §5.3 masking, which costs the
  * pure-Python version (one big-integer XOR) about 40 times as long on a 4.5 KB offer. */
 static PyObject *ws_unmask(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {

@@ -112,7 +112,7 @@ def handle_upload(headers, body, hub, store, token):
 
 
 class UploadService:
-    """POST /module for a running PC hub (pigeonhub.server.PcHub or anything with its `bridge`,
+    """POST /module for a running PC hub (pigeonhub.hub.server.PcHub or anything with its `bridge`,
     `bridge_mod`, `log` and `module_info` attributes). Called on the event loop thread, between
     bridge calls, so the swap never races a frame."""
 

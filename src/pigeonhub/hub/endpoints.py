@@ -13,7 +13,7 @@ whole, body included.
 import asyncio
 import json
 
-from . import __version__
+from .. import __version__
 from .module_store import SLOT_BYTES
 from .ws import ServerWebSocket
 

@@ -17,7 +17,8 @@ import statistics
 import sys
 import time
 
-from pigeonhub import bench_load, bench_servers, event_loop
+from pigeonhub import event_loop
+from pigeonhub.bench import load as bench_load, servers as bench_servers
 
 # (key, label, unit, higher_is_better) of every load figure, in table order
 FIGURES = [
@@ -270,7 +271,7 @@ def run(args) -> int:
                                            for row in rows.values()):
             status = 1
     if want_device:
-        from pigeonhub import bench_device
+        from pigeonhub.bench import device as bench_device
         try:
             device = bench_device.measure(module=args.module, log=log)
         except bench_device.DeviceBenchError as exc:
@@ -283,7 +284,7 @@ def run(args) -> int:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1, default=str)
     if args.report:
-        from pigeonhub import bench_report
+        from pigeonhub.bench import report as bench_report
         path = bench_report.write_report(args.report, results, log=log)
         print(f"report: {path}")
     return status

@@ -21,11 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, event_loop, ws
+from .. import DATA_DIR, __version__, event_loop
+from ..log import Logger
+from . import ws
 from .endpoints import SERVER_HEADER, HubConnection, Router
-from .log import Logger
 
-DEFAULT_MODULE = Path(__file__).resolve().parent / "data" / "hub.wasm"
+DEFAULT_MODULE = DATA_DIR / "hub.wasm"
 FORCE_CLOSE_AFTER = 1.0       # s a requested close may wait behind a blocked send before it jumps the queue
 SHUTDOWN_GRACE = 3.0          # s for clients to answer the 1001 close on Ctrl-C / reset
 LINK_OPEN_TIMEOUT = 10.0      # s for a bootstrap hub to complete the WebSocket handshake
@@ -56,11 +57,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-id", default=None, metavar="S",
                         help="device id the hub id is derived from (default pc-<hostname>-<port>; "
                              "a board uses its MAC address)")
-    parser.add_argument("--pty", action="store_true",
-                        help="also open a pseudo-terminal that behaves like a board's serial port: "
-                             "writing a line 'reset' (or 'restart', as on the board's console) "
-                             "to it restarts the hub and prints the boot log there "
-                             "(for pytest-embedded --embedded-services serial --port PTY)")
     parser.add_argument("--upload-token", default=None, metavar="T",
                         help="secret for over-the-air module uploads (POST /module, `pigeonhub "
                              "upload --token T`); while unset every upload is refused with 403, "
@@ -87,7 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also print debug lines (connections opened/closed)")
 
 
-def run(args) -> int:
+def run(args, hub_class=None) -> int:
+    """`pigeonhub serve`; hub_class: PcHub (default) or a subclass, e.g. test/embedded/pc_twin.py's,
+    which adds a board-like serial console."""
     log = Logger(level="D" if getattr(args, "verbose", False) else "I")
     if args.max_peers is not None and args.max_peers < 1:
         log.error(f"--max-peers must be at least 1, not {args.max_peers}")
@@ -101,7 +99,7 @@ def run(args) -> int:
         log.error(f"--bootstrap: {exc}")
         return 2
     try:
-        from . import _bridge
+        from .. import _bridge
     except ImportError as exc:
         log.error(f"the bridge extension pigeonhub._bridge is not built ({exc}); "
                   "run `pip install -e .` (or `make hub`)")
@@ -113,7 +111,7 @@ def run(args) -> int:
     module_path = args.module if args.module is not None else DEFAULT_MODULE
     if args.module is None and not module_path.exists():
         try:
-            from .build import build_module
+            from ..module.build import build_module
             log.info(f"{module_path.name} not found: building it from wasm/")
             build_module(module_path)
         except Exception as exc:  # any build failure ends here with its own message
@@ -122,7 +120,7 @@ def run(args) -> int:
     if not module_path.is_file():
         log.error(f"cannot load module {module_path}: no such file")
         return 2
-    hub = PcHub(_bridge, module_path, args, log)
+    hub = (hub_class or PcHub)(_bridge, module_path, args, log)
     try:
         return event_loop.run(hub.main())
     except KeyboardInterrupt:  # a second Ctrl-C during shutdown
@@ -260,8 +258,8 @@ class PcHub:
         self.ready = None              # asyncio.Event: bridge started, handlers may call b.open
         self.started = time.monotonic()
         self.module_info = {}
-        self.store = None              # pigeonhub.module_store.ModuleStore when uploads/slots are on
-        self.uploads = None            # pigeonhub.ota.UploadService (POST /module)
+        self.store = None              # module_store.ModuleStore when uploads/slots are on
+        self.uploads = None            # ota.UploadService (POST /module)
         upload_token = getattr(args, "upload_token", None)
         module_dir = getattr(args, "module_dir", None)
         if upload_token or module_dir is not None:
@@ -270,9 +268,7 @@ class PcHub:
             self.store = ModuleStore(module_dir, packaged=self.module_path, log=log,
                                      confirm_after=DEFAULT_CONFIRM_SECONDS if confirm is None else confirm)
         self.stop_event = None
-        self.reset_requested = None
-        self.pty = None                # (master fd, slave fd, path)
-        self.pty_attached = False
+        self.reset_requested = None    # asyncio.Event made by main(): setting it resets the hub
         self.tasks = set()
         self.totals = {"connections": 0, "refused": 0, "frames_in": 0, "frames_out": 0,
                        "bytes_in": 0, "bytes_out": 0, "link_attempts": 0, "link_failures": 0}
@@ -441,7 +437,7 @@ class PcHub:
 
     async def _listen(self):
         from .ota import UploadService
-        # POST /module on the same port as the WebSocket hub, as on a board (pigeonhub/ota.py).
+        # POST /module on the same port as the WebSocket hub, as on a board (pigeonhub/hub/ota.py).
         self.uploads = UploadService(self, self.store, getattr(self.args, "upload_token", None))
         self.router = router = Router(self, self.uploads)
         loop = asyncio.get_running_loop()
@@ -486,8 +482,6 @@ class PcHub:
                 loop.add_signal_handler(sig, self.stop_event.set)
             except (NotImplementedError, RuntimeError):  # not on this platform: Ctrl-C still works
                 pass
-        if self.args.pty:
-            self._open_pty(loop)
         try:
             await self.boot()
         except BootError as exc:
@@ -516,9 +510,6 @@ class PcHub:
         self.log.info(f"stopped after {time.monotonic() - self.started:.1f} s: "
                       f"{t['connections']} connections ({t['refused']} refused), "
                       f"{t['frames_in']} frames in, {t['frames_out']} frames out")
-        if self.pty:
-            for fd in self.pty[:2]:
-                os.close(fd)
         return 0
 
     async def _reset(self) -> bool:
@@ -528,51 +519,12 @@ class PcHub:
         await self.shutdown(close_listener=False)
         self.started = time.monotonic()
         self.log.start = self.started  # millis restart at 0, as on a board
-        self._attach_pty()
         try:
             await self.boot()
         except BootError as exc:
             self.log.error(str(exc))
             return False
         return True
-
-    # ---- pseudo-terminal console (board stand-in for pytest-embedded) ----------------------------
-
-    def _open_pty(self, loop):
-        import tty   # POSIX only: the hub itself imports and serves on Windows
-        master, slave = os.openpty()
-        tty.setraw(slave)              # no echo, no line editing: a serial line carries bytes as-is
-        os.set_blocking(master, False)  # nobody reading must never stall the hub: lines are dropped
-        path = os.ttyname(slave)
-        self.pty = (master, slave, path)  # the slave stays open so the pty survives client closes
-        self.log.info(f"pty {path}")
-        buf = bytearray()
-
-        def readable():
-            try:
-                data = os.read(master, 4096)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                loop.remove_reader(master)
-                return
-            buf.extend(data)
-            while True:
-                cut = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
-                if cut < 0:
-                    break
-                line = bytes(buf[:cut]).strip()
-                del buf[:cut + 1]
-                if line in (b"reset", b"restart"):  # restart: the board console's command
-                    self.reset_requested.set()
-
-        loop.add_reader(master, readable)
-
-    def _attach_pty(self):
-        # Only from the first reset on: pyserial discards what was pending when it opened the port.
-        if self.pty and not self.pty_attached:
-            self.pty_attached = True
-            self.log.streams.append(_PtyStream(self.pty[0]))
 
     # ---- connections -----------------------------------------------------------------------------
 
@@ -773,22 +725,6 @@ class _Transport:
 
     def log(self, level, msg):
         self._hub.log.line(level, msg)
-
-
-class _PtyStream:
-    """Log lines to the pty master, CRLF like an ESP-IDF console; dropped when nobody reads."""
-
-    def __init__(self, fd):
-        self.fd = fd
-
-    def write(self, text):
-        try:
-            os.write(self.fd, text.replace("\n", "\r\n").encode("utf-8", "replace"))
-        except BlockingIOError:
-            pass
-
-    def flush(self):
-        pass
 
 
 def _iso_now():

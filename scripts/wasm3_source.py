@@ -15,11 +15,12 @@ patches are applied); otherwise nothing is installed and the error names the pat
 The stamp records the archive's and every patch's sha256, so editing, adding or removing a patch
 re-extracts on the next build.
 
-Standard library only: setup.py, the PlatformIO pre-build script and ESP-IDF's CMake load or run
-this file by path, before (and without) the package being installed, on Windows too (so no
+Repository tooling, not part of the pigeonhub package (a wheel carries the compiled extension, not
+this). Standard library only: setup.py, the PlatformIO pre-build script and ESP-IDF's CMake load or
+run this file by path, before (and without) the package being installed, on Windows too (so no
 ``patch`` or ``git`` binary). Also runnable as a script:
 
-    python3 pigeonhub/wasm3_source.py [--dest DIR] [--cache DIR] [--patches DIR | --no-patches]
+    python3 scripts/wasm3_source.py [--dest DIR] [--cache DIR] [--patches DIR | --no-patches]
 """
 
 import argparse
@@ -195,7 +196,7 @@ class _Hunk:
 def _patch_error(patch: Path, what: str) -> Wasm3SourceError:
     return Wasm3SourceError(
         f"WASM3 patch {patch} {what}. Fix: remake the patch against WASM3 {WASM3_VERSION} as "
-        f"extracted by `python3 pigeonhub/wasm3_source.py --dest DIR --no-patches` with the "
+        f"extracted by `python3 scripts/wasm3_source.py --dest DIR --no-patches` with the "
         f"patches before it applied (it is applied in name order; lib/wasm3/patches/README.md), "
         f"or delete it if WASM3 no longer needs it.")
 

@@ -23,14 +23,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pigeonhub import SOURCE_ROOT
+from pigeonhub import DATA_DIR, SOURCE_ROOT
 
 # The module's sources: the checkout's wasm/, or the copy an installed wheel carries (setup.py)
 WASM_DIR = (SOURCE_ROOT / "wasm" if (SOURCE_ROOT / "wasm" / "pigeonhub_abi.h").is_file()
-            else Path(__file__).resolve().parent / "data" / "wasm")
+            else DATA_DIR / "wasm")
 ABI_HEADER = WASM_DIR / "pigeonhub_abi.h"
 SOURCES = ("hub.c", "json.c", "frame.c", "peers.c", "sha1.c", "libc.c", "buffers.c")   # buffers last: see buffers.c
-DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "hub.wasm"
+DEFAULT_OUT = DATA_DIR / "hub.wasm"
 
 PAGE = 65536
 MODULE_BUDGET_BYTES = 16 * 1024     # flash/RAM budget of the module binary itself

@@ -21,7 +21,7 @@ import time
 
 from websockets.exceptions import InvalidHandshake
 
-from pigeonhub import ws
+from pigeonhub.hub import ws
 
 try:   # parses a 4.5 KB offer in a quarter of json's time: keeps this generator ahead of the hubs
     from orjson import loads as _loads
@@ -161,7 +161,7 @@ class FrameFactory:
 # --- the load run ---------------------------------------------------------------------------------
 
 class _Peer:
-    """One simulated client; the handler of its socket (pigeonhub/ws.py), as the hub's
+    """One simulated client; the handler of its socket (pigeonhub/hub/ws.py), as the hub's
     connections are: each frame reaches the run from the socket's data callback."""
 
     __slots__ = ("index", "peer_id", "ws", "connected", "discovered", "closed_reason", "run")

@@ -9,7 +9,7 @@ import os
 import platform
 from pathlib import Path
 
-from pigeonhub import bench
+from pigeonhub.bench import bench
 
 CLAIMS = ("The original design claimed: module ~15–20 KB, runs in 128 KB of RAM, ~100 messages/s, "
           "~50 ms relay latency (ESP32 on a local network).")
@@ -98,7 +98,7 @@ def write_report(directory, results, log=print):
             lines += ["![throughput and p99 latency against peers](bench.png)", ""]
     device = results.get("device")
     if device:
-        from pigeonhub import bench_device
+        from pigeonhub.bench import device as bench_device
         lines += ["## Device figures", "",
                   "Counts that repeat exactly: module bytes; heap bytes requested by WASM3 and the "
                   "bridge core (tools/heap_probe built with `gcc -m32`, malloc/calloc/realloc/free "

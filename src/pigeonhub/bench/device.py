@@ -10,6 +10,7 @@
 """
 
 import hashlib
+import importlib.util
 import os
 import re
 import shutil
@@ -17,7 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[3]   # src/pigeonhub/bench/ -> the checkout
 PROBE_SOURCE = REPO_ROOT / "tools" / "heap_probe" / "heap_probe.c"
 BRIDGE_SRC = REPO_ROOT / "lib" / "pigeonhub_bridge" / "src"
 WASM3_SRC = REPO_ROOT / "lib" / "wasm3" / "src"
@@ -52,12 +53,12 @@ class DeviceBenchError(RuntimeError):
 # --- hub.wasm ------------------------------------------------------------------------------------
 
 def wasm_layout(wasm: bytes) -> dict:
-    """Size and memory layout from the module's sections, read by pigeonhub.build's parser.
+    """Size and memory layout from the module's sections, read by pigeonhub.module.build's parser.
 
     With clang's --stack-first the stack is [0, initial __stack_pointer); data segments follow;
     zero-initialised data (.bss) has no segment, so __heap_base (when exported) ends the static data.
     """
-    from pigeonhub.build import WasmFormatError, inspect_module
+    from pigeonhub.module.build import WasmFormatError, inspect_module
     try:
         info = inspect_module(wasm)
     except WasmFormatError as exc:
@@ -80,16 +81,16 @@ def wasm_layout(wasm: bytes) -> dict:
 
 
 def module_figures(module=None, log=print) -> dict:
-    """Build hub.wasm (pigeonhub.build) unless a path is given; size and layout.
+    """Build hub.wasm (pigeonhub.module.build) unless a path is given; size and layout.
 
     The build runs with the size budget lifted so an oversized module is still measured (the
     budget is asserted by test/bench and by `pigeonhub build`, not here)."""
     layout_rows = None
     if module is None:
         try:
-            from pigeonhub import build
+            from pigeonhub.module import build
         except ImportError as exc:
-            raise DeviceBenchError(f"pigeonhub.build is not available ({exc}); pass --module") from None
+            raise DeviceBenchError(f"pigeonhub.module.build is not available ({exc}); pass --module") from None
         BUILD_DIR.mkdir(parents=True, exist_ok=True)
         module = BUILD_DIR / "hub.wasm"
         log(f"building {module}")
@@ -120,11 +121,14 @@ def _sources():
 def ensure_wasm3(log=print):
     if sorted(WASM3_SRC.glob("*.c")):
         return
-    try:
-        from pigeonhub import wasm3_source
-    except ImportError:
-        raise DeviceBenchError(f"no WASM3 sources in {WASM3_SRC} and no pigeonhub.wasm3_source") \
-            from None
+    # scripts/wasm3_source.py: repository tooling, not part of the package (a checkout is needed
+    # here anyway: the probe compiles lib/ and tools/heap_probe)
+    source = REPO_ROOT / "scripts" / "wasm3_source.py"
+    if not source.is_file():
+        raise DeviceBenchError(f"no WASM3 sources in {WASM3_SRC} and no {source}")
+    spec = importlib.util.spec_from_file_location("wasm3_source", source)
+    wasm3_source = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wasm3_source)
     log(f"fetching WASM3 sources into {WASM3_SRC}")
     wasm3_source.ensure_wasm3_sources(WASM3_SRC)
 
@@ -268,7 +272,7 @@ def device_table(fig) -> str:
         rows.append(("linear memory asked for", f"{pages} page(s) initial, "
                      f"{mod.get('max_pages')} max (64 KiB pages)"))
     if mod.get("layout"):
-        # from pigeonhub.build: stack / data / bss / free of the initial memory
+        # from pigeonhub.module.build: stack / data / bss / free of the initial memory
         for name, start, end in mod["layout"]:
             rows.append((f"linear memory: {name}", f"{start:,} – {end:,} ({end - start:,} B)"))
     else:

@@ -7,12 +7,12 @@ import sys
 # subcommand -> (module, one-line help). Modules are imported only when their subcommand is used,
 # so a missing optional dependency of one command never breaks the others.
 COMMANDS = {
-    "build": ("pigeonhub.build", "compile wasm/ into hub.wasm, validate it and check its budgets"),
-    "serve": ("pigeonhub.server", "run hub.wasm as a PeerPigeon hub on this PC"),
-    "info": ("pigeonhub.info", "print a module's size, hash, ABI version, exports and imports"),
+    "build": ("pigeonhub.module.build", "compile wasm/ into hub.wasm, validate it and check its budgets"),
+    "serve": ("pigeonhub.hub.server", "run hub.wasm as a PeerPigeon hub on this PC"),
+    "info": ("pigeonhub.module.info", "print a module's size, hash, ABI version, exports and imports"),
     "upload": ("pigeonhub.upload", "upload a hub module to a board (or PC hub) over the air"),
-    "bench": ("pigeonhub.bench", "benchmark this hub against the reference PeerPigeon server"),
-    "soak": ("pigeonhub.soak", "bounded load-and-churn run against a hub: leaks, count mismatches, "
+    "bench": ("pigeonhub.bench.bench", "benchmark this hub against the reference PeerPigeon server"),
+    "soak": ("pigeonhub.bench.soak", "bounded load-and-churn run against a hub: leaks, count mismatches, "
                                "latency; ends with PASS or FAIL"),
 }
 
