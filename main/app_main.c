@@ -67,6 +67,13 @@ void app_main(void)
     if (module_store_init() != ESP_OK) {
         ESP_LOGW(TAG, "no module slots: only the embedded module can run, uploads are refused");
     }
+#if CONFIG_PIGEONHUB_CONSOLE
+    /* Before the network and the hub: creating the REPL probes the terminal, which held the
+     * emulated board still for seconds (no peer may be connecting then), and its task prints its
+     * banner with printf, outside the log lock (picolibc above), which cut the IPv4 address line
+     * when the two came together. */
+    console_start();
+#endif
     ESP_ERROR_CHECK(network_start());
     if (strlen(CONFIG_PIGEONHUB_SNTP_SERVER) > 0) {
         esp_sntp_config_t sntp = ESP_NETIF_SNTP_DEFAULT_CONFIG(CONFIG_PIGEONHUB_SNTP_SERVER);
@@ -76,9 +83,4 @@ void app_main(void)
     if (http_server_start(CONFIG_PIGEONHUB_PORT, hub_task_sink()) != ESP_OK) {
         ESP_LOGE(TAG, "the hub is unreachable: its HTTP/WebSocket server did not start");
     }
-#if CONFIG_PIGEONHUB_CONSOLE
-    /* Right away, not once the hub serves: starting the REPL (its UART driver and terminal probe)
-     * held the emulated board still for seconds, which must not happen while peers connect. */
-    console_start();
-#endif
 }
