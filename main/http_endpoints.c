@@ -14,7 +14,6 @@
  */
 #include "http_endpoints.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include "hub_task.h"
 #include "module_store.h"
 #include "ph_json_string.h"
+#include "ph_upload_check.h"
 #include "settings.h"
 #include "ws_transport.h"
 
@@ -87,52 +87,6 @@ static esp_err_t options_handler(httpd_req_t *req)
     return httpd_resp_send(req, NULL, 0);
 }
 
-/* Constant-time comparison: the token must not leak through response timing. */
-static bool token_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a);
-    size_t lb = strlen(b);
-    unsigned diff = (unsigned)(la ^ lb);
-    for (size_t i = 0; i < la; i++) {
-        diff |= (unsigned)(a[i] ^ b[i % (lb ? lb : 1)]);
-    }
-    return diff == 0 && lb > 0;
-}
-
-static const char *check_token(httpd_req_t *req)
-{
-    char want[PH_UPLOAD_TOKEN_MAX + 1];
-    char got[PH_UPLOAD_TOKEN_MAX + 8 + 1];
-    if (!settings_get_str(SETTINGS_KEY_UPLOAD_TOKEN, CONFIG_PIGEONHUB_UPLOAD_TOKEN, want,
-                          sizeof(want))) {
-        return "uploads are disabled until an upload token is set (console: token <secret>, or "
-               "CONFIG_PIGEONHUB_UPLOAD_TOKEN)";
-    }
-    if (httpd_req_get_hdr_value_str(req, "Authorization", got, sizeof(got)) != ESP_OK) {
-        return "missing or oversized Authorization header (expected: Bearer <token>)";
-    }
-    static const char scheme[] = "Bearer ";
-    if (strncmp(got, scheme, sizeof scheme - 1) != 0 || !token_equal(got + sizeof scheme - 1, want)) {
-        return "wrong upload token";
-    }
-    return NULL;
-}
-
-static bool parse_sha256(const char *hex, uint8_t out[32])
-{
-    if (strlen(hex) != 64) {
-        return false;
-    }
-    for (int i = 0; i < 32; i++) {
-        char byte[3] = { hex[2 * i], hex[2 * i + 1], 0 };
-        if (!isxdigit((unsigned char)byte[0]) || !isxdigit((unsigned char)byte[1])) {
-            return false;
-        }
-        out[i] = (uint8_t)strtoul(byte, NULL, 16);
-    }
-    return true;
-}
-
 static esp_err_t receive_body(httpd_req_t *req, module_upload *up, char *err, size_t cap)
 {
     static uint8_t chunk[HTTP_UPLOAD_CHUNK]; /* the httpd task handles one request at a time */
@@ -162,32 +116,46 @@ static esp_err_t receive_body(httpd_req_t *req, module_upload *up, char *err, si
 
 static esp_err_t module_upload_handler(httpd_req_t *req)
 {
-    char header[72];
+    char token[PH_UPLOAD_TOKEN_MAX + 1];
+    char authorization[PH_UPLOAD_TOKEN_MAX + 8 + 1];   /* "Bearer " + token: longer is refused */
+    char sha_hex[72];
+    char length[24];
     uint8_t sha[32];
     char err[200];
-    const char *reason;
     module_upload up;
 
-    if ((reason = check_token(req)) != NULL) {
-        return send_error(req, "403 Forbidden", reason);
+    ph_upload_request rq = {
+        .token_hint = "console: token <secret>, or CONFIG_PIGEONHUB_UPLOAD_TOKEN",
+        .slot_bytes = module_store_slot_size(),
+    };
+    if (settings_get_str(SETTINGS_KEY_UPLOAD_TOKEN, CONFIG_PIGEONHUB_UPLOAD_TOKEN, token,
+                         sizeof(token))) {
+        rq.token = token;
     }
-    if (httpd_req_get_hdr_value_str(req, "X-Module-SHA256", header, sizeof(header)) != ESP_OK ||
-        !parse_sha256(header, sha)) {
-        return send_error(req, "400 Bad Request",
-                          "X-Module-SHA256 header with the 64-hex SHA-256 of the body is required");
+    if (httpd_req_get_hdr_value_str(req, "Authorization", authorization, sizeof(authorization)) ==
+        ESP_OK) {
+        rq.authorization = authorization;
     }
-    size_t slot_size = module_store_slot_size();
-    if (req->content_len == 0) {
-        return send_error(req, "411 Length Required", "empty body: send the .wasm file with a "
-                                                      "Content-Length");
+    if (httpd_req_get_hdr_value_str(req, "X-Module-SHA256", sha_hex, sizeof(sha_hex)) == ESP_OK) {
+        rq.sha256_hex = sha_hex;
     }
-    if (req->content_len > slot_size) {
-        snprintf(err, sizeof(err), "module is %u bytes; a module slot holds %u",
-                 (unsigned)req->content_len, (unsigned)slot_size);
+    snprintf(length, sizeof(length), "%u", (unsigned)req->content_len);   /* httpd parsed it */
+    rq.content_length = length;
+    size_t module_len = 0;
+    switch (ph_upload_check(&rq, &module_len, sha, err, sizeof(err))) {
+    case 0:
+        break;
+    case 403:
+        return send_error(req, "403 Forbidden", err);
+    case 411:
+        return send_error(req, "411 Length Required", err);
+    case 413:
         send_error(req, "413 Payload Too Large", err);
         return ESP_FAIL; /* do not read the oversized body: close the connection */
+    default:
+        return send_error(req, "400 Bad Request", err);
     }
-    if (module_store_upload_begin(&up, req->content_len, err, sizeof(err)) != ESP_OK) {
+    if (module_store_upload_begin(&up, module_len, err, sizeof(err)) != ESP_OK) {
         return send_error(req, "507 Insufficient Storage", err);
     }
     if (receive_body(req, &up, err, sizeof(err)) != ESP_OK) {

@@ -27,6 +27,7 @@
 #include <windows.h>   /* GetTickCount64 */
 #endif
 
+#include "_bridge_store.h"
 #include "ph_bridge.h"
 #include "ph_json_string.h"
 #include "pigeonhub_abi.h"
@@ -690,6 +691,7 @@ PyMODINIT_FUNC PyInit__bridge(void)
     if (PyModule_AddObject(m, "Bridge", Py_NewRef((PyObject *)&BridgeType)) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "ABI_VERSION", PH_ABI_VERSION) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "MAX_LINKS", PH_BRIDGE_MAX_LINKS) < 0) goto fail;
+    if (PyModule_AddIntConstant(m, "MAX_BOOTSTRAP_URL", PH_BRIDGE_MAX_BOOTSTRAP_URL) < 0) goto fail;
     /* The stock module's limits and the close the hub sends when it is full (pigeonhub_abi.h) */
     if (PyModule_AddIntConstant(m, "MAX_PEERS", MAX_PEERS) < 0) goto fail;
     if (PyModule_AddIntConstant(m, "PEER_TIMEOUT_MS", PEER_TIMEOUT) < 0) goto fail;
@@ -715,6 +717,7 @@ PyMODINIT_FUNC PyInit__bridge(void)
     };
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (PyModule_AddIntConstant(m, codes[i].name, codes[i].value) < 0) goto fail;
+    if (bridge_store_register(m) < 0) goto fail;
     return m;
 fail:
     Py_DECREF(m);

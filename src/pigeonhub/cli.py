@@ -26,7 +26,15 @@ def main(argv=None) -> int:
     if not argv or argv[0] not in COMMANDS:
         parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
         return 0 if argv else 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        module = importlib.import_module(COMMANDS[argv[0]][0])
+    except ImportError as exc:
+        if exc.name != "pigeonhub._bridge":
+            raise
+        from .log import Logger
+        Logger().error(f"the bridge extension pigeonhub._bridge is not built ({exc}); "
+                       "run `pip install -e .` (or `make hub`)")
+        return 2
     command_parser = argparse.ArgumentParser(prog=f"pigeonhub {argv[0]}",
                                              description=COMMANDS[argv[0]][1])
     module.add_arguments(command_parser)

@@ -1,6 +1,6 @@
-"""`pigeonhub serve` as a user sees it: boot log, bad module, --max-peers, --device-id, Ctrl-C /
-SIGTERM; and the PC twin's pty console (test/embedded/pc_twin.py, test support) that stands in for
-a board's serial port."""
+"""`pigeonhub serve` as a user sees it: boot log, bad module, bad upload token, --max-peers,
+--device-id, Ctrl-C / SIGTERM; and the PC twin's pty console (test/embedded/pc_twin.py, test
+support) that stands in for a board's serial port."""
 
 import hashlib
 import json
@@ -79,6 +79,16 @@ def test_missing_module_exits_2(tmp_path):
                           timeout=30, env=cli_env())
     assert proc.returncode == 2
     assert re.search(r"^E \(\d+\) pigeonhub: cannot load module .*nope\.wasm: ", proc.stdout, re.M)
+
+
+@pytest.mark.parametrize("token", ["short", "x" * 65])
+def test_upload_token_outside_the_boards_limits_exits_2(token):
+    proc = subprocess.run([sys.executable, "-m", "pigeonhub.cli", "serve", "--port", "0",
+                           "--upload-token", token], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, env=cli_env())
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert re.search(r"^E \(\d+\) pigeonhub: --upload-token must be 8 to 64 characters \(as a "
+                     rf"board's console `token`\), not {len(token)}$", proc.stdout, re.M), proc.stdout
 
 
 def test_max_peers_refuses_beyond_n(tmp_path):

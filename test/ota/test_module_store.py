@@ -1,4 +1,5 @@
-"""pigeonhub.hub.module_store: the firmware's module_store.c rules on a directory."""
+"""pigeonhub.hub.module_store: the module store's policy (the bridge core's ph_module_store.c, the
+firmware's too) over the PC hub's directory of slot files and state file."""
 import hashlib
 import json
 
@@ -69,10 +70,10 @@ def test_open_checks_recorded_size_and_hash(store):
     data = bytearray(A)
     data[-1] ^= 1
     store.slot_path(0).write_bytes(bytes(data))
-    with pytest.raises(StoreError, match="hubmod0: SHA-256 of the file differs from the recorded one"):
+    with pytest.raises(StoreError, match="hubmod0: SHA-256 of the contents differs from the recorded one"):
         store.open(0)
     store.slot_path(0).write_bytes(A[:-1])
-    with pytest.raises(StoreError, match=f"hubmod0: file is {len(A) - 1} bytes, {len(A)} were recorded"):
+    with pytest.raises(StoreError, match=f"hubmod0 holds {len(A) - 1} bytes, {len(A)} were recorded"):
         store.open(0)
     with pytest.raises(StoreError, match="hubmod1 is empty"):
         store.open(1)
@@ -113,4 +114,13 @@ def test_discard_forgets_a_refused_upload(store):
 def test_broken_state_file_falls_back_to_packaged(store):
     store.activate(store.store(A))
     store.state_path.write_text("{not json")
+    assert store.boot_order() == [PACKAGED]
+
+
+def test_a_state_file_that_cannot_be_written_stops_the_upload(store):
+    """The policy saves through the store's callback: its error reaches the caller (the upload
+    answers 507), never a decision that was silently not kept."""
+    store.state_path.mkdir()   # os.replace() cannot put a file there, even for root
+    with pytest.raises(OSError):
+        store.store(A)
     assert store.boot_order() == [PACKAGED]

@@ -323,7 +323,7 @@ def test_unconfirmed_module_that_keeps_dying_is_dropped(tmp_path, packaged_wasm,
     third = start_hub(tmp_path, packaged_wasm, name="third")
     try:
         log = third.log()
-        assert "W (" in log and "module in hubmod0 did not run 60 s before the hub last stopped: falling back" in log
+        assert "W (" in log and "module in hubmod0 did not run 60 s before the last restart: falling back" in log
         assert "module source: packaged" in log
         assert stats(third)["module"]["sha256"] == sha_of(packaged_wasm)
     finally:
@@ -341,7 +341,7 @@ def test_boot_falls_back_to_previous_then_packaged(tmp_path, packaged_wasm, alt_
     hub = start_hub(tmp_path, packaged_wasm, name="prev")
     try:
         log = hub.log()
-        assert "W (" in log and "module hubmod1 skipped: hubmod1: SHA-256 of the file differs from the recorded one" in log
+        assert "W (" in log and "module hubmod1 skipped: hubmod1: SHA-256 of the contents differs from the recorded one" in log
         assert "module source: hubmod0" in log
         assert stats(hub)["module"]["sha256"] == sha_of(alt)
     finally:
@@ -356,7 +356,7 @@ def test_boot_falls_back_to_previous_then_packaged(tmp_path, packaged_wasm, alt_
     hub = start_hub(tmp_path, packaged_wasm, name="packaged", module_dir=tmp_path / "mods2")
     try:
         log = hub.log()
-        assert f"module hubmod1 skipped: hubmod1: file is {len(garbage)} bytes, {len(alt)} were recorded" in log
+        assert f"module hubmod1 skipped: hubmod1 holds {len(garbage)} bytes, {len(alt)} were recorded" in log
         assert "E (" in log and "module hubmod0 refused: module implements hub ABI version 1" in log
         assert "module source: packaged" in log
         assert stats(hub)["module"]["sha256"] == sha_of(packaged_wasm)

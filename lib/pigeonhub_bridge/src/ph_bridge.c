@@ -531,11 +531,11 @@ static ph_result ph_copy_bootstrap(ph_bridge *b, char *err, size_t err_cap)
             return ph_fail(err, err_cap, PH_ERR_CONFIG, "bootstrap hub %u is NULL", (unsigned)i);
         }
         size_t len = strlen(url);
-        if (len > PH_MAX_URL_BYTES - 64) {   /* room for the module's ?peerId=<40 hex> */
+        if (len > PH_BRIDGE_MAX_BOOTSTRAP_URL) {
             ph_free_bootstrap(b);
             return ph_fail(err, err_cap, PH_ERR_CONFIG,
-                           "bootstrap hub %u is %zu bytes long; at most %d are allowed", (unsigned)i,
-                           len, PH_MAX_URL_BYTES - 64);
+                           "bootstrap hub %u is %zu bytes long; at most %u are allowed", (unsigned)i,
+                           len, PH_BRIDGE_MAX_BOOTSTRAP_URL);
         }
         b->bootstrap[i] = malloc(len + 1);
         if (!b->bootstrap[i]) {

@@ -93,6 +93,8 @@ typedef struct ph_bridge_config {
 #define PH_BRIDGE_DEFAULT_MAX_LINKS       2u
 #define PH_BRIDGE_DEFAULT_CALL_BUDGET     (2u * 1000u * 1000u)
 #define PH_BRIDGE_MAX_LINKS               16u   /* upper bound of max_links */
+/* Longest bootstrap hub URL: the module dials it with ?peerId=<40 hex> appended. */
+#define PH_BRIDGE_MAX_BOOTSTRAP_URL       448u
 #define PH_BRIDGE_CONFIG_DEFAULT { .max_connections = PH_BRIDGE_DEFAULT_MAX_CONNECTIONS, \
                                    .outbox_limit_bytes = PH_BRIDGE_DEFAULT_OUTBOX_LIMIT, \
                                    .memory_limit_bytes = PH_BRIDGE_DEFAULT_MEMORY_LIMIT, \

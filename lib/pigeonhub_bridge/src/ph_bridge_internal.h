@@ -37,6 +37,8 @@
 
 #define PH_MAX_URL_BYTES     512
 #endif
+_Static_assert(PH_BRIDGE_MAX_BOOTSTRAP_URL + 64 <= PH_MAX_URL_BYTES,
+               "a bootstrap URL plus ?peerId=<40 hex> must fit a request URL");
 
 /* Longest log line the bridge formats itself. */
 #ifndef PH_LOG_LINE_BYTES

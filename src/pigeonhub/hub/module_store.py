@@ -1,4 +1,7 @@
-"""Where the PC hub keeps uploaded hub modules: the same rules as the firmware's main/module_store.c.
+"""Where the PC hub keeps uploaded hub modules. Which one runs is decided by the module store's
+policy in the bridge core (lib/pigeonhub_bridge/src/ph_module_store.c, pigeonhub._bridge.Store),
+the same C code as the firmware's; this file only keeps the state and the modules on disk, as the
+board keeps them in NVS and flash partitions.
 
 A directory holds two slots and a state file:
 
@@ -6,19 +9,9 @@ A directory holds two slots and a state file:
     state.json                   {"active": 0|1|null, "previous": 0|1|null, "trial": bool,
                                   "trialBoots": int, "slots": {"0": {"size", "sha256"} | null, ...}}
 
-(the board keeps the same facts in NVS: mod_active, mod_prev, mod_trial, mod_lenN, mod_shaN).
-
-- An upload goes to the slot that is NOT running (the running module's bytes are in use), written
-  to a temporary file, fsync'ed and renamed over the slot, so a crash never leaves half a module
-  under a slot's name. Its size and SHA-256 are recorded; every boot checks them again.
-- Activating a slot makes it the active module "on trial" and the old active one the previous.
-  After it has run `confirm_after` seconds (the firmware's CONFIG_PIGEONHUB_MODULE_CONFIRM_S, 60 s)
-  it is confirmed and stays across restarts.
-- Boot order: the active slot → the previous slot → the packaged module (the board's embedded one).
-  A module on trial is tried once more after a restart ("fresh"): a PC hub is restarted on purpose
-  far more often than a board crashes. If the hub then dies again before confirming it, the next boot
-  treats it as bad, like the firmware after a reset within the confirmation time. A slot that fails
-  to load is marked bad (its record forgotten) and the next candidate is tried.
+A module is written to a temporary file, fsync'ed and renamed over its slot, so a crash never
+leaves half a module under a slot's name; the state file is replaced the same way. The PC hub gives
+a module on trial one fresh boot after a restart (the board none: see ph_module_store.h).
 """
 
 import hashlib
@@ -27,11 +20,14 @@ import os
 import tempfile
 from pathlib import Path
 
-SLOT_COUNT = 2
-PACKAGED = -1                      # MODULE_SLOT_EMBEDDED in main/module_store.h
-SLOT_NAMES = ("hubmod0", "hubmod1")
-SLOT_BYTES = 0x10000               # partitions.csv: hubmod0/hubmod1 are 64 KiB each
-DEFAULT_CONFIRM_SECONDS = 60.0     # CONFIG_PIGEONHUB_MODULE_CONFIRM_S default
+from .. import _bridge
+
+SLOT_COUNT = len(_bridge.STORE_SLOT_NAMES)
+PACKAGED = _bridge.STORE_BUILTIN           # the board's embedded module
+SLOT_NAMES = _bridge.STORE_SLOT_NAMES
+SLOT_BYTES = _bridge.STORE_SLOT_BYTES
+DEFAULT_CONFIRM_SECONDS = float(_bridge.STORE_CONFIRM_SECONDS)   # Kconfig's default too
+FRESH_BOOTS = 1
 STATE_FILE = "state.json"
 
 
@@ -92,10 +88,12 @@ class ModuleStore:
         self.confirm_after = float(confirm_after)
         self.slot_bytes = slot_bytes
         self.log = log
-        self.running = PACKAGED    # which slot the hub runs now (module_store_set_running)
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.policy = _bridge.Store(self._load, self._save, self._exists, self._log,
+                                    builtin_name="packaged", restart="restart",
+                                    confirm_after=int(self.confirm_after), fresh_boots=FRESH_BOOTS)
 
-    # ---- state ---------------------------------------------------------------------------------
+    # ---- the state, as the policy reads and writes it ------------------------------------------
 
     @property
     def state_path(self) -> Path:
@@ -124,12 +122,32 @@ class ModuleStore:
             for i in range(SLOT_COUNT):
                 rec = slots.get(str(i))
                 if (isinstance(rec, dict) and isinstance(rec.get("size"), int)
-                        and isinstance(rec.get("sha256"), str)):
+                        and isinstance(rec.get("sha256"), str) and _is_sha(rec["sha256"])):
                     state["slots"][str(i)] = {"size": rec["size"], "sha256": rec["sha256"]}
         return state
 
-    def _save(self, state: dict):
+    def _load(self):
+        state = self.state()
+        records = tuple(None if rec is None else (rec["size"], bytes.fromhex(rec["sha256"]))
+                        for rec in (state["slots"][str(i)] for i in range(SLOT_COUNT)))
+        return (_slot_or_packaged(state["active"]), _slot_or_packaged(state["previous"]),
+                int(state["trial"]), state["trialBoots"], records)
+
+    def _save(self, raw):
+        active, previous, trial, boots, records = raw
+        state = {"active": active if active >= 0 else None,
+                 "previous": previous if previous >= 0 else None,
+                 "trial": bool(trial), "trialBoots": boots,
+                 "slots": {str(i): None if rec is None else {"size": rec[0], "sha256": rec[1].hex()}
+                           for i, rec in enumerate(records)}}
         _atomic_write(self.state_path, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
+
+    def _exists(self, slot):
+        return self.slot_path(slot).exists()
+
+    def _log(self, level, text):
+        if self.log is not None:
+            self.log.line(level, text)
 
     def _warn(self, text):
         if self.log is not None:
@@ -137,9 +155,12 @@ class ModuleStore:
 
     # ---- upload --------------------------------------------------------------------------------
 
+    @property
+    def running(self) -> int:
+        return self.policy.running
+
     def free_slot(self) -> int:
-        """The slot an upload may overwrite: never the running one."""
-        return 1 if self.running == 0 else 0
+        return self.policy.free_slot()
 
     def store(self, data: bytes, expected_sha256: str | None = None) -> int:
         """Write `data` to the free slot (atomically) and record it; returns the slot.
@@ -147,101 +168,46 @@ class ModuleStore:
         data = bytes(data)
         if not 0 < len(data) <= self.slot_bytes:
             raise StoreError(f"module is {len(data)} bytes; a slot holds 1 to {self.slot_bytes}")
-        got = hashlib.sha256(data).hexdigest()
-        if expected_sha256 is not None and got != expected_sha256.lower():
-            raise StoreError(f"SHA-256 mismatch: received {got}, X-Module-SHA256 says "
+        got = hashlib.sha256(data)
+        if expected_sha256 is not None and got.hexdigest() != expected_sha256.lower():
+            raise StoreError(f"SHA-256 mismatch: received {got.hexdigest()}, X-Module-SHA256 says "
                              f"{expected_sha256.lower()}")
-        slot = self.free_slot()
-        # The slot's old module is about to disappear: stop every reference to it first.
-        self.mark_bad(slot)
+        slot = self.policy.free_slot()
+        self.policy.mark_bad(slot)   # its old module is about to disappear: no reference may stay
         _atomic_write(self.slot_path(slot), data)
-        state = self.state()
-        state["slots"][str(slot)] = {"size": len(data), "sha256": got}
-        self._save(state)
+        self.policy.record_upload(slot, len(data), got.digest())
         return slot
 
     def discard(self, slot: int):
         """An upload was refused: leave no module and no record behind (upload_abort)."""
-        self.mark_bad(slot)
+        self.policy.mark_bad(slot)
         try:
             self.slot_path(slot).unlink()
         except FileNotFoundError:
             pass
 
-    # ---- lifecycle -----------------------------------------------------------------------------
-
-    def mark_bad(self, slot: int):
-        """Forget the slot's record; if it was active, the previous module becomes active."""
-        if not 0 <= slot < SLOT_COUNT:
-            return
-        state = self.state()
-        state["slots"][str(slot)] = None
-        if state["active"] == slot:
-            state["active"] = state["previous"]
-            state["previous"] = None
-            state["trial"] = False
-            state["trialBoots"] = 0
-        elif state["previous"] == slot:
-            state["previous"] = None
-        self._save(state)
-
-    def activate(self, slot: int):
-        """The hub now runs this slot: it becomes active (on trial), the old active the previous."""
-        state = self.state()
-        if state["active"] != slot:
-            state["previous"] = state["active"]
-        state["active"] = slot
-        state["trial"] = True
-        state["trialBoots"] = 0
-        self._save(state)
-        self.running = slot
-
-    def needs_confirm(self) -> bool:
-        return self.state()["trial"]
-
-    def confirm(self):
-        state = self.state()
-        if state["trial"]:
-            state["trial"] = False
-            state["trialBoots"] = 0
-            self._save(state)
-            if self.log is not None:
-                self.log.info("module confirmed: it stays active across restarts")
-
-    def clean_shutdown(self):
-        """The hub stopped on purpose (Ctrl-C, SIGTERM): not the module's fault, so a module on trial
-        gets its fresh try again at the next boot."""
-        state = self.state()
-        if state["trial"] and state["trialBoots"]:
-            state["trialBoots"] = 0
-            self._save(state)
+    # ---- lifecycle (the policy's) ----------------------------------------------------------------
 
     def boot_order(self) -> list:
-        """Slots to try at boot, best first; PACKAGED is always last."""
-        state = self.state()
-        active, prev = state["active"], state["previous"]
-        if state["trial"] and active is not None and state["trialBoots"] >= 1:
-            self._warn(f"module in {slot_name(active)} did not run {self.confirm_after:g} s before "
-                       f"the hub last stopped: falling back")
-            self.mark_bad(active)
-            active, prev = prev, None
-        order = []
-        if active is not None and self.slot_path(active).exists():
-            order.append(active)
-        if prev is not None and prev != active and self.slot_path(prev).exists():
-            order.append(prev)
-        order.append(PACKAGED)
-        return order
+        return self.policy.boot_order()
 
     def note_boot(self, slot: int):
-        """The hub booted `slot`: running it now; a module on trial has used its fresh try."""
-        self.running = slot
-        if slot < 0:
-            return
-        state = self.state()
-        if state["trial"] and state["active"] == slot:
-            state["trialBoots"] += 1
-            self._save(state)
+        self.policy.note_boot(slot)
+
+    def mark_bad(self, slot: int):
+        self.policy.mark_bad(slot)
+
+    def activate(self, slot: int):
+        self.policy.activate(slot)
+
+    def needs_confirm(self) -> bool:
+        return self.policy.needs_confirm()
+
+    def confirm(self):
+        self.policy.confirm()
+
+    def clean_shutdown(self):
+        self.policy.clean_shutdown()
 
     def open(self, slot: int) -> bytes:
         """The bytes of a slot (or the packaged module), checked against the recorded size and
@@ -253,15 +219,22 @@ class ModuleStore:
                 return self.packaged.read_bytes()
             except OSError as exc:
                 raise StoreError(f"{self.packaged}: {exc.strerror or exc}")
-        rec = self.state()["slots"].get(str(slot))
-        if not rec:
+        if self.policy.recorded_len(slot) == 0:   # before reading a file that may be huge
             raise StoreError(f"{slot_name(slot)} is empty")
         try:
             data = self.slot_path(slot).read_bytes()
         except OSError as exc:
             raise StoreError(f"{slot_name(slot)}: {exc.strerror or exc}")
-        if len(data) != rec["size"]:
-            raise StoreError(f"{slot_name(slot)}: file is {len(data)} bytes, {rec['size']} were recorded")
-        if hashlib.sha256(data).hexdigest() != rec["sha256"]:
-            raise StoreError(f"{slot_name(slot)}: SHA-256 of the file differs from the recorded one")
+        try:
+            self.policy.verify(slot, len(data), hashlib.sha256(data).digest())
+        except ValueError as exc:
+            raise StoreError(str(exc)) from None
         return data
+
+
+def _slot_or_packaged(slot):
+    return PACKAGED if slot is None else slot
+
+
+def _is_sha(text):
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)

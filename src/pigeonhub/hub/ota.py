@@ -22,48 +22,23 @@ a request 10 s to arrive whole: a 64 KiB module takes well under a second on a L
 """
 
 import hashlib
-import hmac
 import re
 
+from .. import _bridge
 from .endpoints import REASONS
 from .module_store import SLOT_BYTES, StoreError, slot_name
 
-TOKEN_MAX = 64                   # http_endpoints.c TOKEN_MAX
-_SHA_RE = re.compile(r"[0-9a-fA-F]{64}")
 _DECIMAL_RE = re.compile(r"[0-9]+")
-
-
-def check_token(headers, token):
-    """None when the request carries the upload token, else the 403 reason (firmware wording)."""
-    if not token:
-        return ("uploads are disabled until an upload token is set "
-                "(pigeonhub serve --upload-token <secret>; on a board: console `token <secret>` or "
-                "CONFIG_PIGEONHUB_UPLOAD_TOKEN)")
-    got = headers.get("authorization")
-    if got is None or len(got) > TOKEN_MAX + 7:
-        return "missing or oversized Authorization header (expected: Bearer <token>)"
-    if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
-        return "wrong upload token"
-    return None
+TOKEN_HINT = ("pigeonhub serve --upload-token <secret>; on a board: console `token <secret>` or "
+              "CONFIG_PIGEONHUB_UPLOAD_TOKEN")
 
 
 def precheck(headers, token, slot_bytes=SLOT_BYTES):
-    """Checks that need no body, in the firmware's order. Returns (status, reason) or None."""
-    reason = check_token(headers, token)
-    if reason:
-        return 403, reason
-    sha = headers.get("x-module-sha256", "")
-    if not _SHA_RE.fullmatch(sha.strip()):
-        return 400, "X-Module-SHA256 header with the 64-hex SHA-256 of the body is required"
-    raw = headers.get("content-length")
-    if raw is not None and not _DECIMAL_RE.fullmatch(raw.strip()):
-        return 400, f"Content-Length must be a decimal number of bytes, not {raw.strip()[:20]!r}"
-    length = content_length(headers)
-    if length is None or length == 0:
-        return 411, "empty body: send the .wasm file with a Content-Length"
-    if length > slot_bytes:
-        return 413, f"module is {length} bytes; a module slot holds {slot_bytes}"
-    return None
+    """The checks that need no body, the board's own (ph_upload_check.c). Returns (status, reason)
+    or None."""
+    return _bridge.upload_check(token or None, TOKEN_HINT, headers.get("authorization"),
+                                headers.get("x-module-sha256"), headers.get("content-length"),
+                                slot_bytes)
 
 
 def content_length(headers):

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from .. import DATA_DIR, __version__, event_loop
+from .. import DATA_DIR, __version__, _bridge, event_loop
 from ..log import Logger
 from . import ws
 from .endpoints import SERVER_HEADER, HubConnection, Router
@@ -98,11 +98,10 @@ def run(args, hub_class=None) -> int:
     except ValueError as exc:
         log.error(f"--bootstrap: {exc}")
         return 2
-    try:
-        from .. import _bridge
-    except ImportError as exc:
-        log.error(f"the bridge extension pigeonhub._bridge is not built ({exc}); "
-                  "run `pip install -e .` (or `make hub`)")
+    token = getattr(args, "upload_token", None)
+    if token is not None and not _bridge.UPLOAD_TOKEN_MIN <= len(token) <= _bridge.UPLOAD_TOKEN_MAX:
+        log.error(f"--upload-token must be {_bridge.UPLOAD_TOKEN_MIN} to {_bridge.UPLOAD_TOKEN_MAX} "
+                  f"characters (as a board's console `token`), not {len(token)}")
         return 2
     max_links = getattr(args, "max_links", None)
     if max_links is not None and not 0 <= max_links <= _bridge.MAX_LINKS:
@@ -143,8 +142,9 @@ def parse_bootstrap(values):
                 raise ValueError(f"{url!r} is not a valid URL ({exc})") from None
             if parts.scheme not in ("ws", "wss") or not parts.hostname:
                 raise ValueError(f"{url!r} is not a ws:// or wss:// URL with a host")
-            if len(url) > 448:   # bridge: PH_MAX_URL_BYTES - room for ?peerId=<40 hex>
-                raise ValueError(f"{url[:40]}... is {len(url)} characters long; at most 448")
+            if len(url) > _bridge.MAX_BOOTSTRAP_URL:
+                raise ValueError(f"{url[:40]}... is {len(url)} characters long; at most "
+                                 f"{_bridge.MAX_BOOTSTRAP_URL}")
             if url not in urls:
                 urls.append(url)
     return urls
