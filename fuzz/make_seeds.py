@@ -11,6 +11,7 @@ targets fuzz_frames.py, fuzz_upload.py): WebSocket byte streams and POST /module
 corpus directories are left alone.
 """
 import argparse
+import hashlib
 import struct
 import subprocess
 import sys
@@ -196,10 +197,27 @@ def frames_seeds():
             for name, stream in streams.items() for attach, chunking in ((0, 0), (1, 7), (3, 200))}
 
 
+def upload_check_seeds():
+    """fuzz_upload_check.c: slot size (2 bytes, x16), then token, Authorization, X-Module-SHA256,
+    Content-Length separated by 0x00 ("\x01" = absent)."""
+    sha = hashlib.sha256(b"module").hexdigest().encode()
+    slot = struct.pack("<H", 65536 // 16)
+    requests = {
+        "good": (b"secret-token", b"Bearer secret-token", sha, b"16000"),
+        "wrong-token": (b"secret-token", b"Bearer secret-tokem", sha, b"16000"),
+        "no-token-configured": (b"", b"Bearer x", sha, b"16000"),
+        "no-auth": (b"secret-token", b"\x01", sha, b"16000"),
+        "bad-hash": (b"secret-token", b"Bearer secret-token", sha[:-1] + b"g", b"16000"),
+        "no-length": (b"secret-token", b"Bearer secret-token", sha, b"\x01"),
+        "superscript-length": (b"secret-token", b"Bearer secret-token", sha, "1610\u00b3".encode()),
+        "too-big": (b"secret-token", b"Bearer secret-token", sha, b"65537"),
+    }
+    return {name: slot + b"\0".join(fields) for name, fields in requests.items()}
+
+
 def upload_seeds(hub, hub2):
     """fuzz_upload.py: byte 0 odd = a raw request; even = assembled (method, path, token, hash
     mode, length mode, extra-header length, extra, body; 0 picks the valid choice)."""
-    import hashlib
     plain, test = Path(hub2).read_bytes(), Path(hub).read_bytes()
 
     def post(body, token=b"fuzz-token"):
@@ -242,6 +260,7 @@ def main():
     write(out / "check_module", check_seeds(a.hub, a.hub2, a.work))
     write(out / "frames", frames_seeds())
     write(out / "upload", upload_seeds(a.hub, a.hub2))
+    write(out / "upload_check", upload_check_seeds())
 
 
 if __name__ == "__main__":

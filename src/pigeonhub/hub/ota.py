@@ -36,9 +36,14 @@ TOKEN_HINT = ("pigeonhub serve --upload-token <secret>; on a board: console `tok
 def precheck(headers, token, slot_bytes=SLOT_BYTES):
     """The checks that need no body, the board's own (ph_upload_check.c). Returns (status, reason)
     or None."""
-    return _bridge.upload_check(token or None, TOKEN_HINT, headers.get("authorization"),
-                                headers.get("x-module-sha256"), headers.get("content-length"),
-                                slot_bytes)
+    return _bridge.upload_check(token or None, TOKEN_HINT, _c_string(headers.get("authorization")),
+                                _c_string(headers.get("x-module-sha256")),
+                                _c_string(headers.get("content-length")), slot_bytes)
+
+
+def _c_string(value):
+    """A header as the board's C code sees it: up to its first NUL byte."""
+    return None if value is None else value.split("\0", 1)[0]
 
 
 def content_length(headers):
