@@ -623,8 +623,8 @@ static PyObject *json_string_end(PyObject *Py_UNUSED(module), PyObject *arg)
     return PyLong_FromLong(r);
 }
 
-/* The optional C speedup of pigeonhub/hub/ws.py's unmask(): RFC 6455 §5.3 masking, which costs the
- * pure-Python version (one big-integer XOR) about 40 times as long on a 4.5 KB offer. */
+/* The optional C speedup of pigeonhub/hub/ws.py's unmask(): RFC 6455 §5.3 masking, which the
+ * pure-Python version does as one big-integer XOR, at a cost docs/PERFORMANCE.md gives. */
 static PyObject *ws_unmask(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2) {

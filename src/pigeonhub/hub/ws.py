@@ -46,7 +46,7 @@ def unmask_python(payload, key):
     return (int.from_bytes(payload, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
 
 
-try:   # the C speedup, in the bridge extension: 40 times as fast on a 4.5 KB offer
+try:   # the C speedup, in the bridge extension (docs/PERFORMANCE.md: what each costs per offer)
     from .._bridge import unmask
 except ImportError:
     unmask = unmask_python
