@@ -74,12 +74,13 @@ void app_main(void)
      * when the two came together. */
     console_start();
 #endif
+    /* Returns once the boot module is loaded: its heap is measured with nothing else allocating. */
+    ESP_ERROR_CHECK(hub_task_start());
     ESP_ERROR_CHECK(network_start());
     if (strlen(CONFIG_PIGEONHUB_SNTP_SERVER) > 0) {
         esp_sntp_config_t sntp = ESP_NETIF_SNTP_DEFAULT_CONFIG(CONFIG_PIGEONHUB_SNTP_SERVER);
         esp_netif_sntp_init(&sntp); /* syncs in the background once Wi-Fi has an address */
     }
-    ESP_ERROR_CHECK(hub_task_start());
     if (http_server_start(CONFIG_PIGEONHUB_PORT, hub_task_sink()) != ESP_OK) {
         ESP_LOGE(TAG, "the hub is unreachable: its HTTP/WebSocket server did not start");
     }

@@ -43,6 +43,7 @@ static void hub_inbox_release(size_t len);
 #define HUB_CALL_WAIT_MS 10000             /* HTTP handlers give up on the hub task after this */
 #define HUB_INBOX_POLL_MS 10
 #define HUB_OUT_WAIT_MS 50                 /* longest wait for the sockets to take queued frames */
+#define HUB_BOOT_WAIT_MS 60000             /* hub_task_start waits this long for the boot module */
 #define HUB_ERR_LEN 160
 #define WALL_CLOCK_SYNCED_AFTER 1600000000 /* s: an RTC before 2020 has not been set by SNTP */
 
@@ -69,6 +70,7 @@ typedef struct {
 } hub_call;
 
 static QueueHandle_t s_queue;
+static SemaphoreHandle_t s_booted;   /* given once the boot module is loaded (or none could be) */
 static ph_bridge *volatile s_bridge;
 static module_image s_image = { .slot = MODULE_SLOT_EMBEDDED };
 static char s_load_error[HUB_ERR_LEN];
@@ -650,6 +652,7 @@ static void hub_task(void *arg)
                  esp_err_to_name(err));
     }
     load_boot_module();
+    xSemaphoreGive(s_booted);
 
     TickType_t next_tick = xTaskGetTickCount() + pdMS_TO_TICKS(HUB_TICK_MS);
     for (;;) {
@@ -674,13 +677,20 @@ static void hub_task(void *arg)
 esp_err_t hub_task_start(void)
 {
     s_queue = xQueueCreate(CONFIG_PIGEONHUB_HUB_QUEUE_LEN, sizeof(hub_event));
-    if (s_queue == NULL) {
+    s_booted = xSemaphoreCreateBinary();
+    if (s_queue == NULL || s_booted == NULL) {
         return ESP_ERR_NO_MEM;
     }
     if (xTaskCreate(hub_task, "hub", HUB_TASK_STACK_BYTES, NULL, CONFIG_PIGEONHUB_HUB_TASK_PRIORITY,
                     NULL) != pdPASS) {
         ESP_LOGE(TAG, "creating the hub task (%d bytes of stack) failed", HUB_TASK_STACK_BYTES);
         return ESP_ERR_NO_MEM;
+    }
+    /* The module's runtime is the heap its load takes (s_module_heap): nothing else may allocate
+     * meanwhile, so the caller starts the network and the HTTP server only after it. */
+    if (xSemaphoreTake(s_booted, pdMS_TO_TICKS(HUB_BOOT_WAIT_MS)) != pdTRUE) {
+        ESP_LOGW(TAG, "the boot module is still loading after %d ms: starting the network anyway",
+                 HUB_BOOT_WAIT_MS);
     }
     return ESP_OK;
 }
