@@ -79,6 +79,7 @@ static atomic_size_t s_inbox_bytes;
 static atomic_size_t s_inbox_peak;   /* the most s_inbox_bytes has been since boot (/stats) */
 static int64_t s_confirm_at_us; /* 0: nothing to confirm */
 static size_t s_module_heap;    /* heap the boot module's runtime took (WASM3 + bridge)  */
+static size_t s_module_iram;    /* ...and of IRAM heap: code pages (CONFIG_PIGEONHUB_WASM3_CODE_IN_IRAM) */
 static hub_socket *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
 
 /* ---- connection table --------------------------------------------------------------------- */
@@ -239,6 +240,15 @@ static void on_sent(int32_t conn, size_t len)
     }
 }
 
+/* The ESP32's IRAM heap, which serves only 32-bit accesses: the regions that take 32-bit
+ * allocations but not byte ones (none on chips whose IRAM and DRAM are one SRAM). */
+static size_t iram_only_free(void)
+{
+    size_t word = heap_caps_get_free_size(MALLOC_CAP_32BIT);
+    size_t byte = heap_caps_get_free_size(MALLOC_CAP_8BIT);
+    return word > byte ? word - byte : 0;
+}
+
 /* ---- module lifecycle -------------------------------------------------------------------------- */
 
 static void log_module(const module_image *img)
@@ -249,8 +259,8 @@ static void log_module(const module_image *img)
     ESP_LOGI(TAG, "module hub.wasm loaded: %u bytes, sha256 %s", (unsigned)img->len, hex);
     ESP_LOGI(TAG, "module source: %s", module_store_slot_name(img->slot));
     ESP_LOGI(TAG, "hub id %s", ph_bridge_hub_id(s_bridge));
-    ESP_LOGI(TAG, "heap: %" PRIu32 " bytes free, module runtime %u bytes", esp_get_free_heap_size(),
-             (unsigned)s_module_heap);
+    ESP_LOGI(TAG, "heap: %" PRIu32 " bytes free, module runtime %u bytes (+%u in IRAM)",
+             esp_get_free_heap_size(), (unsigned)s_module_heap, (unsigned)s_module_iram);
 }
 
 /* The bootstrap list: NVS (console `bootstrap`) or CONFIG_PIGEONHUB_BOOTSTRAP_HUBS, split at commas
@@ -339,8 +349,10 @@ static void load_boot_module(void)
             continue;
         }
         size_t heap_before = esp_get_free_heap_size();
+        size_t iram_before = iram_only_free();
         s_bridge = create_bridge(&img, err, sizeof(err));
         s_module_heap = heap_before - esp_get_free_heap_size();
+        s_module_iram = iram_before - iram_only_free();
         if (s_bridge != NULL && ph_bridge_start(s_bridge, CONFIG_PIGEONHUB_PORT) != 0) {
             snprintf(err, sizeof(err), "start_server(%d) failed", CONFIG_PIGEONHUB_PORT);
             ph_bridge_destroy(s_bridge);
@@ -438,10 +450,11 @@ static void memory_json(char *out, size_t cap)
     TaskHandle_t httpd = xTaskGetHandle("httpd");
     snprintf(out, cap,
              "{\"freeHeap\":%" PRIu32 ",\"minFreeHeap\":%" PRIu32 ",\"largestFreeBlock\":%u,"
-             "\"moduleRuntime\":%u,\"hubStackFree\":%u,\"hubStackSize\":%d,\"httpdStackFree\":%u,\"httpdStackSize\":%d,"
+             "\"moduleRuntime\":%u,\"moduleRuntimeIram\":%u,\"iramFree\":%u,\"hubStackFree\":%u,\"hubStackSize\":%d,\"httpdStackFree\":%u,\"httpdStackSize\":%d,"
              "\"inboxPeak\":%u,\"outQueuePeak\":%u}",
              esp_get_free_heap_size(), esp_get_minimum_free_heap_size(),
              (unsigned)heap_caps_get_largest_free_block(MALLOC_CAP_8BIT), (unsigned)s_module_heap,
+             (unsigned)s_module_iram, (unsigned)iram_only_free(),
              (unsigned)uxTaskGetStackHighWaterMark(NULL), HUB_TASK_STACK_BYTES,
              httpd ? (unsigned)uxTaskGetStackHighWaterMark(httpd) : 0, CONFIG_PIGEONHUB_HTTPD_STACK,
              (unsigned)atomic_load(&s_inbox_peak), (unsigned)ws_transport_out_peak());
@@ -451,7 +464,7 @@ static void memory_json(char *out, size_t cap)
  * `out` first serves as scratch for the module stats the counters come from. */
 static int health_json(char *out, size_t cap)
 {
-    char memory[256];
+    char memory[384];
     memory_json(memory, sizeof(memory));
     long hubs = 0, networks = 0;
     if (s_bridge && ph_bridge_stats_json(s_bridge, out, cap) >= 0) {
@@ -488,7 +501,7 @@ static int health_json(char *out, size_t cap)
 static int stats_json(char *out, size_t cap)
 {
     static const char head[] = "{\"module\":{";
-    char image[160], tail[384], memory[256], hex[65] = "";
+    char image[160], tail[384], memory[384], hex[65] = "";
     int n = ph_bridge_stats_json(s_bridge, out, cap);
     if (n <= 0 || out[n - 1] != '}') {
         return -1;

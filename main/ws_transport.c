@@ -23,6 +23,7 @@ static const char *TAG = "pigeonhub";
 #define WS_CLOSE_PROTOCOL 1002      /* RFC 6455 §7.4.1: protocol error                        */
 #define WS_CLOSE_BAD_DATA 1007      /* RFC 6455 §7.4.1: data inconsistent with the type (UTF-8) */
 #define WS_INBOX_WAIT_MS 2000       /* how long a sender is held back before it is dropped   */
+#define WS_INBOX_POLL_MS 5          /* between inbox tries, this task writes the queued frames */
 #define WS_DRAIN_MS 1000            /* a refused frame's payload is read away for this long...  */
 #define WS_DRAIN_MAX (64 * 1024)    /* ...or up to this many bytes, before the socket is dropped */
 
@@ -420,6 +421,21 @@ static bool is_utf8(const uint8_t *p, size_t n)
     return true;
 }
 
+/* Room in the hub's inbox for a frame. The hub task, for its part, waits until this task has
+ * written what it queued: so while this task waits it writes the queued frames itself, or each
+ * would wait for the other and the hub would go on queueing after its wait times out. */
+static bool reserve_inbox(size_t len)
+{
+    int64_t deadline = esp_timer_get_time() + WS_INBOX_WAIT_MS * 1000LL;
+    while (!s_sink->reserve(len, pdMS_TO_TICKS(WS_INBOX_POLL_MS))) {
+        drain_work(NULL);
+        if (esp_timer_get_time() >= deadline) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
 {
     size_t limit = atomic_load(&s_frame_limit);
@@ -450,7 +466,7 @@ static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
         ESP_LOGW(TAG, "fd %d: text message is not UTF-8; closing %d", s->fd, WS_CLOSE_BAD_DATA);
         return fail_connection(req, s, WS_CLOSE_BAD_DATA, "Invalid UTF-8", 0);
     }
-    if (!s_sink->reserve(total, pdMS_TO_TICKS(WS_INBOX_WAIT_MS))) {
+    if (!reserve_inbox(total)) {
         ESP_LOGW(TAG, "fd %d: hub inbox full for %d ms; dropping the connection", s->fd,
                  WS_INBOX_WAIT_MS);
         return ESP_FAIL;

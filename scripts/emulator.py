@@ -114,9 +114,10 @@ def build(target: str, out: Path | None = None, extra_defaults=(), quiet=False) 
     started = time.monotonic()
     log = out / "build.log"
     # A build folder keeps its sdkconfig, and defaults never override what it already holds: when
-    # a defaults file changed, start the configuration over.
+    # a defaults file or a default in the project's Kconfig changed, start the configuration over.
     stamp = out / ".defaults-sha256"
-    digest = hashlib.sha256(b"".join(Path(d).read_bytes() for d in defaults)).hexdigest()
+    digest = hashlib.sha256(b"".join(Path(d).read_bytes() for d in
+                                     (*defaults, ROOT / "main" / "Kconfig.projbuild"))).hexdigest()
     if stamp.exists() and stamp.read_text() != digest:
         (out / "sdkconfig").unlink(missing_ok=True)
     stamp.write_text(digest)
