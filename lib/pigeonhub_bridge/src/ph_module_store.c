@@ -80,13 +80,13 @@ static void forget(ph_store_state *state, int slot)
     }
 }
 
-void ph_store_mark_bad(ph_store *store, int slot)
+int ph_store_mark_bad(ph_store *store, int slot)
 {
-    if (!is_slot(slot)) return;
+    if (!is_slot(slot)) return 0;
     ph_store_state state;
     load(store, &state);
     forget(&state, slot);
-    save(store, &state);
+    return save(store, &state);
 }
 
 static bool usable(ph_store *store, const ph_store_state *state, int slot)

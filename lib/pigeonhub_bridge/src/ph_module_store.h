@@ -81,8 +81,8 @@ int ph_store_boot_order(ph_store *store, int order[PH_STORE_SLOTS + 1]);
 /* The host booted this slot: it runs now; a module on trial has used one of its fresh boots. */
 void ph_store_note_boot(ph_store *store, int slot);
 /* A slot failed to load, or is about to be overwritten: forget its record; if it was active, the
- * previous module becomes active. */
-void ph_store_mark_bad(ph_store *store, int slot);
+ * previous module becomes active. 0, or <0 when the state could not be saved. */
+int ph_store_mark_bad(ph_store *store, int slot);
 
 /* The slot an upload may overwrite: never the running one. */
 int ph_store_free_slot(const ph_store *store);
