@@ -239,6 +239,24 @@ void module_store_confirm(void)
     ph_store_confirm(&s_store);
 }
 
+int module_store_trial_trapped(uint32_t traps)
+{
+    return ph_store_trial_trapped(&s_store, traps);
+}
+
+void module_store_note_fallback(int failed, uint32_t traps, int now)
+{
+    ph_store_note_fallback(&s_store, failed, traps, now);
+}
+
+bool module_store_trial_failure(int *failed, uint32_t *traps, int *now)
+{
+    *failed = s_store.trial_failed;
+    *traps = s_store.trial_failed_traps;
+    *now = s_store.trial_failed_then;
+    return *failed != PH_STORE_NONE;
+}
+
 size_t module_store_slot_size(void)
 {
     size_t size = 0;

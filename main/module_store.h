@@ -49,6 +49,13 @@ esp_err_t module_store_activate(int slot);
 /* The active module has run long enough: keep it across resets. */
 void module_store_confirm(void);
 bool module_store_needs_confirm(void);
+/* The running module trapped `traps` times since it started: the slot given up when it was on
+ * trial (the previous module is active now), else PH_STORE_NONE (ph_store_trial_trapped). */
+int module_store_trial_trapped(uint32_t traps);
+/* `now` runs instead of the module given up: logs why and keeps it for /stats. */
+void module_store_note_fallback(int failed, uint32_t traps, int now);
+/* The last module given up since boot (true), or none (false). */
+bool module_store_trial_failure(int *failed, uint32_t *traps, int *now);
 
 /* Upload into the slot that is not running (ph_module_upload.h: begin erases, write streams,
  * finish checks length + SHA-256 and records, abort erases). `up` starts zeroed. */
