@@ -440,8 +440,8 @@ static int swap_to_slot(int slot, char *out, size_t cap)
  * Returns true when it was given up. */
 static bool give_up_trapping_trial(void)
 {
-    if (s_bridge == NULL) {
-        return false;
+    if (s_bridge == NULL || s_confirm_at_us == 0) {
+        return false;   /* nothing on trial: a confirmed module's traps cost no NVS read */
     }
     uint32_t traps = ph_bridge_trap_count(s_bridge) - s_trap_base;
     int failed = module_store_trial_trapped(traps);

@@ -161,13 +161,18 @@ class UploadService:
 
     def _confirm(self):
         self.confirm_timer = None
-        if not self.check_trial():   # a trap since the last tick still counts
+        if not self._give_up_if_trapped():   # a trap since the last tick still counts
             self.store.confirm()
 
     def check_trial(self):
+        """Every tick: only while a module is on trial (its confirmation pending), so a confirmed
+        module's traps cost no state file read."""
+        return self.confirm_timer is not None and self._give_up_if_trapped()
+
+    def _give_up_if_trapped(self):
         """The module store's policy (ph_store_trial_trapped): a module that trapped while on trial
         is given up and the first module of the boot order that loads is swapped back in live,
-        peers kept, as the board does (main/hub_task.c). Called every tick. True when given up."""
+        peers kept, as the board does (main/hub_task.c). True when given up."""
         store, b = self.store, self.hub.bridge
         if store is None or b is None:
             return False
