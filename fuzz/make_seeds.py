@@ -6,8 +6,8 @@
 module: frames as captured on the wire (client and hub connections), in the record format of
 fuzz_module.c; bridge: event sequences in the format of fuzz_bridge.c; check_module: the real
 modules, the bridge fixtures (test/native/bridge/fixtures, broken variants included, built with
-variants.py + wat2wasm into --work) and hand-made broken modules; frames and upload (the Atheris
-targets fuzz_frames.py, fuzz_upload.py): WebSocket byte streams and POST /module requests. Regression inputs (crash-*) in the
+variants.py + wat2wasm into --work) and hand-made broken modules; upload_body: upload
+operation sequences; frames and upload (the Atheris targets fuzz_frames.py, fuzz_upload.py): WebSocket byte streams and POST /module requests. Regression inputs (crash-*) in the
 corpus directories are left alone.
 """
 import argparse
@@ -215,6 +215,40 @@ def upload_check_seeds():
     return {name: slot + b"\0".join(fields) for name, fields in requests.items()}
 
 
+def upload_body_seeds():
+    """fuzz_upload_body.c: running module, slot sizes (64-byte units), then operations: 0 begin
+    (2-byte length), 1 write (1-byte n + n bytes), 2 finish (SHA-256 mode), 3 abort, 4 fault,
+    5 activate."""
+    def begin(n): return b"\x00" + struct.pack("<H", n)
+    def write(body): return b"".join(b"\x01" + bytes([len(body[i:i + 200])]) + body[i:i + 200]
+                                     for i in range(0, len(body), 200))
+    def finish(mode=0): return b"\x02" + bytes([mode])
+    def fault(bits): return b"\x04" + bytes([bits])
+    abort, activate = b"\x03", b"\x05"
+    body = bytes(range(256)) + b"\0asm\x01\0\0\0" * 20
+    whole = begin(len(body)) + write(body) + finish()
+    running0 = b"\x01\x88"        # hubmod0 runs, both slots 512 bytes: uploads go to hubmod1
+    return {
+        "whole": running0 + whole,
+        "whole-builtin-running": b"\x00\x88" + whole,
+        "chunks": running0 + begin(100) + write(body[:40]) + write(body[40:80]) + write(body[80:100]) + finish(),
+        "sha-mismatch": running0 + begin(100) + write(body[:100]) + finish(2),
+        "sha-from-input": running0 + begin(100) + write(body[:100]) + finish(1) + bytes(32),
+        "short": running0 + begin(100) + write(body[:60]) + finish(),
+        "overrun": running0 + begin(50) + write(body[:80]),
+        "abort-midway": running0 + begin(100) + write(body[:60]) + abort,
+        "write-fault": running0 + begin(100) + fault(2) + write(body[:100]) + finish(),
+        "erase-fault": running0 + fault(1) + whole,
+        "save-fault": running0 + begin(100) + write(body[:100]) + fault(4) + finish(),
+        "sha-fault": running0 + fault(8) + whole,
+        "activate-then-abort": running0 + whole + activate + abort + whole,
+        "too-big": running0 + begin(600) + write(body[:100]) + finish(),
+        "no-slot": b"\x00\x80" + whole,
+        "begin-twice": running0 + begin(100) + write(body[:50]) + begin(60) + write(body[:60]) + finish(),
+        "order": running0 + write(body[:10]) + finish() + abort + whole + finish() + write(body[:1]),
+    }
+
+
 def upload_seeds(hub, hub2):
     """fuzz_upload.py: byte 0 odd = a raw request; even = assembled (method, path, token, hash
     mode, length mode, extra-header length, extra, body; 0 picks the valid choice)."""
@@ -261,6 +295,7 @@ def main():
     write(out / "frames", frames_seeds())
     write(out / "upload", upload_seeds(a.hub, a.hub2))
     write(out / "upload_check", upload_check_seeds())
+    write(out / "upload_body", upload_body_seeds())
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ static esp_err_t options_handler(httpd_req_t *req)
     return httpd_resp_send(req, NULL, 0);
 }
 
-static esp_err_t receive_body(httpd_req_t *req, module_upload *up, char *err, size_t cap)
+static esp_err_t receive_body(httpd_req_t *req, ph_upload *up, char *err, size_t cap)
 {
     static uint8_t chunk[HTTP_UPLOAD_CHUNK]; /* the httpd task handles one request at a time */
     size_t remaining = req->content_len;
@@ -103,9 +103,8 @@ static esp_err_t receive_body(httpd_req_t *req, module_upload *up, char *err, si
                      (unsigned)(req->content_len - remaining), (unsigned)req->content_len);
             return ESP_FAIL;
         }
-        esp_err_t e = module_store_upload_write(up, chunk, (size_t)n);
+        esp_err_t e = module_store_upload_write(up, chunk, (size_t)n, err, cap);
         if (e != ESP_OK) {
-            snprintf(err, cap, "writing to flash failed: %s", esp_err_to_name(e));
             return e;
         }
         remaining -= (size_t)n;
@@ -122,7 +121,7 @@ static esp_err_t module_upload_handler(httpd_req_t *req)
     char length[24];
     uint8_t sha[32];
     char err[200];
-    module_upload up;
+    ph_upload up = { 0 };
 
     ph_upload_request rq = {
         .token_hint = "console: token <secret>, or CONFIG_PIGEONHUB_UPLOAD_TOKEN",

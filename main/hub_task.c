@@ -78,6 +78,7 @@ static hub_socket s_sockets[HUB_MAX_SOCKETS];
 static atomic_size_t s_inbox_bytes;
 static atomic_size_t s_inbox_peak;   /* the most s_inbox_bytes has been since boot (/stats) */
 static int64_t s_confirm_at_us; /* 0: nothing to confirm */
+static uint32_t s_trap_base;    /* the bridge's trap count when the running module started */
 static size_t s_module_heap;    /* heap the boot module's runtime took (WASM3 + bridge)  */
 static size_t s_module_iram;    /* ...and of IRAM heap: code pages (CONFIG_PIGEONHUB_WASM3_CODE_IN_IRAM) */
 static hub_socket *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
@@ -329,6 +330,7 @@ static void module_running(const module_image *img)
     ws_transport_set_frame_limit(ph_bridge_input_buffer_size(s_bridge));
     ws_links_set_frame_limit(ph_bridge_input_buffer_size(s_bridge));
     module_store_set_running(img->slot);
+    s_trap_base = ph_bridge_trap_count(s_bridge);
     s_load_error[0] = '\0';
     log_module(img);
 }
@@ -376,7 +378,9 @@ static void load_boot_module(void)
                   "module is uploaded (POST /module)", s_load_error);
 }
 
-static int swap_to_slot(int slot, char *out, size_t cap)
+/* Run a slot's module in place of the running one: a live swap, peers kept. 200, or the HTTP
+ * status of the failure with its reason in out (422: the module itself is at fault). */
+static int swap_in(int slot, char *out, size_t cap)
 {
     module_image img;
     char err[HUB_ERR_LEN] = "";
@@ -419,6 +423,15 @@ static int swap_to_slot(int slot, char *out, size_t cap)
     module_store_release(&s_image);
     s_image = img;
     module_running(&img);
+    return 200;
+}
+
+static int swap_to_slot(int slot, char *out, size_t cap)
+{
+    int status = swap_in(slot, out, cap);
+    if (status != 200) {
+        return status;
+    }
     esp_err_t e = module_store_activate(slot);
     if (e != ESP_OK) {
         ESP_LOGW(TAG, "module runs but is not persisted (NVS: %s): next boot uses the old one",
@@ -426,12 +439,46 @@ static int swap_to_slot(int slot, char *out, size_t cap)
     }
     s_confirm_at_us = esp_timer_get_time() + CONFIG_PIGEONHUB_MODULE_CONFIRM_S * 1000000LL;
     char hex[65];
-    module_store_sha_hex(img.sha256, hex);
+    module_store_sha_hex(s_image.sha256, hex);
     snprintf(out, cap, "{\"ok\":true,\"slot\":\"%s\",\"bytes\":%u,\"sha256\":\"%s\",\"hubId\":\"%s\","
                        "\"confirmAfterSeconds\":%d,\"peersReplayed\":%" PRIu32 "}",
-             module_store_slot_name(slot), (unsigned)img.len, hex, ph_bridge_hub_id(s_bridge),
+             module_store_slot_name(slot), (unsigned)s_image.len, hex, ph_bridge_hub_id(s_bridge),
              CONFIG_PIGEONHUB_MODULE_CONFIRM_S, ph_bridge_last_swap_replayed(s_bridge));
     return 200;
+}
+
+/* The module store's policy (ph_store_trial_trapped): a module that trapped while on trial is
+ * given up and the first module of the boot order that loads is swapped back in, peers kept.
+ * Returns true when it was given up. */
+static bool give_up_trapping_trial(void)
+{
+    if (s_bridge == NULL || s_confirm_at_us == 0) {
+        return false;   /* nothing on trial: a confirmed module's traps cost no NVS read */
+    }
+    uint32_t traps = ph_bridge_trap_count(s_bridge) - s_trap_base;
+    int failed = module_store_trial_trapped(traps);
+    if (failed == PH_STORE_NONE) {
+        return false;
+    }
+    s_confirm_at_us = 0;
+    int order[MODULE_SLOT_COUNT + 1];
+    int n = module_store_boot_order(order);
+    char why[HUB_ERR_LEN];
+    for (int i = 0; i < n; i++) {
+        int status = swap_in(order[i], why, sizeof(why));
+        if (status == 200) {
+            module_store_note_fallback(failed, traps, order[i]);
+            return true;
+        }
+        ESP_LOGE(TAG, "module %s could not be swapped back in: %s", module_store_slot_name(order[i]),
+                 why);
+        if (status == 422) {
+            module_store_mark_bad(order[i]);
+        }
+    }
+    ESP_LOGE(TAG, "no module could be swapped back in: %s keeps running",
+             module_store_slot_name(failed));
+    return true;
 }
 
 /* The integer after `"key":` in the module's stats JSON (0 when absent): /health reports a few
@@ -501,7 +548,7 @@ static int health_json(char *out, size_t cap)
 static int stats_json(char *out, size_t cap)
 {
     static const char head[] = "{\"module\":{";
-    char image[160], tail[384], memory[384], hex[65] = "";
+    char image[256], tail[512], memory[384], hex[65] = "", failure[112] = "null";
     int n = ph_bridge_stats_json(s_bridge, out, cap);
     if (n <= 0 || out[n - 1] != '}') {
         return -1;
@@ -512,8 +559,15 @@ static int stats_json(char *out, size_t cap)
     memory_json(memory, sizeof(memory));
     size_t at = sizeof(head) - 1;
     bool module_object = strncmp(out, head, at) == 0;
-    int ilen = snprintf(image, sizeof(image), "\"size\":%u,\"sha256\":\"%s\",\"source\":\"%s\"%s",
-                        (unsigned)s_image.len, hex, module_store_slot_name(s_image.slot),
+    int failed, now;
+    uint32_t traps;
+    if (module_store_trial_failure(&failed, &traps, &now)) {
+        snprintf(failure, sizeof(failure), "{\"slot\":\"%s\",\"traps\":%" PRIu32 ",\"replacedBy\":\"%s\"}",
+                 module_store_slot_name(failed), traps, module_store_slot_name(now));
+    }
+    int ilen = snprintf(image, sizeof(image),
+                        "\"size\":%u,\"sha256\":\"%s\",\"source\":\"%s\",\"trialFailure\":%s%s",
+                        (unsigned)s_image.len, hex, module_store_slot_name(s_image.slot), failure,
                         module_object && out[at] != '}' ? "," : "");
     int tlen = snprintf(tail, sizeof(tail), ",\"hubId\":\"%s\",\"uptime\":%.3f,\"memory\":%s}",
                         ph_bridge_hub_id(s_bridge), esp_timer_get_time() / 1e6, memory);
@@ -641,6 +695,8 @@ static void tick(void)
         ph_bridge_tick(s_bridge);
     }
     ws_transport_kick();
+    /* Every tick, and so also just before the confirmation: a trap since the last tick counts. */
+    give_up_trapping_trial();
     if (s_confirm_at_us && esp_timer_get_time() >= s_confirm_at_us) {
         s_confirm_at_us = 0;
         module_store_confirm();

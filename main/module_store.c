@@ -131,9 +131,7 @@ static void store_log(void *ctx, char level, const char *msg, size_t len)
 
 void module_store_sha_hex(const uint8_t sha[32], char out[65])
 {
-    for (int i = 0; i < 32; i++) {
-        snprintf(out + 2 * i, 3, "%02x", sha[i]);
-    }
+    ph_sha256_hex(sha, out);
 }
 
 esp_err_t module_store_init(void)
@@ -241,6 +239,24 @@ void module_store_confirm(void)
     ph_store_confirm(&s_store);
 }
 
+int module_store_trial_trapped(uint32_t traps)
+{
+    return ph_store_trial_trapped(&s_store, traps);
+}
+
+void module_store_note_fallback(int failed, uint32_t traps, int now)
+{
+    ph_store_note_fallback(&s_store, failed, traps, now);
+}
+
+bool module_store_trial_failure(int *failed, uint32_t *traps, int *now)
+{
+    *failed = s_store.trial_failed;
+    *traps = s_store.trial_failed_traps;
+    *now = s_store.trial_failed_then;
+    return *failed != PH_STORE_NONE;
+}
+
 size_t module_store_slot_size(void)
 {
     size_t size = 0;
@@ -252,107 +268,90 @@ size_t module_store_slot_size(void)
     return size;
 }
 
-static size_t erase_len(const esp_partition_t *part, size_t len)
+/* ---- uploads: the stream is ph_module_upload.c's, the flash and the SHA-256 engine are here -- */
+
+static size_t ops_slot_size(void *ctx, int slot)
 {
-    size_t unit = part->erase_size ? part->erase_size : 4096;
-    return (len + unit - 1) / unit * unit;
+    return slot_valid(slot) ? s_parts[slot]->size : 0;
 }
 
-esp_err_t module_store_upload_begin(module_upload *up, size_t len, char *err, size_t err_cap)
+static int ops_erase(void *ctx, int slot, size_t len, char *err, size_t err_cap)
 {
-    memset(up, 0, sizeof(*up));
-    /* Never the running slot: WASM3 reads the running module from its mapping. */
-    int slot = ph_store_free_slot(&s_store);
-    if (!slot_valid(slot)) {
-        snprintf(err, err_cap, "no free module slot (partition %s missing)", SLOT_LABELS[slot]);
-        return ESP_ERR_NOT_FOUND;
-    }
-    if (len == 0 || len > s_parts[slot]->size) {
-        snprintf(err, err_cap, "module is %u bytes; a slot holds 1 to %" PRIu32, (unsigned)len,
-                 s_parts[slot]->size);
-        return ESP_ERR_INVALID_SIZE;
-    }
-    /* The slot's old module is about to disappear: stop every reference to it first. */
-    module_store_mark_bad(slot);
-    esp_err_t e = esp_partition_erase_range(s_parts[slot], 0, erase_len(s_parts[slot], len));
+    const esp_partition_t *part = s_parts[slot];
+    size_t unit = part->erase_size ? part->erase_size : 4096;
+    esp_err_t e = esp_partition_erase_range(part, 0, (len + unit - 1) / unit * unit);
     if (e != ESP_OK) {
         snprintf(err, err_cap, "erasing %s failed: %s", SLOT_LABELS[slot], esp_err_to_name(e));
-        return e;
+        return -1;
     }
-    mbedtls_sha256_context *sha = malloc(sizeof(*sha));
-    if (sha == NULL) {
-        snprintf(err, err_cap, "out of memory");
-        return ESP_ERR_NO_MEM;
-    }
-    mbedtls_sha256_init(sha);
-    mbedtls_sha256_starts(sha, 0);
-    up->part = s_parts[slot];
-    up->slot = slot;
-    up->expected_len = len;
-    up->sha = sha;
-    return ESP_OK;
+    return 0;
 }
 
-esp_err_t module_store_upload_write(module_upload *up, const void *data, size_t len)
+static int ops_write(void *ctx, int slot, size_t offset, const void *data, size_t len, char *err,
+                     size_t err_cap)
 {
-    if (up->written + len > up->expected_len) {
-        return ESP_ERR_INVALID_SIZE;
-    }
-    esp_err_t e = esp_partition_write(up->part, up->written, data, len);
+    esp_err_t e = esp_partition_write(s_parts[slot], offset, data, len);
     if (e != ESP_OK) {
-        return e;
+        snprintf(err, err_cap, "writing to flash failed: %s", esp_err_to_name(e));
+        return -1;
     }
-    mbedtls_sha256_update(up->sha, data, len);
-    up->written += len;
-    return ESP_OK;
+    return 0;
 }
 
-static void upload_free(module_upload *up)
+static void *ops_sha_start(void *ctx)
 {
-    if (up->sha) {
-        mbedtls_sha256_free(up->sha);
-        free(up->sha);
-        up->sha = NULL;
+    mbedtls_sha256_context *sha = malloc(sizeof(*sha));
+    if (sha != NULL) {
+        mbedtls_sha256_init(sha);
+        mbedtls_sha256_starts(sha, 0);
     }
+    return sha;
 }
 
-void module_store_upload_abort(module_upload *up)
+static void ops_sha_update(void *ctx, void *sha, const void *data, size_t len)
 {
-    if (up->part && up->written > 0) {
-        /* Leave no half-written module behind. */
-        esp_partition_erase_range(up->part, 0, erase_len(up->part, up->written));
-    }
-    if (up->part) {
-        module_store_mark_bad(up->slot); /* forget its length/SHA-256 record too */
-    }
-    upload_free(up);
-    up->part = NULL;
+    mbedtls_sha256_update(sha, data, len);
 }
 
-esp_err_t module_store_upload_finish(module_upload *up, const uint8_t expected_sha[32], char *err,
+static void ops_sha_end(void *ctx, void *sha, uint8_t *out)
+{
+    if (out != NULL) {
+        mbedtls_sha256_finish(sha, out);
+    }
+    mbedtls_sha256_free(sha);
+    free(sha);
+}
+
+static const ph_upload_ops UPLOAD_OPS = {
+    .slot_size = ops_slot_size, .erase = ops_erase, .write = ops_write,
+    .sha_start = ops_sha_start, .sha_update = ops_sha_update, .sha_end = ops_sha_end,
+    .record_where = "NVS",
+};
+
+esp_err_t module_store_upload_begin(ph_upload *up, size_t len, char *err, size_t err_cap)
+{
+    switch (ph_upload_begin(up, &s_store, &UPLOAD_OPS, len, err, err_cap)) {
+    case PH_UPLOAD_OK:        return ESP_OK;
+    case PH_UPLOAD_NO_SLOT:   return ESP_ERR_NOT_FOUND;
+    case PH_UPLOAD_TOO_BIG:   return ESP_ERR_INVALID_SIZE;
+    case PH_UPLOAD_NO_MEMORY: return ESP_ERR_NO_MEM;
+    default:                  return ESP_FAIL;
+    }
+}
+
+esp_err_t module_store_upload_write(ph_upload *up, const void *data, size_t len, char *err,
+                                    size_t err_cap)
+{
+    return ph_upload_write(up, data, len, err, err_cap) == PH_UPLOAD_OK ? ESP_OK : ESP_FAIL;
+}
+
+void module_store_upload_abort(ph_upload *up)
+{
+    ph_upload_abort(up);
+}
+
+esp_err_t module_store_upload_finish(ph_upload *up, const uint8_t expected_sha[32], char *err,
                                      size_t err_cap)
 {
-    uint8_t got[32];
-    char got_hex[65];
-    char want_hex[65];
-
-    if (up->written != up->expected_len) {
-        snprintf(err, err_cap, "body ended after %u of %u bytes", (unsigned)up->written,
-                 (unsigned)up->expected_len);
-        return ESP_ERR_INVALID_SIZE;
-    }
-    mbedtls_sha256_finish(up->sha, got);
-    upload_free(up);
-    if (memcmp(got, expected_sha, sizeof(got)) != 0) {
-        module_store_sha_hex(got, got_hex);
-        module_store_sha_hex(expected_sha, want_hex);
-        snprintf(err, err_cap, "SHA-256 mismatch: received %s, X-Module-SHA256 says %s", got_hex,
-                 want_hex);
-        return ESP_ERR_INVALID_CRC;
-    }
-    if (ph_store_record_upload(&s_store, up->slot, (uint32_t)up->written, got) != 0) {
-        snprintf(err, err_cap, "recording the module in NVS failed");
-        return ESP_FAIL;
-    }
-    return ESP_OK;
+    return ph_upload_finish(up, expected_sha, err, err_cap) == PH_UPLOAD_OK ? ESP_OK : ESP_FAIL;
 }

@@ -15,6 +15,7 @@
 #include "esp_err.h"
 #include "esp_partition.h"
 #include "ph_module_store.h"
+#include "ph_module_upload.h"
 
 #define MODULE_SLOT_EMBEDDED PH_STORE_BUILTIN
 #define MODULE_SLOT_COUNT PH_STORE_SLOTS
@@ -28,15 +29,6 @@ typedef struct {
     uint8_t sha256[32];
     esp_partition_mmap_handle_t map;  /* valid when slot >= 0                        */
 } module_image;
-
-/* An upload in progress into the slot that is not running. */
-typedef struct {
-    const esp_partition_t *part;
-    int slot;
-    size_t expected_len;
-    size_t written;
-    void *sha;                        /* mbedtls_sha256_context, heap                */
-} module_upload;
 
 esp_err_t module_store_init(void);
 /* Fill order[] with the slots to try at boot, best first; returns how many (embedded is last). */
@@ -57,13 +49,22 @@ esp_err_t module_store_activate(int slot);
 /* The active module has run long enough: keep it across resets. */
 void module_store_confirm(void);
 bool module_store_needs_confirm(void);
+/* The running module trapped `traps` times since it started: the slot given up when it was on
+ * trial (the previous module is active now), else PH_STORE_NONE (ph_store_trial_trapped). */
+int module_store_trial_trapped(uint32_t traps);
+/* `now` runs instead of the module given up: logs why and keeps it for /stats. */
+void module_store_note_fallback(int failed, uint32_t traps, int now);
+/* The last module given up since boot (true), or none (false). */
+bool module_store_trial_failure(int *failed, uint32_t *traps, int *now);
 
-/* Upload: begin (erase), write chunks, finish (length + SHA-256 check, record), or abort (erase). */
-esp_err_t module_store_upload_begin(module_upload *up, size_t len, char *err, size_t err_cap);
-esp_err_t module_store_upload_write(module_upload *up, const void *data, size_t len);
-esp_err_t module_store_upload_finish(module_upload *up, const uint8_t expected_sha[32], char *err,
+/* Upload into the slot that is not running (ph_module_upload.h: begin erases, write streams,
+ * finish checks length + SHA-256 and records, abort erases). `up` starts zeroed. */
+esp_err_t module_store_upload_begin(ph_upload *up, size_t len, char *err, size_t err_cap);
+esp_err_t module_store_upload_write(ph_upload *up, const void *data, size_t len, char *err,
+                                    size_t err_cap);
+esp_err_t module_store_upload_finish(ph_upload *up, const uint8_t expected_sha[32], char *err,
                                      size_t err_cap);
-void module_store_upload_abort(module_upload *up);
+void module_store_upload_abort(ph_upload *up);
 size_t module_store_slot_size(void);
 
 void module_store_sha_hex(const uint8_t sha[32], char out[65]);

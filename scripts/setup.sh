@@ -19,6 +19,8 @@ if [ "$mode" = test ]; then
     # libFuzzer's runtime for clang-14 (fuzz/)
     [ -e /usr/lib/llvm-14/lib/clang/14.0.6/lib/linux/libclang_rt.fuzzer-x86_64.a ] || \
         [ "$(uname -m)" != x86_64 ] || apt_packages+=(libclang-rt-14-dev)
+    # OpenSSL's SHA-256 checks the upload stream (fuzz/fuzz_upload_body.c, test_module_upload.c)
+    [ -e /usr/include/openssl/evp.h ] || apt_packages+=(libssl-dev)
     command -v node >/dev/null || apt_packages+=(nodejs npm)
     [ -e /usr/lib/gcc/x86_64-linux-gnu/12/32/libgcc.a ] || [ "$(uname -m)" != x86_64 ] \
         || apt_packages+=(gcc-multilib)

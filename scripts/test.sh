@@ -21,7 +21,7 @@ stage "C unit tests under ASan/UBSan: bridge core with WASM3"
 # the bridge suite needs the test hooks (its trap tests send "__test_trap")
 HUB_WASM="$PWD/build/hub-test-hooks.wasm" make -s -C test/native/bridge
 
-stage "libFuzzer: every target (module, bridge, check_module, upload_check, frames, upload) 30 s on its corpus, every committed input replayed (fuzz/)"
+stage "libFuzzer: every target (module, bridge, check_module, upload_check, upload_body, frames, upload) 30 s on its corpus, every committed input replayed (fuzz/)"
 make -s -C fuzz run FUZZ_SECONDS=30
 make -s -C fuzz regress
 

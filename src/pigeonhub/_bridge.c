@@ -531,6 +531,11 @@ static PyObject *Bridge_get_link_count(BridgeObject *self, void *Py_UNUSED(closu
     return live(self) ? PyLong_FromUnsignedLong(ph_bridge_link_count(self->bridge)) : NULL;
 }
 
+static PyObject *Bridge_get_traps(BridgeObject *self, void *Py_UNUSED(closure))
+{
+    return live(self) ? PyLong_FromUnsignedLong(ph_bridge_trap_count(self->bridge)) : NULL;
+}
+
 static PyObject *Bridge_get_input_buffer_size(BridgeObject *self, void *Py_UNUSED(closure))
 {
     return live(self) ? PyLong_FromUnsignedLong(ph_bridge_input_buffer_size(self->bridge)) : NULL;
@@ -572,6 +577,7 @@ static PyGetSetDef Bridge_getset[] = {
     { "connection_count", (getter)Bridge_get_connection_count, NULL, "open accepted connections", NULL },
     { "link_count", (getter)Bridge_get_link_count, NULL, "hub links dialing or open", NULL },
     { "input_buffer_size", (getter)Bridge_get_input_buffer_size, NULL, "largest accepted frame", NULL },
+    { "traps", (getter)Bridge_get_traps, NULL, "traps caught in module calls since creation", NULL },
     { "module_sha256", (getter)Bridge_get_module_sha256, NULL, "SHA-256 (hex) of the running module", NULL },
     { "module_size", (getter)Bridge_get_module_size, NULL, "bytes of the running module", NULL },
     { NULL, NULL, NULL, NULL, NULL },

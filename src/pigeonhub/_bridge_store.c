@@ -288,6 +288,33 @@ static PyObject *Store_clean_shutdown(StoreObject *self, PyObject *Py_UNUSED(ign
     return finish(Py_NewRef(Py_None));
 }
 
+static PyObject *Store_trial_trapped(StoreObject *self, PyObject *arg)
+{
+    if (!ready(self)) return NULL;
+    unsigned long traps = PyLong_AsUnsignedLong(arg);
+    if (traps == (unsigned long)-1 && PyErr_Occurred()) return NULL;
+    int failed = ph_store_trial_trapped(&self->store, traps > UINT32_MAX ? UINT32_MAX : (uint32_t)traps);
+    if (PyErr_Occurred()) return NULL;
+    if (failed == PH_STORE_NONE) Py_RETURN_NONE;
+    return PyLong_FromLong(failed);
+}
+
+static PyObject *Store_note_fallback(StoreObject *self, PyObject *args)
+{
+    int failed, now;
+    unsigned int traps;
+    if (!ready(self) || !PyArg_ParseTuple(args, "iIi", &failed, &traps, &now)) return NULL;
+    ph_store_note_fallback(&self->store, failed, traps, now);
+    return finish(Py_NewRef(Py_None));
+}
+
+static PyObject *Store_get_trial_failure(StoreObject *self, void *Py_UNUSED(closure))
+{
+    if (self->store.trial_failed == PH_STORE_NONE) Py_RETURN_NONE;
+    return Py_BuildValue("(iki)", self->store.trial_failed,
+                         (unsigned long)self->store.trial_failed_traps, self->store.trial_failed_then);
+}
+
 static PyObject *Store_slot_name(StoreObject *self, PyObject *arg)
 {
     int slot;
@@ -321,11 +348,17 @@ static PyMethodDef Store_methods[] = {
     { "recorded_len", (PyCFunction)Store_recorded_len, METH_O,
       "recorded_len(slot) -> bytes recorded for its module, 0 when empty" },
     { "slot_name", (PyCFunction)Store_slot_name, METH_O, "slot_name(slot) -> 'hubmod0', ..." },
+    { "trial_trapped", (PyCFunction)Store_trial_trapped, METH_O,
+      "trial_trapped(traps) -> slot or None: the running module on trial trapped; give it up" },
+    { "note_fallback", (PyCFunction)Store_note_fallback, METH_VARARGS,
+      "note_fallback(failed, traps, now): `now` runs instead of the module given up (logs why)" },
     { NULL, NULL, 0, NULL },
 };
 
 static PyGetSetDef Store_getset[] = {
     { "running", (getter)Store_get_running, NULL, "the slot the hub runs now", NULL },
+    { "trial_failure", (getter)Store_get_trial_failure, NULL,
+      "(slot, traps, slot run instead) of the last module given up on trial, or None", NULL },
     { NULL, NULL, NULL, NULL, NULL },
 };
 

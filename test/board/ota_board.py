@@ -47,6 +47,8 @@ REFUSED = r"W \(\d+\) " + P + r"/module (\d{3}) [A-Za-z ]+: ([^\r\n\x1b]*)"     
 FALLBACK = r"W \(\d+\) " + P + r"module in (hubmod[01]) did not run (\d+) s before the last reset: falling back"
 SKIPPED = P + r"module (hubmod[01]) (?:skipped|refused): ([^\r\n\x1b]*)"
 CONFIRMED = P + r"module confirmed: it stays active across resets"
+TRIAL_TRAPPED = (r"E \(\d+\) " + P + r"module (hubmod[01]) trapped (\d+) times? while on trial: not "
+                 r"confirmed, slot marked bad; (hubmod[01]|embedded) runs now")
 
 
 # ---- modules ---------------------------------------------------------------------------------------
@@ -106,6 +108,12 @@ def confirm_seconds(build: Path) -> int:
 def health(board) -> dict:
     with urllib.request.urlopen(board.http + "/health", timeout=HTTP_TIMEOUT) as r:
         assert r.status == 200, f"GET /health: HTTP {r.status}"
+        return json.loads(r.read())
+
+
+def stats(board) -> dict:
+    with urllib.request.urlopen(board.http + "/stats", timeout=HTTP_TIMEOUT) as r:
+        assert r.status == 200, f"GET /stats: HTTP {r.status}"
         return json.loads(r.read())
 
 

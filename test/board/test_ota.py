@@ -6,11 +6,13 @@ status and JSON reason of POST /module (main/http_endpoints.c), the serial log, 
 (source slot, bytes, SHA-256) and the peers' own frames (hubclient.Peer).
 """
 
+import re
+
 import pytest
 
-from ota_board import (LOADED, LOG_TIMEOUT, REFUSED, SETTINGS, SOURCE, UPLOAD_TOKEN, WRITTEN, Peer,
-                       assert_relays, broken_modules, cli_upload, close_all, health, joined_pair, mark,
-                       modules, outcome, raw_post, running, sha256_of)
+from ota_board import (FALLBACK, LOADED, LOG_TIMEOUT, REFUSED, SETTINGS, SOURCE, TRIAL_TRAPPED, UPLOAD_TOKEN,
+                       WRITTEN, Peer, assert_relays, broken_modules, cli_upload, close_all, health,
+                       joined_pair, mark, modules, outcome, raw_post, running, sha256_of, stats)
 from hubprocess import emulator, wait_until
 
 pytestmark = pytest.mark.slow
@@ -207,3 +209,44 @@ def test_uploads_are_disabled_until_a_token_is_set(new_board, mods):
     status, answer = raw_post(board, mods["mvp"].read_bytes(), token="anything")
     assert status == 403 and answer["error"].startswith("uploads are disabled until an upload token is set")
     assert running(board) == before
+
+
+# ---- a module that traps while on trial ---------------------------------------------------------------
+
+def test_module_that_traps_on_trial_is_replaced_by_the_previous_one(new_board, mods, tmp_path):
+    """The test-hooks module traps on {"type":"__test_trap"}: during its trial (60 s) that gives it up,
+    the embedded module is swapped back in live, the pair keeps relaying (ph_store_trial_trapped)."""
+    board = new_board("trial-trap", settings=SETTINGS, monitor=tmp_path / "qmp.sock")   # reset()
+    embedded = running(board)
+    assert embedded["source"] == "embedded" and stats(board)["module"]["trialFailure"] is None
+    a, b = joined_pair(board.url)
+    peers = [a, b]
+    try:
+        proc = cli_upload(board, mods["hooks"])
+        assert proc.returncode == 0, outcome(proc)
+        assert running(board)["source"] == "hubmod0"
+        since = mark(board)
+        c = Peer(board.url)
+        peers.append(c)
+        c.expect("connected")
+        c.send({"type": "__test_trap", "data": {}})
+        assert c.expect_close() == (1011, "Hub module error")
+        line = board.wait_for(TRIAL_TRAPPED, LOG_TIMEOUT, since=since)
+        assert line.groups() == ("hubmod0", "1", "embedded")
+        assert board.wait_for(SOURCE, LOG_TIMEOUT, since=since).group(1) == "embedded"
+        assert running(board) == embedded
+        s = stats(board)
+        assert s["module"]["trialFailure"] == {"slot": "hubmod0", "traps": 1, "replacedBy": "embedded"}
+        assert s["bridge"]["swaps"] == 2
+        # The pair never noticed: no close, no second `connected`; offers still relayed.
+        assert [m["type"] for m in a.drain(0.05) + b.drain(0.05)] == []
+        assert_relays(a, b, "after-fallback")
+        assert_relays(b, a, "after-fallback-back")
+    finally:
+        close_all(peers)
+    # The slot was marked bad and the embedded module is active: a reset boots it, with nothing to
+    # fall back from.
+    since = mark(board)
+    board.reset()
+    assert board.wait_for(SOURCE, 60, since=since).group(1) == "embedded"
+    assert not re.search(FALLBACK, board.boot_log()[since:])

@@ -42,6 +42,14 @@ def alt_wasm(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trap_wasm(tmp_path_factory) -> Path:
+    """A good hub module that traps on the frame {"type":"__test_trap"} (`--test-hooks`)."""
+    out = tmp_path_factory.mktemp("ota-trap") / "hub-test.wasm"
+    _build(out, "--test-hooks")
+    return out
+
+
+@pytest.fixture(scope="session")
 def fixture_variants(tmp_path_factory) -> dict:
     """Modules from the bridge tests' fixture (test/native/bridge/fixtures/variants.py), by name:
     "abi1" loads but implements ABI version 1 (the bridge implements 3); "connect_traps" passes every load check but traps

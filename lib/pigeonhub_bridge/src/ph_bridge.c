@@ -761,6 +761,11 @@ uint32_t ph_bridge_link_count(const ph_bridge *bridge)
     return bridge ? bridge->link_count : 0;
 }
 
+uint32_t ph_bridge_trap_count(const ph_bridge *b)
+{
+    return b ? b->traps : 0;
+}
+
 uint32_t ph_bridge_input_buffer_size(const ph_bridge *bridge)
 {
     return bridge ? bridge->inst.input_size : 0;

@@ -207,6 +207,9 @@ const char *ph_bridge_hub_id(const ph_bridge *bridge);   /* 40 hex chars */
 int ph_bridge_peer_count(ph_bridge *bridge);
 uint32_t ph_bridge_connection_count(const ph_bridge *bridge);   /* accepted connections          */
 uint32_t ph_bridge_link_count(const ph_bridge *bridge);         /* hub links (dialing or open)    */
+/* Traps caught in module calls since the bridge was created (also in stats: traps); a host takes
+ * the difference across a swap to count the new module's. */
+uint32_t ph_bridge_trap_count(const ph_bridge *bridge);
 /* Largest frame the module accepts (its get_input_buffer_size(), read once after init()). */
 uint32_t ph_bridge_input_buffer_size(const ph_bridge *bridge);
 

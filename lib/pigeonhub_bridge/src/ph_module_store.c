@@ -60,6 +60,7 @@ void ph_store_init(ph_store *store, const ph_store_ops *ops, const char *builtin
     store->confirm_after_s = confirm_after_s;
     store->fresh_boots = fresh_boots;
     store->running = PH_STORE_BUILTIN;
+    store->trial_failed = store->trial_failed_then = PH_STORE_NONE;
 }
 
 const char *ph_store_slot_name(const ph_store *store, int slot)
@@ -80,13 +81,13 @@ static void forget(ph_store_state *state, int slot)
     }
 }
 
-void ph_store_mark_bad(ph_store *store, int slot)
+int ph_store_mark_bad(ph_store *store, int slot)
 {
-    if (!is_slot(slot)) return;
+    if (!is_slot(slot)) return 0;
     ph_store_state state;
     load(store, &state);
     forget(&state, slot);
-    save(store, &state);
+    return save(store, &state);
 }
 
 static bool usable(ph_store *store, const ph_store_state *state, int slot)
@@ -172,6 +173,31 @@ int ph_store_confirm(ph_store *store)
     int rc = save(store, &state);
     if (rc == 0) store_log(store, 'I', "module confirmed: it stays active across %ss", store->restart);
     return rc;
+}
+
+int ph_store_trial_trapped(ph_store *store, uint32_t traps)
+{
+    if (traps == 0 || !is_slot(store->running)) return PH_STORE_NONE;
+    ph_store_state state;
+    load(store, &state);
+    if (!state.trial || state.active != store->running) return PH_STORE_NONE;
+    int failed = state.active;
+    forget(&state, failed);
+    /* Not saved is still given up for now: the host swaps back regardless, and at the next boot
+     * the slot, still on trial, falls back the way an unconfirmed module does. */
+    save(store, &state);
+    return failed;
+}
+
+void ph_store_note_fallback(ph_store *store, int failed, uint32_t traps, int now)
+{
+    store->running = now;
+    store->trial_failed = failed;
+    store->trial_failed_traps = traps;
+    store->trial_failed_then = now;
+    store_log(store, 'E', "module %s trapped %u time%s while on trial: not confirmed, slot marked "
+              "bad; %s runs now", ph_store_slot_name(store, failed), (unsigned)traps,
+              traps == 1 ? "" : "s", ph_store_slot_name(store, now));
 }
 
 void ph_store_clean_shutdown(ph_store *store)

@@ -16,6 +16,10 @@
  *     a reset within the confirmation time means it failed, like an OTA app failing its self-test;
  *     1 on the PC, which is restarted on purpose far more often than a board crashes). After
  *     those it is marked bad and the previous module runs.
+ *   - A module that traps while on trial is not confirmed either: the host gives it up at once,
+ *     marks its slot bad and swaps the previous module back in live (peers stay connected, as in
+ *     any swap). A module that traps once it is confirmed keeps running (each trap closes only
+ *     the connection it happened on).
  */
 #ifndef PH_STORE_POLICY_H
 #define PH_STORE_POLICY_H
@@ -26,6 +30,7 @@
 
 #define PH_STORE_SLOTS 2
 #define PH_STORE_BUILTIN (-1)            /* the module the host was built with                  */
+#define PH_STORE_NONE (-2)               /* no slot (ph_store_trial_trapped: nothing given up)  */
 #define PH_STORE_SLOT_BYTES (64 * 1024)  /* one slot (partitions.csv: hubmod0/hubmod1, 0x10000) */
 #define PH_STORE_SLOT_NAMES { "hubmod0", "hubmod1" }   /* the board's partition labels */
 /* Seconds an activated module runs before it is confirmed: the PC hub's default and Kconfig's
@@ -67,6 +72,10 @@ typedef struct {
     uint32_t confirm_after_s;    /* for the log line when a module on trial is given up */
     uint8_t fresh_boots;
     int running;                 /* the slot the hub runs now (PH_STORE_BUILTIN at first) */
+    /* The last module given up for trapping on trial, since the host started (for /stats). */
+    int trial_failed;            /* its slot, or PH_STORE_NONE */
+    uint32_t trial_failed_traps;
+    int trial_failed_then;       /* what ran instead */
 } ph_store;
 
 void ph_store_init(ph_store *store, const ph_store_ops *ops, const char *builtin_name,
@@ -81,8 +90,8 @@ int ph_store_boot_order(ph_store *store, int order[PH_STORE_SLOTS + 1]);
 /* The host booted this slot: it runs now; a module on trial has used one of its fresh boots. */
 void ph_store_note_boot(ph_store *store, int slot);
 /* A slot failed to load, or is about to be overwritten: forget its record; if it was active, the
- * previous module becomes active. */
-void ph_store_mark_bad(ph_store *store, int slot);
+ * previous module becomes active. 0, or <0 when the state could not be saved. */
+int ph_store_mark_bad(ph_store *store, int slot);
 
 /* The slot an upload may overwrite: never the running one. */
 int ph_store_free_slot(const ph_store *store);
@@ -93,6 +102,14 @@ int ph_store_activate(ph_store *store, int slot);
 bool ph_store_needs_confirm(ph_store *store);
 /* The active module has run long enough: it stays across restarts. 0 or <0. */
 int ph_store_confirm(ph_store *store);
+/* The running module has trapped `traps` times since it started running. When it is the active
+ * module on trial and traps > 0, it is given up: its record is forgotten, the previous module
+ * becomes active (confirmed), and its slot is returned; else PH_STORE_NONE. The host then swaps
+ * to the first module of ph_store_boot_order() that loads and calls ph_store_note_fallback(). */
+int ph_store_trial_trapped(ph_store *store, uint32_t traps);
+/* `now` runs instead of the module given up: logs why (level 'E') and keeps it for /stats. */
+void ph_store_note_fallback(ph_store *store, int failed, uint32_t traps, int now);
+
 /* The host stopped on purpose (PC: Ctrl-C): not the module's fault, its fresh boots start over. */
 void ph_store_clean_shutdown(ph_store *store);
 

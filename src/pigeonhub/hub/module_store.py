@@ -209,6 +209,21 @@ class ModuleStore:
     def clean_shutdown(self):
         self.policy.clean_shutdown()
 
+    def trial_trapped(self, traps: int):
+        """The running module trapped `traps` times: the slot given up, or None (see ota.py)."""
+        return self.policy.trial_trapped(traps)
+
+    def note_fallback(self, failed: int, traps: int, now: int):
+        self.policy.note_fallback(failed, traps, now)
+
+    def trial_failure(self):
+        """/stats: the last module given up for trapping on trial since the hub started, or None."""
+        failure = self.policy.trial_failure
+        if failure is None:
+            return None
+        slot, traps, now = failure
+        return {"slot": slot_name(slot), "traps": traps, "replacedBy": slot_name(now)}
+
     def open(self, slot: int) -> bytes:
         """The bytes of a slot (or the packaged module), checked against the recorded size and
         SHA-256. Raises StoreError with the reason."""

@@ -26,7 +26,7 @@ import re
 
 from .. import _bridge
 from .endpoints import REASONS
-from .module_store import SLOT_BYTES, StoreError, slot_name
+from .module_store import PACKAGED, SLOT_BYTES, StoreError, slot_name
 
 _DECIMAL_RE = re.compile(r"[0-9]+")
 TOKEN_HINT = ("pigeonhub serve --upload-token <secret>; on a board: console `token <secret>` or "
@@ -101,6 +101,7 @@ class UploadService:
         self.store = store
         self.token = token or ""
         self.confirm_timer = None
+        self.trap_base = 0             # the bridge's trap count when the running module started
 
     # what handle_upload needs
     @property
@@ -117,7 +118,14 @@ class UploadService:
     def swap(self, wasm):
         if self.hub.bridge is None:
             raise RuntimeError("the hub is not running a module")
-        return self.hub.bridge.swap(wasm)
+        replayed = self.hub.bridge.swap(wasm)
+        self.module_started()
+        return replayed
+
+    def module_started(self):
+        """A module starts running: only its own traps count against its trial."""
+        b = self.hub.bridge
+        self.trap_base = b.traps if b is not None else 0
 
     # what the router (endpoints.py) calls
     def body_length(self, headers):
@@ -149,7 +157,49 @@ class UploadService:
         """Confirm the active module once it has run store.confirm_after seconds."""
         if self.confirm_timer is not None:
             self.confirm_timer.cancel()
-        self.confirm_timer = loop.call_later(self.store.confirm_after, self.store.confirm)
+        self.confirm_timer = loop.call_later(self.store.confirm_after, self._confirm)
+
+    def _confirm(self):
+        self.confirm_timer = None
+        if not self._give_up_if_trapped():   # a trap since the last tick still counts
+            self.store.confirm()
+
+    def check_trial(self):
+        """Every tick: only while a module is on trial (its confirmation pending), so a confirmed
+        module's traps cost no state file read."""
+        return self.confirm_timer is not None and self._give_up_if_trapped()
+
+    def _give_up_if_trapped(self):
+        """The module store's policy (ph_store_trial_trapped): a module that trapped while on trial
+        is given up and the first module of the boot order that loads is swapped back in live,
+        peers kept, as the board does (main/hub_task.c). True when given up."""
+        store, b = self.store, self.hub.bridge
+        if store is None or b is None:
+            return False
+        traps = b.traps - self.trap_base
+        failed = store.trial_trapped(traps)
+        if failed is None:
+            return False
+        if self.confirm_timer is not None:
+            self.confirm_timer.cancel()
+            self.confirm_timer = None
+        for slot in store.boot_order():
+            try:
+                wasm = store.open(slot)
+                b.swap(wasm)
+            except Exception as exc:  # StoreError, BridgeError: the specific reason
+                self.log.error(f"module {slot_name(slot)} could not be swapped back in: {exc}")
+                if slot != PACKAGED:
+                    store.mark_bad(slot)
+                continue
+            self.module_started()
+            path = self.hub.module_path if slot == PACKAGED else store.slot_path(slot)
+            self.hub.module_info = {"path": str(path), "size": len(wasm), "source": slot_name(slot),
+                                    "sha256": hashlib.sha256(wasm).hexdigest()}
+            store.note_fallback(failed, traps, slot)
+            return True
+        self.log.error(f"no module could be swapped back in: {slot_name(failed)} keeps running")
+        return True
 
     def refuse(self, path, status, reason):
         # The board's send_error() line: "W (..) pigeonhub: /module 403 Forbidden: <reason>".

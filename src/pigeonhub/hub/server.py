@@ -393,6 +393,7 @@ class PcHub:
                                                      **self._link_options())
             except self.bridge_mod.BridgeError as exc:
                 raise BootError(f"cannot load module {self.module_path}: {exc}")
+        self.uploads.module_started()
         info = self.module_info
         log.info(f"module {path.name} loaded: {info['size']} bytes, "
                  f"sha256 {info['sha256']}")
@@ -598,6 +599,10 @@ class PcHub:
             await asyncio.sleep(1.0)
             if self.bridge is not None and self.ready.is_set():
                 self._call("tick")
+                try:
+                    self.uploads.check_trial()
+                except Exception as exc:  # noqa: BLE001 — e.g. a state file that cannot be written
+                    self.log.error(f"module trial check failed: {type(exc).__name__}: {exc}")
 
     # ---- HTTP (same port, as the reference; endpoints.py routes) --------------------------------
 
@@ -635,6 +640,8 @@ class PcHub:
         stats = self.module_stats()
         module = stats.get("module") if isinstance(stats.get("module"), dict) else {}
         stats["module"] = {**module, **self.module_info}
+        if self.store is not None:
+            stats["module"]["trialFailure"] = self.store.trial_failure()
         b = self.bridge
         stats["links"] = self._links(module, stats.get("bridge"))
         stats.update({

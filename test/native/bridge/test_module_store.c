@@ -239,6 +239,54 @@ static void test_a_boot_without_trial_writes_nothing(void)
     CHECK(h.saves == saves);                /* flash and NVS wear only on a change */
 }
 
+static void test_a_module_that_traps_on_trial_is_given_up(void)
+{
+    memory_host h;
+    ph_store s;
+    host_init(&h, &s, 0);
+    upload(&s, 100, SHA_A);
+    ph_store_confirm(&s);
+    upload(&s, 200, SHA_B);                  /* hubmod1 runs, on trial; hubmod0 previous */
+    CHECK(ph_store_trial_trapped(&s, 0) == PH_STORE_NONE);
+    CHECK(h.state.active == 1 && h.state.trial == 1);
+    CHECK(ph_store_trial_trapped(&s, 3) == 1);
+    CHECK(h.state.active == 0 && h.state.previous == PH_STORE_BUILTIN && !h.state.trial);
+    CHECK(h.state.slot[1].len == 0 && h.state.slot[0].len == 100);
+    CHECK(order_is(&s, 2, (int[]){ 0, PH_STORE_BUILTIN }));
+    CHECK(s.trial_failed == PH_STORE_NONE);   /* until the host says what runs instead */
+    ph_store_note_fallback(&s, 1, 3, 0);
+    CHECK(s.running == 0 && s.trial_failed == 1 && s.trial_failed_traps == 3 &&
+          s.trial_failed_then == 0);
+    CHECK(strcmp(h.last_log, "E module hubmod1 trapped 3 times while on trial: not confirmed, slot "
+                             "marked bad; hubmod0 runs now") == 0);
+    /* What runs now is confirmed: its traps are not held against it. */
+    CHECK(ph_store_trial_trapped(&s, 5) == PH_STORE_NONE);
+    CHECK(h.state.active == 0 && h.state.slot[0].len == 100);
+}
+
+static void test_traps_after_confirmation_or_of_the_builtin_module_change_nothing(void)
+{
+    memory_host h;
+    ph_store s;
+    host_init(&h, &s, 1);
+    CHECK(ph_store_trial_trapped(&s, 1) == PH_STORE_NONE);   /* the packaged module runs */
+    upload(&s, 100, SHA_A);
+    ph_store_confirm(&s);
+    int saves = h.saves;
+    CHECK(ph_store_trial_trapped(&s, 1) == PH_STORE_NONE);
+    CHECK(h.saves == saves && h.state.active == 0 && h.state.slot[0].len == 100);
+    /* Only the first upload on this host, on trial: it falls back to the packaged module. */
+    memory_host h2;
+    ph_store s2;
+    host_init(&h2, &s2, 1);
+    upload(&s2, 100, SHA_A);
+    CHECK(ph_store_trial_trapped(&s2, 1) == 0);
+    ph_store_note_fallback(&s2, 0, 1, PH_STORE_BUILTIN);
+    CHECK(strcmp(h2.last_log, "E module hubmod0 trapped 1 time while on trial: not confirmed, slot "
+                              "marked bad; packaged runs now") == 0);
+    CHECK(order_is(&s2, 1, (int[]){ PH_STORE_BUILTIN }));
+}
+
 int main(void)
 {
     test_nothing_uploaded_runs_the_builtin_module();
@@ -250,6 +298,8 @@ int main(void)
     test_verify_names_what_differs();
     test_unreadable_or_garbage_state_runs_the_builtin_module();
     test_a_boot_without_trial_writes_nothing();
+    test_a_module_that_traps_on_trial_is_given_up();
+    test_traps_after_confirmation_or_of_the_builtin_module_change_nothing();
     if (failures) {
         fprintf(stderr, "test_module_store: %d check(s) failed\n", failures);
         return 1;
