@@ -8,11 +8,12 @@ hub:
 
 # Build the firmware for QEMU and boot it: serial log here, hub on ws://127.0.0.1:$(PORT).
 # TARGET=esp32|esp32c3 (default esp32); the esp32-qemu kit is $(ESP32_QEMU_KIT), default ../shared/esp32-qemu.
+# ICOUNT=N: QEMU's -icount shift=N, so the board's cycle counters count instructions (docs/PERFORMANCE.md).
 TARGET ?= esp32
 PORT ?= 3000
 emulator:
 	@scripts/setup.sh hub
-	.venv/bin/python scripts/emulator.py run --target $(TARGET) --port $(PORT)
+	.venv/bin/python scripts/emulator.py run --target $(TARGET) --port $(PORT) $(if $(ICOUNT),--icount $(ICOUNT))
 
 # Run the whole test suite (the same command CI runs).
 test:

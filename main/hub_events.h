@@ -28,6 +28,8 @@ typedef struct {
     int fd;           /* -1 for outgoing hub links                                   */
     uint8_t *data;    /* heap, owned by the event; freed by the hub task             */
     size_t len;
+    uint32_t posted_us; /* frames: frame_cycles_stamp_us() when posted (the queue wait)  */
+    uint8_t kind;       /* frames: frame_kind_of() (frame_cycles.h)                      */
 } hub_event;
 
 typedef struct {

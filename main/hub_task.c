@@ -19,6 +19,7 @@
 #include "esp_mac.h"
 #include "esp_system.h"
 #include "esp_timer.h"
+#include "frame_cycles.h"
 #include "freertos/queue.h"
 #include "freertos/semphr.h"
 #include "freertos/task.h"
@@ -548,7 +549,7 @@ static int health_json(char *out, size_t cap)
 static int stats_json(char *out, size_t cap)
 {
     static const char head[] = "{\"module\":{";
-    char image[256], tail[512], memory[384], hex[65] = "", failure[112] = "null";
+    char image[256], memory[384], hex[65] = "", failure[112] = "null";
     int n = ph_bridge_stats_json(s_bridge, out, cap);
     if (n <= 0 || out[n - 1] != '}') {
         return -1;
@@ -569,14 +570,27 @@ static int stats_json(char *out, size_t cap)
                         "\"size\":%u,\"sha256\":\"%s\",\"source\":\"%s\",\"trialFailure\":%s%s",
                         (unsigned)s_image.len, hex, module_store_slot_name(s_image.slot), failure,
                         module_object && out[at] != '}' ? "," : "");
-    int tlen = snprintf(tail, sizeof(tail), ",\"hubId\":\"%s\",\"uptime\":%.3f,\"memory\":%s}",
-                        ph_bridge_hub_id(s_bridge), esp_timer_get_time() / 1e6, memory);
-    if (!module_object || (size_t)(n + ilen + tlen) >= cap) {
+    if (!module_object || ilen >= (int)sizeof(image) || (size_t)(n + ilen) >= cap) {
         return -1;
     }
     memmove(out + at + ilen, out + at, (size_t)n - at + 1);
     memcpy(out + at, image, (size_t)ilen);
-    memcpy(out + n + ilen - 1, tail, (size_t)tlen + 1);
+    /* The rest is written over the closing brace, straight into `out`. */
+    size_t end = (size_t)(n + ilen - 1);
+    int tlen = snprintf(out + end, cap - end,
+                        ",\"hubId\":\"%s\",\"uptime\":%.3f,\"memory\":%s,\"frameCycles\":",
+                        ph_bridge_hub_id(s_bridge), esp_timer_get_time() / 1e6, memory);
+    if (tlen < 0 || (size_t)tlen >= cap - end) {
+        return -1;
+    }
+    end += (size_t)tlen;
+    int clen = frame_cycles_json(out + end, cap - end);
+    if (clen < 0 || end + (size_t)clen + 2 > cap) {
+        return -1;
+    }
+    end += (size_t)clen;
+    out[end++] = '}';
+    out[end] = '\0';
     return 0;
 }
 
@@ -650,7 +664,13 @@ static void dispatch(hub_event *ev)
         break;
     case HUB_EV_FRAME:
         if (sock && s_bridge) {
+            frame_kind kind = (frame_kind)ev->kind;
+            frame_cycles_add_since_us(kind, STAGE_QUEUE_WAIT, ev->posted_us);
+            frame_cycles_set_current(kind);
+            cycle_mark start = frame_cycles_mark();
             ph_bridge_on_frame(s_bridge, sock->conn, ev->data, ev->len);
+            frame_cycles_add_since(kind, STAGE_HUB, start);
+            frame_cycles_set_current(FRAME_KINDS);
         }
         hub_inbox_release(ev->len);
         break;

@@ -179,7 +179,7 @@ esp_err_t module_store_open(int slot, module_image *img, char *err, size_t err_c
     }
     uint32_t len = ph_store_recorded_len(&s_store, slot);
     if (len == 0) {
-        snprintf(err, err_cap, "%s is empty", SLOT_LABELS[slot]);
+        ph_store_verify(&s_store, slot, 0, NULL, err, err_cap); /* says why: "hubmod1 is empty" */
         return ESP_ERR_NOT_FOUND;
     }
     if (len > s_parts[slot]->size) {

@@ -24,6 +24,7 @@
 #include "esp_timer.h"
 #include "esp_transport_ws.h"
 #include "esp_websocket_client.h"
+#include "frame_cycles.h"
 #include "freertos/FreeRTOS.h"
 #include "freertos/queue.h"
 #include "freertos/task.h"
@@ -86,7 +87,9 @@ static uint32_t s_next_session;
 
 static void post(hub_event_type type, uint32_t session, uint8_t *data, size_t len)
 {
-    hub_event ev = { .type = type, .session = session, .fd = -1, .data = data, .len = len };
+    hub_event ev = { .type = type, .session = session, .fd = -1, .data = data, .len = len,
+                     .posted_us = frame_cycles_stamp_us(),
+                     .kind = type == HUB_EV_FRAME ? frame_kind_of(data, len) : FRAME_KINDS };
     if (!s_sink->post(&ev, portMAX_DELAY)) {   /* cannot fail with portMAX_DELAY; keep it honest */
         free(data);
     }

@@ -16,6 +16,7 @@
 #include "freertos/FreeRTOS.h"
 #include "freertos/semphr.h"
 #include "pigeonhub_abi.h"
+#include "frame_cycles.h"
 
 static const char *TAG = "pigeonhub";
 
@@ -45,6 +46,8 @@ typedef struct out_item {
     uint32_t session;
     int32_t conn;        /* bridge connection for ph_bridge_on_sent, -1 for none */
     out_kind kind;
+    uint8_t cause;       /* frame_kind of the received frame the module was handling, or FRAME_KINDS */
+    uint32_t queued_us;  /* frame_cycles_stamp_us() when queued */
     uint16_t code;       /* OUT_CLOSE */
     size_t len;
     uint8_t data[];
@@ -97,6 +100,7 @@ static void deliver(out_item *it)
     if (alive) {
         if (it->kind == OUT_TEXT) {
             err = send_frame(it->fd, HTTPD_WS_TYPE_TEXT, it->data, it->len);
+            frame_cycles_add_since_us(it->cause, STAGE_TRANSPORT_OUT, it->queued_us);
         } else if (it->kind == OUT_PING) {
             err = send_frame(it->fd, HTTPD_WS_TYPE_PING, NULL, 0);
         } else {
@@ -186,6 +190,8 @@ static out_item *new_item(int fd, uint32_t session, int32_t conn, out_kind kind,
     it->session = session;
     it->conn = conn;
     it->kind = kind;
+    it->cause = frame_cycles_current();
+    it->queued_us = frame_cycles_stamp_us();
     it->code = 0;
     it->len = len;
     if (len) {
@@ -436,7 +442,7 @@ static bool reserve_inbox(size_t len)
     return true;
 }
 
-static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
+static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f, cycle_mark start)
 {
     size_t limit = atomic_load(&s_frame_limit);
     size_t total = s->partial_len + f->len;
@@ -466,13 +472,15 @@ static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
         ESP_LOGW(TAG, "fd %d: text message is not UTF-8; closing %d", s->fd, WS_CLOSE_BAD_DATA);
         return fail_connection(req, s, WS_CLOSE_BAD_DATA, "Invalid UTF-8", 0);
     }
+    frame_kind kind = frame_kind_of(buf, total);
+    frame_cycles_add_since(kind, STAGE_TRANSPORT_IN, start);   /* the waits below are not work */
     if (!reserve_inbox(total)) {
         ESP_LOGW(TAG, "fd %d: hub inbox full for %d ms; dropping the connection", s->fd,
                  WS_INBOX_WAIT_MS);
         return ESP_FAIL;
     }
     hub_event ev = { .type = HUB_EV_FRAME, .session = s->id, .fd = s->fd, .data = buf,
-                     .len = total };
+                     .len = total, .posted_us = frame_cycles_stamp_us(), .kind = kind };
     s->partial = NULL;
     s->partial_len = 0;
     s_sink->post(&ev, portMAX_DELAY);
@@ -481,6 +489,7 @@ static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f)
 
 esp_err_t ws_transport_handle(httpd_req_t *req)
 {
+    cycle_mark start = frame_cycles_mark();
     int fd = httpd_req_to_sockfd(req);
     if (req->method == HTTP_GET) {
         return on_handshake(req, fd);
@@ -506,7 +515,7 @@ esp_err_t ws_transport_handle(httpd_req_t *req)
     case HTTPD_WS_TYPE_TEXT:
     case HTTPD_WS_TYPE_BINARY: /* the reference server parses binary JSON frames too */
     case HTTPD_WS_TYPE_CONTINUE:
-        return on_data(req, s, &f);
+        return on_data(req, s, &f, start);
     default:
         ESP_LOGW(TAG, "fd %d: unknown opcode 0x%x; closing %d", fd, f.type, WS_CLOSE_PROTOCOL);
         return fail_connection(req, s, WS_CLOSE_PROTOCOL, "Protocol error", f.len);

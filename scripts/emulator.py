@@ -367,10 +367,18 @@ class Board:
         self.stop()
 
 
+def icount_args(shift: int) -> list:
+    """QEMU arguments for a board whose clocks follow the instructions it executes, while it runs
+    (while it idles they follow the host's clock, so timeouts keep their length)."""
+    return ["-icount", f"shift={shift}"]
+
+
 def _run(args) -> int:
     out = build(args.target)
     env = kit_environment()
     cmd = ["qemu-run.sh", str(out), "--port", f"127.0.0.1:{args.port}:{HUB_PORT}"]
+    if args.icount is not None:
+        cmd += ["--", *icount_args(args.icount)]
     print(f"I (emulator) booting {args.target} in QEMU; the hub will be on ws://127.0.0.1:{args.port} "
           "(Ctrl-C stops it)", flush=True)
     try:
@@ -390,6 +398,10 @@ def main(argv=None) -> int:
         p.add_argument("--target", default=os.environ.get("TARGET") or "esp32", choices=TARGETS)
         if name == "run":
             p.add_argument("--port", type=int, default=int(os.environ.get("PORT") or HUB_PORT))
+            p.add_argument("--icount", type=int, metavar="SHIFT",
+                           help="QEMU -icount shift=SHIFT: the clocks advance 2**SHIFT ns per "
+                                "instruction executed, so the board's cycle counts are "
+                                "instruction counts (docs/PERFORMANCE.md)")
     args = parser.parse_args(argv)
     if args.command == "present":
         if args.explain:

@@ -1,7 +1,8 @@
 """`pigeonhub bench`: load figures of a hub (PC hub vs. the reference server) and device figures.
 
   pigeonhub bench                          PC hub and reference Node server, alternately, 3 rounds
-  pigeonhub bench --url ws://host:port     one hub (anything speaking the PeerPigeon protocol)
+  pigeonhub bench --url ws://host:port     one hub (anything speaking the PeerPigeon protocol); a
+                                           board's cycles per frame from its /stats too
   pigeonhub bench --peers 5,10,20          a sweep (the report plots it)
   pigeonhub bench --device                 hub.wasm size/layout, WASM3 heap (32-bit build),
                                            instructions per relayed frame, ESP32 projection
@@ -18,7 +19,7 @@ import sys
 import time
 
 from pigeonhub import event_loop
-from pigeonhub.bench import load as bench_load, servers as bench_servers
+from pigeonhub.bench import board_cycles, load as bench_load, servers as bench_servers
 
 # (key, label, unit, higher_is_better) of every load figure, in table order
 FIGURES = [
@@ -261,12 +262,18 @@ def run(args) -> int:
     results = {"load": None, "device": None}
     status = 0
     if want_load:
+        cycles_before = board_cycles.read(args.url) if args.url else None
         runs, meta = run_load_bench(args)
+        cycles_after = board_cycles.read(args.url) if cycles_before is not None else None
         summary = summarise(runs)
         for name, err in meta.get("start_errors", {}).items():
             print(f"E bench: {name} did not start: {err}", file=sys.stderr)
         print_load(summary, meta)
         results["load"] = {"meta": meta, "runs": runs, "summary": summary}
+        if cycles_after is not None:
+            figures = board_cycles.delta(cycles_before, cycles_after)
+            print("\n" + board_cycles.table(figures, cycles_after) + "\n")
+            results["load"]["board_cycles"] = figures
         if meta.get("start_errors") or any(row["runs"] == 0 for rows in summary.values()
                                            for row in rows.values()):
             status = 1

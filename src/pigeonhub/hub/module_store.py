@@ -159,9 +159,6 @@ class ModuleStore:
     def running(self) -> int:
         return self.policy.running
 
-    def free_slot(self) -> int:
-        return self.policy.free_slot()
-
     def store(self, data: bytes, expected_sha256: str | None = None) -> int:
         """Write `data` to the free slot (atomically) and record it; returns the slot.
         Raises StoreError on a size or SHA-256 mismatch (nothing is recorded then)."""

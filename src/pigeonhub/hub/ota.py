@@ -55,13 +55,11 @@ def content_length(headers):
     return int(raw.strip())
 
 
-def handle_upload(headers, body, hub, store, token):
-    """The whole POST /module after the body was read. `hub` provides swap(wasm) -> replayed
-    connections (raising hub.SwapError / BridgeError with the reason), check(wasm) (raises with the
-    reason), hub_id and log. Returns (status, json object)."""
-    refused = precheck(headers, token, store.slot_bytes)
-    if refused:
-        return refused[0], {"error": refused[1]}
+def handle_upload(headers, body, hub, store):
+    """POST /module once its headers passed precheck() (the router runs it before reading the
+    body) and the body was read. `hub` provides swap(wasm) -> replayed connections (raising
+    hub.SwapError / BridgeError with the reason), check(wasm) (raises with the reason), hub_id and
+    log. Returns (status, json object)."""
     length = content_length(headers)
     if len(body) != length:
         return 400, {"error": f"body ended after {len(body)} of {length} bytes"}
@@ -141,7 +139,7 @@ class UploadService:
         return self.refuse(path, *refused) if refused else None
 
     def __call__(self, method, path, headers, body):
-        status, obj = handle_upload(headers, body, self, self.store, self.token)
+        status, obj = handle_upload(headers, body, self, self.store)
         if status != 200:
             return self.refuse(path, status, obj["error"])
         import asyncio
