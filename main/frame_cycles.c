@@ -30,7 +30,7 @@ static frame_kind s_current = FRAME_KINDS;
 frame_kind frame_kind_of(const uint8_t *data, size_t len)
 {
     static const char announce[] = "\"announce\"";
-    /* PeerPigeon puts "type" first: looking further would cost more than the frame's handling. */
+    /* PeerPigeon puts "type" first; a 4.5 KB offer is not searched through. */
     size_t head = len < FRAME_KIND_HEAD_BYTES ? len : FRAME_KIND_HEAD_BYTES;
     if (memmem(data, head, announce, sizeof(announce) - 1) != NULL) {
         return FRAME_ANNOUNCE;

@@ -80,6 +80,8 @@ def test_heap_and_stacks_under_offer_load(new_board, board_target):
     assert booted["freeHeap"] >= BOOT_FREE_HEAP_BUDGET[board_target], "free heap after boot"
     assert booted["moduleRuntime"] + booted["moduleRuntimeIram"] <= MODULE_RUNTIME_BUDGET, (
         "heap of the module's runtime")
+    if board_target == "esp32":   # PIGEONHUB_WASM3_CODE_IN_IRAM, lib/wasm3/patches/0008
+        assert booted["moduleRuntimeIram"] >= 40_000, "the module's code pages are in IRAM"
     floor = LOAD_MIN_FREE_HEAP_FLOOR[board_target]
     assert stormed["minFreeHeap"] >= floor, (
         f"minimum free heap {stormed['minFreeHeap']} B under offer load is below the {floor} B floor")

@@ -170,6 +170,13 @@ def test_the_projects_patches_apply_and_are_recorded(tmp_path, cache):
 def test_each_project_patch_says_what_it_fixes_and_names_an_existing_input():
     for p in ws.patch_files():
         header = p.read_text().split("\n--- a/")[0]
+        if header.startswith("Addition:", header.index("\n\n") + 2):
+            # not a fix: what it adds, why, and the test that runs it
+            for word in ("Why:", "Change:", "Tested by:", "Upstream:"):
+                assert word in header, f"{p.name}: no {word!r} in its header"
+            tests = re.findall(r"Tested by: (\S+\.py)", header)
+            assert tests and all((ROOT / t).is_file() for t in tests), f"{p.name}: {tests}"
+            continue
         for word in ("Bug:", "Fix:", "Shown by:", "Upstream:"):
             assert word in header, f"{p.name}: no {word!r} in its header"
         inputs = re.findall(r"fuzz/corpus/check_module/([\w-]+)", header)
