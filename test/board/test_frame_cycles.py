@@ -11,7 +11,7 @@ core ran meanwhile (printed, not budgeted). docs/PERFORMANCE.md quotes the figur
 
 import json
 
-from hubclient import Peer, new_network
+from hubclient import announced_peers
 from hubprocess import emulator, http_get
 
 PEERS = 4
@@ -39,15 +39,8 @@ def counts(figures, kind):
 def test_frames_are_counted_by_kind_and_stage(new_board, board_target):
     board = new_board(qemu_args=emulator().icount_args(ICOUNT_SHIFT))
     before = frame_cycles(board)
-    network = new_network()
-    peers = [Peer(board.url) for _ in range(PEERS)]
+    peers = announced_peers(board.url, PEERS)
     try:
-        for p in peers:
-            p.expect("connected", timeout=10)
-            p.announce(network)
-        for p in peers:
-            for _ in range(PEERS - 1):
-                p.expect("peer-discovered", timeout=20)
         a, b = peers[0], peers[1]
         sdp = "v=0\r\n" + "a=x" * (OFFER_SDP_BYTES // 3)
         for i in range(OFFERS):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hubclient import Peer, new_network
+from hubclient import announced_peers
 from hubprocess import http_get
 
 PEERS = 20                      # MAX_PEERS
@@ -45,15 +45,8 @@ def test_heap_and_stacks_under_offer_load(new_board, board_target):
     print(f"  module runtime {booted['moduleRuntime']} B of heap + {booted['moduleRuntimeIram']} B "
           f"of IRAM heap")
 
-    network = new_network()
-    peers = [Peer(board.url) for _ in range(PEERS)]
+    peers = announced_peers(board.url, PEERS)
     try:
-        for p in peers:
-            p.expect("connected", timeout=10)
-            p.announce(network)
-        for p in peers:   # every announce has reached everyone: n-1 discoveries each
-            for _ in range(PEERS - 1):
-                p.expect("peer-discovered", timeout=20)
         announced = memory(board)
         show(f"{board_target} 20 peers", announced)
 

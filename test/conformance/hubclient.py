@@ -223,6 +223,27 @@ def joined_pair(url):
     return a, b
 
 
+def announced_peers(url, n, timeout=20):
+    """n peers connected and announced in a fresh network, once every announce has reached
+    everyone (n - 1 discoveries each). Closes them all if that fails."""
+    net = new_network()
+    peers = []
+    try:
+        for _ in range(n):
+            peers.append(Peer(url, network=net))
+        for p in peers:
+            p.expect("connected", timeout=10)
+            p.announce()
+        for p in peers:
+            for _ in range(n - 1):
+                p.expect("peer-discovered", timeout=timeout)
+    except BaseException:
+        for p in peers:
+            p.close()
+        raise
+    return peers
+
+
 def assert_relays(a, b, tag):
     """An offer from a reaches b, stamped with a's id, SDP intact."""
     sdp = f"v=0\r\no=- {tag} 2 IN IP4 127.0.0.1\r\n"

@@ -7,7 +7,6 @@ hub without the object, gives None and nothing is printed.
 """
 
 import json
-import urllib.error
 import urllib.request
 
 KINDS = ("offer", "candidate", "announce")
@@ -24,7 +23,7 @@ def read(ws_url, timeout=10.0):
     try:
         with urllib.request.urlopen(stats_url(ws_url), timeout=timeout) as resp:
             return json.loads(resp.read()).get("frameCycles")
-    except (OSError, ValueError, urllib.error.URLError):
+    except (OSError, ValueError):   # URLError is an OSError
         return None
 
 
