@@ -158,6 +158,12 @@ int32_t json_string_end(const char *text, int32_t len)
     return ph_json_string_end((const uint8_t *)text, (uint32_t)len);
 }
 
+int32_t json_value_end(const char *text, int32_t len)
+{
+    touch_read(text, len, MAX_MESSAGE_SIZE + 256, "json_value_end");
+    return ph_json_value_end((const uint8_t *)text, (uint32_t)len);
+}
+
 /* --- driving the module ----------------------------------------------------------------------- */
 
 static void connect(int conn, const char *url)

@@ -8,8 +8,8 @@ cost of that call, independent of the engine that will run it. WASM3 spends roug
 number of host instructions per wasm instruction, so this is the figure to optimise; callgrind on
 the -m32 WASM3 build (`pigeonhub bench --device`) gives the host side. Two things are not what
 WASM3 pays: current wasmtime charges `memory.copy`/`memory.fill` one unit per byte (WASM3 copies
-natively), and imports cost nothing here (json_string_end runs the bridge core's C through
-pigeonhub._bridge, as a bridge would).
+natively), and imports cost nothing here (json_string_end and json_value_end run the bridge
+core's C through pigeonhub._bridge, as a bridge would).
 
 The frames have the shapes heap_probe.c relays (4.5 KB SDP offer, 360 B ICE candidate, announce
 of the 20th peer into a network of 19), so the figures line up with the device benchmark.
@@ -26,7 +26,7 @@ import wasmtime
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 
-from pigeonhub._bridge import json_string_end  # noqa: E402 — after the path
+from pigeonhub._bridge import json_string_end, json_value_end  # noqa: E402 — after the path
 from pigeonhub.module.build import parse_abi_header  # noqa: E402
 
 PEERS = 20
@@ -122,6 +122,8 @@ class Host:
     def _get_bootstrap_hub(self, index, ptr, n): return -1   # no links: the figures stay comparable
     def _json_string_end(self, ptr, n):   # the bridge's C (host work: no fuel)
         return json_string_end(self.mem.read(self.store, ptr, ptr + n))
+    def _json_value_end(self, ptr, n):
+        return json_value_end(self.mem.read(self.store, ptr, ptr + n))
 
     def fuel(self, name, *args):
         """(result, wasm instructions) of one export call."""

@@ -17,14 +17,20 @@ void w_init(ph_writer *w, char *buf, uint32_t cap)
     w->overflow = 0;
 }
 
-__attribute__((noinline)) void w_raw(ph_writer *w, const char *s, uint32_t n)
+char *w_reserve(ph_writer *w, uint32_t n)
 {
     if (w->overflow || n > w->cap - w->len) {
         w->overflow = 1;
-        return;
+        return 0;
     }
-    memcpy(w->buf + w->len, s, n);   /* one memory.copy with bulk memory */
     w->len += n;
+    return w->buf + w->len - n;
+}
+
+__attribute__((noinline)) void w_raw(ph_writer *w, const char *s, uint32_t n)
+{
+    char *o = w_reserve(w, n);
+    if (o) memcpy(o, s, n);   /* one memory.copy with bulk memory */
 }
 
 void w_str(ph_writer *w, const char *cstr) { w_raw(w, cstr, ph_strlen(cstr)); }
@@ -40,6 +46,11 @@ static void w_u64(ph_writer *w, uint64_t v)
     w_raw(w, tmp + i, sizeof tmp - i);
 }
 
+void w_int(ph_writer *w, int64_t v)
+{
+    if (v < 0) W_LIT(w, "-");
+    w_u64(w, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);   /* INT64_MIN has no positive */
+}
 
 void ph_printable(char *p, uint32_t n)
 {
@@ -98,9 +109,7 @@ void w_vfmt(ph_writer *w, const char *fmt, va_list ap)
             const char *p = va_arg(ap, const char *);
             w_raw(w, p, va_arg(ap, uint32_t));
         } else if (d == 'd') {
-            int64_t v = va_arg(ap, int64_t);
-            if (v < 0) W_LIT(w, "-");
-            w_u64(w, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v);   /* INT64_MIN has no positive */
+            w_int(w, va_arg(ap, int64_t));
         } else if (d == 'u') {
             w_u64(w, va_arg(ap, uint32_t));
         } else if (d == 'b') {

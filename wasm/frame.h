@@ -31,7 +31,13 @@ typedef struct {
 void w_init(ph_writer *w, char *buf, uint32_t cap);
 void w_raw(ph_writer *w, const char *s, uint32_t n);
 void w_str(ph_writer *w, const char *cstr);          /* a NUL-terminated literal, unescaped */
-#define W_LIT(w, lit) w_raw((w), (lit), sizeof(lit) - 1)   /* a string literal, no strlen */
+void w_int(ph_writer *w, int64_t v);                 /* %d */
+#define LIT_LEN(lit) (sizeof(lit) - 1)
+#define W_LIT(w, lit) w_raw((w), (lit), LIT_LEN(lit))   /* a string literal, no strlen */
+/* n bytes at the writer's end for the caller to fill (PUT), or NULL when they do not fit (the
+ * writer then remembers the overflow): one room check for many pieces. */
+char *w_reserve(ph_writer *w, uint32_t n);
+#define PUT(o, p, n) ((char *)memcpy((o), (p), (n)) + (n))
 #define EQUALS_LIT(p, n, lit) ((n) == sizeof(lit) - 1 && memcmp((p), (lit), sizeof(lit) - 1) == 0)
 void w_bootstrap_url(ph_writer *w, uint32_t index);   /* %U */
 /* Replaces every byte a JSON string or log line could not carry as it is (not printable ASCII,

@@ -1,6 +1,6 @@
 /*
- * json.c — see json.h. Validation is iterative (a bit stack records object/array per level), so
- * hostile nesting costs no C stack; lookups rely on validation having happened and stay simple.
+ * json.c — see json.h. The frame's object is walked here; every key and member value is validated
+ * by the host in one call each, nested containers included, so hostile nesting costs no stack.
  */
 #include "json.h"
 
@@ -8,70 +8,31 @@
 #include "frame.h"
 #include "ph_port.h"
 
-#if PH_JSON_MAX_DEPTH > 32
-#error "PH_JSON_MAX_DEPTH must fit the 32-bit container stack"
-#endif
-
-static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-static int is_digit(char c) { return c >= '0' && c <= '9'; }
-
-static uint32_t skip_ws_loop(const char *s, uint32_t n, uint32_t i)
+static __attribute__((noinline)) uint32_t skip_ws_loop(const char *s, uint32_t n, uint32_t i)
 {
-    while (i < n && is_ws(s[i])) i++;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
     return i;
 }
 
 /* Frames rarely hold whitespace between tokens: one byte compare inline, the loop only if needed. */
-static inline uint32_t skip_ws(const char *s, uint32_t n, uint32_t i)
+static inline __attribute__((always_inline)) uint32_t skip_ws(const char *s, uint32_t n, uint32_t i)
 {
     return i < n && (unsigned char)s[i] <= ' ' ? skip_ws_loop(s, n, i) : i;
 }
 
-/* s[i] is the opening quote. Returns the index after the closing quote, or a PH_JSON_* error.
- * The bytes of a string are checked by the host (json_string_end): an offer's SDP is nearly the
- * whole frame, and an interpreter scanning it costs more than everything else the hub does. */
-static int64_t scan_string(const char *s, uint32_t n, uint32_t i)
+/* The host's answer for the token at s[i] (json_string_end or json_value_end): the index after
+ * it, or a PH_JSON_* error. A length the text cannot hold is a host's nonsense: a syntax error. */
+static int64_t token_end(uint32_t n, uint32_t i, int32_t len)
 {
-    int32_t len = json_string_end(s + i, (int32_t)(n - i));
     if (len == PH_JSON_STRING_UTF8) return PH_JSON_UTF8;
-    if (len < 2 || (uint32_t)len > n - i) return PH_JSON_SYNTAX;   /* also a host's nonsense */
+    if (len == PH_JSON_VALUE_DEPTH) return PH_JSON_DEPTH;
+    if (len < 1 || (uint32_t)len > n - i) return PH_JSON_SYNTAX;
     return (int64_t)i + len;
 }
 
-static uint32_t digits(const char *s, uint32_t n, uint32_t i)
+static int64_t value_end(const char *s, uint32_t n, uint32_t i)
 {
-    while (i < n && is_digit(s[i])) i++;
-    return i;
-}
-
-/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? ; any length (the hub never converts numbers). */
-static int64_t scan_number(const char *s, uint32_t n, uint32_t i)
-{
-    if (i < n && s[i] == '-') i++;
-    uint32_t j = digits(s, n, i);
-    if (j == i || (s[i] == '0' && j > i + 1)) return PH_JSON_SYNTAX;   /* none, or a leading 0 */
-    if (j < n && s[j] == '.') {
-        i = j + 1;
-        j = digits(s, n, i);
-        if (j == i) return PH_JSON_SYNTAX;
-    }
-    if (j < n && (s[j] == 'e' || s[j] == 'E')) {
-        i = j + 1;
-        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
-        j = digits(s, n, i);
-        if (j == i) return PH_JSON_SYNTAX;
-    }
-    return j;
-}
-
-static int64_t scan_literal(const char *s, uint32_t n, uint32_t i, const char *lit)
-{
-    while (*lit) {
-        if (i >= n || s[i] != *lit) return PH_JSON_SYNTAX;
-        i++;
-        lit++;
-    }
-    return i;
+    return i < n ? token_end(n, i, json_value_end(s + i, (int32_t)(n - i))) : PH_JSON_SYNTAX;
 }
 
 static json_kind kind_of(char c)
@@ -94,97 +55,48 @@ static const json_key TOP_KEYS[] = { JSON_TOP_MEMBERS(TOP_KEY) };
 static const uint8_t TOP_OFFSETS[] = { JSON_TOP_MEMBERS(TOP_OFFSET) };
 #define TOP_COUNT (uint32_t)(sizeof TOP_OFFSETS / sizeof TOP_OFFSETS[0])
 
-/* The json_top member a top-level key (the JSON string token) names, or NULL. */
-static json_val *top_member(json_top *top, const json_val *key)
-{
-    uint32_t i = json_str_lookup(key, TOP_KEYS, TOP_COUNT, 0);
-    return i < TOP_COUNT ? (json_val *)((char *)top + TOP_OFFSETS[i]) : 0;
-}
-
-/* Three positions in the grammar, as labels: `value` (a value starts at i), `after` (a value ended
- * at i) and `key` (an object member starts at i). Whitespace is skipped before each; the
- * containers open above are a bit stack (`objects`, bit d: level d is an object). */
 int json_scan(const char *s, uint32_t n, json_top *top)
 {
     uint32_t i = skip_ws(s, n, 0);
-    /* The grammar is checked for any top-level value so the log can tell "valid JSON, but not an
-     * object" from garbage; members are recorded only for an object. */
-    int object = i < n && s[i] == '{';
-    int record = top && object;
-    json_val key = {0, 0, JV_NONE};   /* key of the top-level member being scanned */
-    json_val *field = 0;              /* its json_top member (NULL: none) */
-    uint32_t field_at = 0;            /* where its value starts */
-    uint32_t objects = 0, depth = 0;
     int64_t r;
-    char c;
     if (top) memset(top, 0, offsetof(json_top, each));
-
-value:
-    if (i >= n) return PH_JSON_SYNTAX;   /* truncated */
-    c = s[i];
-    if (c == '{' || c == '[') {
-        if (depth >= PH_JSON_MAX_DEPTH) return PH_JSON_DEPTH;
-        if (c == '{') objects |= 1u << depth;
-        else objects &= ~(1u << depth);
-        depth++;
-        i = skip_ws(s, n, i + 1);
-        if (i < n && s[i] == c + 2) {   /* '{' + 2 == '}', '[' + 2 == ']': empty */
-            i++;
-            depth--;
-            goto after;
-        }
-        if (c == '{') goto key;
-        goto value;
-    }
-    if (c == '"') r = scan_string(s, n, i);
-    else if (c == 't') r = scan_literal(s, n, i, "true");
-    else if (c == 'f') r = scan_literal(s, n, i, "false");
-    else if (c == 'n') r = scan_literal(s, n, i, "null");
-    else r = scan_number(s, n, i);
-    if (r < 0) return (int)r;
-    i = (uint32_t)r;
-
-after:
-    if (depth == 1 && key.kind) {
-        /* A top-level member's value just ended: record its span (a later duplicate key
-         * overwrites it, as JSON.parse keeps the last). */
-        json_val v = {s + field_at, i - field_at, kind_of(s[field_at])};
-        if (field) *field = v;
-        if (top->each) top->each(top, &key, &v);
-        key.kind = JV_NONE;
-    }
-    i = skip_ws(s, n, i);
-    if (depth == 0) {
-        if (i != n) return PH_JSON_SYNTAX;
-        return object ? PH_JSON_OK : PH_JSON_NOT_OBJECT;
-    }
     if (i >= n) return PH_JSON_SYNTAX;
-    c = s[i++];
-    int in_object = (objects >> (depth - 1)) & 1u;
-    if (c == ',') {
-        i = skip_ws(s, n, i);
-        if (in_object) goto key;
-        goto value;
+    if (s[i] != '{') {
+        /* Checked all the same, so the log can tell "valid JSON, but not an object" from garbage. */
+        r = value_end(s, n, i);
+        if (r < 0) return (int)r;
+        return skip_ws(s, n, (uint32_t)r) == n ? PH_JSON_NOT_OBJECT : PH_JSON_SYNTAX;
     }
-    if (c != (in_object ? '}' : ']')) return PH_JSON_SYNTAX;
-    depth--;
-    goto after;
-
-key:
-    if (i >= n || s[i] != '"') return PH_JSON_SYNTAX;
-    r = scan_string(s, n, i);
-    if (r < 0) return (int)r;
-    if (record && depth == 1) {
-        key.p = s + i;
-        key.n = (uint32_t)r - i;
-        key.kind = JV_STRING;
-        field = top_member(top, &key);
-    }
-    i = skip_ws(s, n, (uint32_t)r);
-    if (i >= n || s[i] != ':') return PH_JSON_SYNTAX;
     i = skip_ws(s, n, i + 1);
-    if (depth == 1) field_at = i;
-    goto value;
+    if (i < n && s[i] == '}') {
+        i++;
+        goto end;
+    }
+    for (;;) {
+        if (i >= n || s[i] != '"') return PH_JSON_SYNTAX;
+        r = token_end(n, i, json_string_end(s + i, (int32_t)(n - i)));
+        if (r < 0) return (int)r;
+        json_val key = {s + i, (uint32_t)r - i, JV_STRING};
+        i = skip_ws(s, n, (uint32_t)r);
+        if (i >= n || s[i] != ':') return PH_JSON_SYNTAX;
+        i = skip_ws(s, n, i + 1);
+        r = value_end(s, n, i);
+        if (r < 0) return (int)r;
+        if (top) {
+            /* A later duplicate key overwrites the span, as JSON.parse keeps the last. */
+            json_val v = {s + i, (uint32_t)r - i, kind_of(s[i])};
+            uint32_t k = json_str_lookup(&key, TOP_KEYS, TOP_COUNT, 0);
+            if (k < TOP_COUNT) *(json_val *)((char *)top + TOP_OFFSETS[k]) = v;
+            if (top->each) top->each(top, &key, &v);
+        }
+        i = skip_ws(s, n, (uint32_t)r);
+        if (i >= n) return PH_JSON_SYNTAX;
+        if (s[i++] == '}') break;
+        if (s[i - 1] != ',') return PH_JSON_SYNTAX;
+        i = skip_ws(s, n, i);
+    }
+end:
+    return skip_ws(s, n, i) == n ? PH_JSON_OK : PH_JSON_SYNTAX;
 }
 
 /* --- lookups on validated text --------------------------------------------------------------- */
@@ -234,10 +146,29 @@ int json_str_equals(const json_val *v, const char *lit)
     return *lit == '\0';
 }
 
+static int has_escape(const char *p, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (p[i] == '\\') return 1;
+    }
+    return 0;
+}
+
 uint32_t json_str_lookup(const json_val *v, const json_key *table, uint32_t count, const char **name)
 {
-    uint32_t i = 0, n = json_str_n(v);
-    while (i < count && !(n >= table[i].len && json_str_equals(v, table[i].name))) i++;
+    const char *p = json_str_p(v);
+    uint32_t i, n = json_str_n(v);
+    /* Keys and types are spelled without escapes: first the raw bytes against the entries of the
+     * same length, and only a string holding an escape is decoded against the shorter ones. */
+    for (i = 0; i < count; i++) {
+        if (table[i].len == n && table[i].name[0] == p[0] && memcmp(p, table[i].name, n) == 0) goto found;
+    }
+    if (has_escape(p, n)) {
+        for (i = 0; i < count; i++) {
+            if (n > table[i].len && json_str_equals(v, table[i].name)) goto found;
+        }
+    }
+found:
     if (name) *name = i < count ? table[i].name : "";
     return i;
 }

@@ -65,19 +65,43 @@ void *memset(void *dst, int c, size_t n)
 }
 #endif
 
-int memcmp(const void *a, const void *b, size_t n)
+static int bytes_cmp(const unsigned char *x, const unsigned char *y, size_t n)
 {
-    const unsigned char *x = a, *y = b;
-    /* Peer ids are 40 bytes: while eight at a time are equal, one i64 compare each (an interpreter
-     * pays per instruction); the first difference is then found byte by byte. */
-    for (; n >= 8; n -= 8, x += 8, y += 8) {
-        uint64_t p, q;
-        __builtin_memcpy(&p, x, 8);
-        __builtin_memcpy(&q, y, 8);
-        if (p != q) break;
-    }
     for (; n; n--, x++, y++) {
         if (*x != *y) return *x - *y;
     }
     return 0;
+}
+
+static uint64_t load64(const unsigned char *p)
+{
+    uint64_t v;
+    __builtin_memcpy(&v, p, 8);
+    return v;
+}
+
+static uint32_t load32(const unsigned char *p)
+{
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+
+/* The hub compares keys, types, networks and 40-byte peer ids, nearly always for equality, and an
+ * interpreter pays per instruction: eight bytes per step, then the last eight (or, below eight,
+ * the first and the last four) as one overlapping window, so equal text never takes the byte loop;
+ * only a window that differs is searched byte by byte for the sign. */
+int memcmp(const void *a, const void *b, size_t n)
+{
+    const unsigned char *x = a, *y = b;
+    if (n >= 8) {
+        size_t k = 0;
+        for (; k + 8 <= n; k += 8) {
+            if (load64(x + k) != load64(y + k)) return bytes_cmp(x + k, y + k, 8);
+        }
+        if (k == n || load64(x + n - 8) == load64(y + n - 8)) return 0;
+        return bytes_cmp(x + k, y + k, n - k);
+    }
+    if (n >= 4 && load32(x) == load32(y) && load32(x + n - 4) == load32(y + n - 4)) return 0;
+    return bytes_cmp(x, y, n);
 }

@@ -38,6 +38,7 @@ PH_IMPORT(wall_clock_ms)      int64_t wall_clock_ms(void);
 PH_IMPORT(ws_connect)         int32_t ws_connect(const char *url, int32_t len);
 PH_IMPORT(get_bootstrap_hub)  int32_t get_bootstrap_hub(int32_t index, char *buf, int32_t len);
 PH_IMPORT(json_string_end)    int32_t json_string_end(const char *text, int32_t len);
+PH_IMPORT(json_value_end)     int32_t json_value_end(const char *text, int32_t len);
 
 /* The exports (hub.c defines them). */
 PH_EXPORT(init)                  int32_t init(void);

@@ -24,7 +24,9 @@
 /* Bumped on any incompatible change to the tables below. A bridge refuses a module whose
  * abi_version() differs from the one it was built with. */
 #define PH_ABI_VERSION 3  /* 2: outgoing hub links (ws_connect, get_bootstrap_hub, on_link_open)
-                           * 3: json_string_end (the module's hottest loop, done by the host)   */
+                           * 3: json_string_end (the module's hottest loop, done by the host);
+                           *    json_value_end came later: a bridge without it refuses a module
+                           *    that imports it by that name, and runs every module that does not */
 
 /*
  * Imports: the functions a bridge must provide.
@@ -45,7 +47,8 @@
     X(wall_clock_ms,        "I()",      "ext")      /* ms since Unix epoch; uptime if unknown    */ \
     X(ws_connect,           "i(*i)",    "ext")      /* (url, len) dial a hub link -> conn or <0  */ \
     X(get_bootstrap_hub,    "i(i*i)",   "ext")      /* (index, buf, len) -> URL length, -1 = end */ \
-    X(json_string_end,      "i(*i)",    "ext")      /* (text, len) -> JSON string token length   */
+    X(json_string_end,      "i(*i)",    "ext")      /* (text, len) -> JSON string token length   */ \
+    X(json_value_end,       "i(*i)",    "ext")      /* (text, len) -> JSON value token length    */
 
 /*
  * Exports: the functions a module must provide (all are required).
@@ -75,11 +78,18 @@
 #define PH_SEND_OUTBOX_FULL  (-2) /* slow consumer: frame dropped, bridge closes it with 1013  */
 #define PH_SEND_BAD_ARGS     (-3) /* pointer/length outside linear memory                       */
 
-/* Results of json_string_end: text[0] is a string's opening quote; the result is the length of
- * the token through its closing quote, or one of these. */
-#define PH_JSON_STRING_SYNTAX    (-1) /* truncated, raw control character, bad escape           */
+/* Results of json_string_end and json_value_end. json_string_end: text[0] is a string's opening
+ * quote; the result is the length of the token through its closing quote. json_value_end: text[0]
+ * is the first byte of any JSON value (a member's value inside a frame's object); the result is the
+ * length of the value, nested containers included, with no whitespace after it. Or one of these: */
+#define PH_JSON_STRING_SYNTAX    (-1) /* truncated, raw control character, bad escape, grammar  */
 #define PH_JSON_STRING_UTF8      (-2) /* not shortest-form UTF-8, a surrogate, above U+10FFFF   */
 #define PH_JSON_STRING_BAD_ARGS  (-3) /* pointer/length outside linear memory                   */
+#define PH_JSON_VALUE_DEPTH      (-4) /* containers nested deeper than PH_JSON_MAX_DEPTH        */
+
+/* Containers nested in one frame, the frame's own object counted: a value that json_value_end
+ * checks lies inside that object, so it may nest PH_JSON_MAX_DEPTH - 1 deep. Real frames use 3. */
+#define PH_JSON_MAX_DEPTH        32
 
 /* WebSocket close codes and reasons clients see. Reasons are at most 123 bytes (RFC 6455). */
 #define PH_CLOSE_NORMAL          1000

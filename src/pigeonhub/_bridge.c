@@ -618,15 +618,26 @@ static PyObject *check_module(PyObject *Py_UNUSED(module), PyObject *arg)
 }
 
 /* For hosts written in Python (the module tests' engines, tools/wasm_profile.py): the bridge's own
- * implementation of the json_string_end import, so every host validates strings alike. */
-static PyObject *json_string_end(PyObject *Py_UNUSED(module), PyObject *arg)
+ * implementations of the json_string_end and json_value_end imports, so every host validates
+ * frames alike. */
+static PyObject *json_token_end(PyObject *arg, int32_t (*end)(const uint8_t *, uint32_t))
 {
     Py_buffer text;
     if (PyObject_GetBuffer(arg, &text, PyBUF_SIMPLE) < 0) return NULL;
     uint32_t n = text.len > UINT32_MAX ? UINT32_MAX : (uint32_t)text.len;
-    int32_t r = ph_json_string_end(text.buf, n);
+    int32_t r = end(text.buf, n);
     PyBuffer_Release(&text);
     return PyLong_FromLong(r);
+}
+
+static PyObject *json_string_end(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    return json_token_end(arg, ph_json_string_end);
+}
+
+static PyObject *json_value_end(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    return json_token_end(arg, ph_json_value_end);
 }
 
 /* The optional C speedup of pigeonhub/hub/ws.py's unmask(): RFC 6455 §5.3 masking, which the
@@ -676,6 +687,9 @@ static PyMethodDef module_methods[] = {
     { "json_string_end", json_string_end, METH_O,
       "json_string_end(text) -> the json_string_end import on bytes: the length of the JSON string\n"
       "token at text[0] (its opening quote) through the closing quote, or -1 (syntax), -2 (UTF-8)" },
+    { "json_value_end", json_value_end, METH_O,
+      "json_value_end(text) -> the json_value_end import on bytes: the length of the JSON value at\n"
+      "text[0], or -1 (syntax), -2 (UTF-8), -4 (nested deeper than the frame's limit allows)" },
     { NULL, NULL, 0, NULL },
 };
 

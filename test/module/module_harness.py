@@ -9,7 +9,7 @@ gets no more frames and is reported gone with on_peer_disconnected when the test
 
 import json
 
-from pigeonhub._bridge import json_string_end
+from pigeonhub._bridge import json_string_end, json_value_end
 from pigeonhub.module.build import parse_abi_header
 
 ABI = parse_abi_header()
@@ -210,6 +210,11 @@ class Hub:
         if n < 0 or ptr < 0 or ptr + n > self.memory_size():
             return -3                   # PH_JSON_STRING_BAD_ARGS, as the bridge core
         return json_string_end(self.read(ptr, n))   # the bridge core's C, through the extension
+
+    def _imp_json_value_end(self, ptr, n):
+        if n < 0 or ptr < 0 or ptr + n > self.memory_size():
+            return -3
+        return json_value_end(self.read(ptr, n))
 
     # --- what a bridge does --------------------------------------------------------------------
     def connect(self, conn, peer_id=None, url=None):

@@ -23,8 +23,9 @@ def test_abi_header_tables():
     assert list(abi.imports) == ["ws_server_start", "ws_server_stop", "ws_send_to_peer", "ws_broadcast",
                                  "log_message", "get_device_id", "millis", "ws_get_request_url",
                                  "ws_close_peer", "ws_ping_peer", "wall_clock_ms", "ws_connect",
-                                 "get_bootstrap_hub", "json_string_end"]
+                                 "get_bootstrap_hub", "json_string_end", "json_value_end"]
     assert abi.imports["json_string_end"].signature == "i(*i)"
+    assert abi.imports["json_value_end"].signature == "i(*i)"
     assert abi.imports["ws_connect"].signature == "i(*i)"
     assert abi.imports["get_bootstrap_hub"].signature == "i(i*i)"
     assert abi.exports["on_link_open"].signature == "v(i)"

@@ -313,6 +313,18 @@ static m3ApiRawFunction(ph_host_json_string_end)
     m3ApiReturn(ph_json_string_end(text, (uint32_t)len));
 }
 
+/* (text, len) -> length of the JSON value starting at text, or PH_JSON_STRING_* / PH_JSON_VALUE_DEPTH:
+ * the module's validation of a frame's member values, run natively (ph_json_string.h). */
+static m3ApiRawFunction(ph_host_json_value_end)
+{
+    m3ApiReturnType (int32_t)
+    m3ApiGetArgMem  (const uint8_t *, text)
+    m3ApiGetArg     (int32_t, len)
+
+    if (len < 0 || !ph_MemOk(text, (uint32_t)len)) m3ApiReturn(PH_JSON_STRING_BAD_ARGS);
+    m3ApiReturn(ph_json_value_end(text, (uint32_t)len));
+}
+
 /* ------------------------------------------------------------------------------------------------ */
 
 /* The import table: the ABI's import list, one row per function, bound with m3_LinkRawFunction. */

@@ -35,8 +35,8 @@ static int is_hex(uint8_t c)
 /* Word-at-a-time: a register's worth of bytes (8 on a PC, 4 on an ESP32) is classified at once.
  * The result has bit 7 of byte k set when byte k is '"', '\\', a control character or >= 0x80.
  * Additions carry into the next byte only out of a byte >= 0x80, which is flagged itself, so the
- * LOWEST flagged byte is exact; the scanner stops at the first word with any flag and goes on
- * byte by byte from there. */
+ * LOWEST flagged byte is exact: the scanner jumps straight to it (an SDP has an escape every few
+ * dozen bytes, so walking to it byte by byte was most of the work). */
 typedef size_t ph_word;
 #define WORD_ONES ((ph_word)-1 / 0xFF)
 #define WORD_HIGH (WORD_ONES * 0x80)
@@ -49,52 +49,204 @@ static ph_word special_bytes(ph_word x)
     return (~ok | x) & WORD_HIGH;
 }
 
+static bool is_special(uint8_t c)
+{
+    return c == '"' || c == '\\' || c < 0x20 || c >= 0x80;
+}
+
+/* Where in the word at p the first special byte is; m = special_bytes() of that word, not 0. */
+static uint32_t first_special(const uint8_t *p, ph_word m)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* The first byte in memory is the lowest: its flag is exact. Shifts rather than
+     * __builtin_ctz, a library call on cores without a count instruction (the ESP32-C3). */
+    (void)p;
+    uint32_t k = 0;
+    for (; !(m & 0x80); m >>= 8) k++;
+    return k;
+#else
+    /* Big-endian: the first byte in memory is the highest, whose flag may be a carry's. */
+    (void)m;
+    uint32_t k = 0;
+    while (!is_special(p[k])) k++;
+    return k;
+#endif
+}
+
 int32_t ph_json_string_end(const uint8_t *s, uint32_t n)
 {
     if (n == 0 || s[0] != '"') return PH_JSON_STRING_SYNTAX;
     uint32_t i = 1;
     for (;;) {
-        /* Plain bytes a word at a time. The byte order does not matter: a flagged word is
-         * handed to the byte loop below from its first byte. */
-        while (n - i >= sizeof(ph_word)) {
-            ph_word x;
-            memcpy(&x, s + i, sizeof x);   /* an unaligned load */
-            if (special_bytes(x)) break;
-            i += sizeof x;
+        /* Plain bytes two words at a time (one test for both), then the tail byte by byte, up
+         * to the next special byte. */
+        for (;;) {
+            if (n - i < 2 * sizeof(ph_word)) {
+                while (i < n && !is_special(s[i])) i++;
+                break;
+            }
+            ph_word x, y;
+            memcpy(&x, s + i, sizeof x);   /* unaligned loads */
+            memcpy(&y, s + i + sizeof x, sizeof y);
+            ph_word mx = special_bytes(x), my = special_bytes(y);
+            if (mx | my) {
+                i += mx ? first_special(s + i, mx)
+                        : (uint32_t)sizeof x + first_special(s + i + sizeof x, my);
+                break;
+            }
+            i += 2 * sizeof x;
         }
         if (i >= n) return PH_JSON_STRING_SYNTAX;   /* truncated: no closing quote */
-        /* Byte by byte until the special byte of that word (or the tail) is handled. */
-        uint32_t stop = n - i >= sizeof(ph_word) ? i + (uint32_t)sizeof(ph_word) : n;
-        while (i < stop) {
-            uint8_t c = s[i];
-            if (c == '"') return (int32_t)i + 1;
-            if (c == '\\') {
-                if (n - i < 2) return PH_JSON_STRING_SYNTAX;
-                uint8_t e = s[i + 1];
-                if (e == 'u') {
-                    if (n - i < 6 || !is_hex(s[i + 2]) || !is_hex(s[i + 3]) || !is_hex(s[i + 4]) ||
-                        !is_hex(s[i + 5]))
-                        return PH_JSON_STRING_SYNTAX;
-                    i += 6;
-                } else if (e == 'n' || e == 'r' || e == '"' || e == '\\' || e == '/' || e == 't' ||
-                           e == 'b' || e == 'f') {
-                    i += 2;
-                } else {
+        uint8_t c = s[i];
+        if (c == '"') return (int32_t)i + 1;
+        if (c == '\\') {
+            if (n - i < 2) return PH_JSON_STRING_SYNTAX;
+            uint8_t e = s[i + 1];
+            if (e == 'u') {
+                if (n - i < 6 || !is_hex(s[i + 2]) || !is_hex(s[i + 3]) || !is_hex(s[i + 4]) ||
+                    !is_hex(s[i + 5]))
                     return PH_JSON_STRING_SYNTAX;
-                }
-                break;   /* the escape may end past this word: back to whole words */
+                i += 6;
+            } else if (e == 'n' || e == 'r' || e == '"' || e == '\\' || e == '/' || e == 't' ||
+                       e == 'b' || e == 'f') {
+                i += 2;
+            } else {
+                return PH_JSON_STRING_SYNTAX;
             }
-            if (c < 0x20) return PH_JSON_STRING_SYNTAX;
-            if (c < 0x80) {
-                i++;
+            continue;
+        }
+        if (c < 0x20) return PH_JSON_STRING_SYNTAX;
+        uint32_t len = utf8_len(s + i, n - i);
+        if (!len) return PH_JSON_STRING_UTF8;
+        i += len;
+    }
+}
+
+bool ph_utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        ph_word x;
+        if (n - i >= sizeof x) {
+            memcpy(&x, s + i, sizeof x);
+            if (!(x & WORD_HIGH)) {   /* all ASCII */
+                i += sizeof x;
                 continue;
             }
-            uint32_t len = utf8_len(s + i, n - i);
-            if (!len) return PH_JSON_STRING_UTF8;
-            i += len;
-            break;
         }
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t len = utf8_len(s + i, n - i > UINT32_MAX ? UINT32_MAX : (uint32_t)(n - i));
+        if (!len) return false;
+        i += len;
     }
+    return true;
+}
+
+#if PH_JSON_MAX_DEPTH - 1 > 32
+#error "PH_JSON_MAX_DEPTH - 1 levels must fit ph_json_value_end's 32-bit container stack"
+#endif
+
+static uint32_t skip_ws(const uint8_t *s, uint32_t n, uint32_t i)
+{
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) i++;
+    return i;
+}
+
+static uint32_t digits_end(const uint8_t *s, uint32_t n, uint32_t i)
+{
+    while (i < n && s[i] >= '0' && s[i] <= '9') i++;
+    return i;
+}
+
+/* -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? from s[i]: the index after it, or 0 when there is
+ * no number there (no value ends at 0). Any length: the hub never converts numbers. */
+static uint32_t number_end(const uint8_t *s, uint32_t n, uint32_t i)
+{
+    if (i < n && s[i] == '-') i++;
+    uint32_t j = digits_end(s, n, i);
+    if (j == i || (s[i] == '0' && j > i + 1)) return 0;   /* no digit, or a leading 0 */
+    if (j < n && s[j] == '.') {
+        i = j + 1;
+        j = digits_end(s, n, i);
+        if (j == i) return 0;
+    }
+    if (j < n && (s[j] == 'e' || s[j] == 'E')) {
+        i = j + 1;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        j = digits_end(s, n, i);
+        if (j == i) return 0;
+    }
+    return j;
+}
+
+static uint32_t literal_end(const uint8_t *s, uint32_t n, uint32_t i, const char *lit, uint32_t len)
+{
+    return n - i >= len && memcmp(s + i, lit, len) == 0 ? i + len : 0;
+}
+
+/* Three positions in the grammar, as labels: `value` (a value starts at i), `after` (a value ended
+ * at i) and `key` (an object member starts at i). The containers open are a bit stack (`objects`,
+ * bit d: level d is an object), so hostile nesting costs no C stack. */
+int32_t ph_json_value_end(const uint8_t *s, uint32_t n)
+{
+    uint32_t i = 0, depth = 0, objects = 0;
+    int32_t r;
+    uint8_t c;
+
+value:
+    if (i >= n) return PH_JSON_STRING_SYNTAX;
+    c = s[i];
+    if (c == '{' || c == '[') {
+        if (depth >= PH_JSON_MAX_DEPTH - 1) return PH_JSON_VALUE_DEPTH;
+        objects = c == '{' ? objects | 1u << depth : objects & ~(1u << depth);
+        depth++;
+        i = skip_ws(s, n, i + 1);
+        if (i < n && s[i] == c + 2) {   /* '{' + 2 == '}', '[' + 2 == ']': empty */
+            i++;
+            depth--;
+            goto after;
+        }
+        if (c == '{') goto key;
+        goto value;
+    }
+    if (c == '"') {
+        r = ph_json_string_end(s + i, n - i);
+        if (r < 0) return r;
+        i += (uint32_t)r;
+    } else {
+        if (c == 't') i = literal_end(s, n, i, "true", 4);
+        else if (c == 'f') i = literal_end(s, n, i, "false", 5);
+        else if (c == 'n') i = literal_end(s, n, i, "null", 4);
+        else i = number_end(s, n, i);
+        if (i == 0) return PH_JSON_STRING_SYNTAX;
+    }
+
+after:
+    if (depth == 0) return (int32_t)i;
+    i = skip_ws(s, n, i);
+    if (i >= n) return PH_JSON_STRING_SYNTAX;
+    c = s[i++];
+    bool in_object = (objects >> (depth - 1)) & 1u;
+    if (c == ',') {
+        i = skip_ws(s, n, i);
+        if (in_object) goto key;
+        goto value;
+    }
+    if (c != (in_object ? '}' : ']')) return PH_JSON_STRING_SYNTAX;
+    depth--;
+    goto after;
+
+key:
+    if (i >= n || s[i] != '"') return PH_JSON_STRING_SYNTAX;
+    r = ph_json_string_end(s + i, n - i);
+    if (r < 0) return r;
+    i = skip_ws(s, n, i + (uint32_t)r);
+    if (i >= n || s[i] != ':') return PH_JSON_STRING_SYNTAX;
+    i = skip_ws(s, n, i + 1);
+    goto value;
 }
 
 size_t ph_json_escape(char *out, size_t cap, const char *s, size_t len)

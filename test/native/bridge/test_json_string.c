@@ -1,7 +1,7 @@
 /*
- * test_json_string.c — ph_json_string_end (the json_string_end import) against a byte-at-a-time
- * reference written from RFC 8259 and RFC 3629, on fixed cases and on random strings at every
- * alignment. Built twice by the Makefile: natively (8-byte words, sanitizers) and with -m32
+ * test_json_string.c — ph_json_string_end (the json_string_end import) and ph_utf8_valid against
+ * a byte-at-a-time reference written from RFC 8259 and RFC 3629, on fixed cases and on random
+ * strings at every alignment. Built twice by the Makefile: natively (8-byte words, sanitizers) and with -m32
  * (4-byte words, the ESP32's), since the scanner reads a register's width at a time.
  *
  *   ./test_json_string [ITERATIONS]     exit status 0 = all passed
@@ -170,6 +170,33 @@ static void random_strings(unsigned long iterations)
     }
 }
 
+/* ph_utf8_valid (the board's check of text messages) against the reference: random bytes with
+ * the JSON specials mapped to a letter are valid UTF-8 exactly when, quoted, they are a string. */
+static void utf8_texts(unsigned long iterations)
+{
+    static const uint8_t alphabet[] = { 'a', 0x7f, 0x80, 0xBF, 0xC0, 0xC2, 0xDF, 0xE0, 0xA0, 0xED,
+                                        0x9F, 0xEF, 0xF0, 0x90, 0xF4, 0x8F, 0xF5, 0xFF };
+    static uint8_t text[128], quoted[130];
+    uint64_t x = 0x2545F4914F6CDD1Dull;
+    for (unsigned long it = 0; it < iterations && failures <= 20; it++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        uint32_t n = (uint32_t)(x % sizeof text);
+        for (uint32_t i = 0; i < n; i++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            text[i] = (x & 3) ? (uint8_t)('a' + (x >> 8) % 26) : alphabet[(x >> 8) % sizeof alphabet];
+        }
+        quoted[0] = '"';
+        memcpy(quoted + 1, text, n);
+        quoted[n + 1] = '"';
+        int expected = reference(quoted, n + 2) == (int32_t)n + 2;
+        if (ph_utf8_valid(text, n) != expected) {
+            printf("FAIL ph_utf8_valid of %u bytes = %d, expected %d\n", (unsigned)n, !expected,
+                   expected);
+            failures++;
+        }
+    }
+}
+
 /* ph_json_escape: whatever the input and the room, the output quoted is one valid JSON string. */
 static void escapes(void)
 {
@@ -203,6 +230,7 @@ int main(int argc, char **argv)
     fixed_cases();
     every_position();
     random_strings(iterations);
+    utf8_texts(iterations);
     escapes();
     printf("json_string_end tests (%u-byte words): %s, %lu random strings\n",
            (unsigned)sizeof(size_t), failures ? "FAILED" : "passed", iterations);

@@ -166,10 +166,15 @@ int32_t get_bootstrap_hub(int32_t index, char *buf, int32_t len)
     return (int32_t)snprintf(buf, (size_t)len, "%s", h_bootstrap[index]);
 }
 
-/* The bridge's own implementation (lib/pigeonhub_bridge), as on every real host. */
+/* The bridge's own implementations (lib/pigeonhub_bridge), as on every real host. */
 int32_t json_string_end(const char *text, int32_t len)
 {
     return ph_json_string_end((const uint8_t *)text, (uint32_t)len);
+}
+
+int32_t json_value_end(const char *text, int32_t len)
+{
+    return ph_json_value_end((const uint8_t *)text, (uint32_t)len);
 }
 
 /* --- driving the module ---------------------------------------------------------------------- */
