@@ -752,6 +752,7 @@ static void hub_task(void *arg)
         ws_transport_wait_writable(pdMS_TO_TICKS(HUB_OUT_WAIT_MS));
         if (xQueueReceive(s_queue, &ev, wait) == pdTRUE) {
             dispatch(&ev);
+            ws_transport_flush();
         }
         now = xTaskGetTickCount();
         if ((int32_t)(now - next_tick) >= 0) {

@@ -17,6 +17,7 @@
 #include "freertos/semphr.h"
 #include "pigeonhub_abi.h"
 #include "frame_cycles.h"
+#include "ph_json_string.h"
 
 static const char *TAG = "pigeonhub";
 
@@ -154,9 +155,10 @@ static void request_drain(void)
     }
 }
 
+/* Queued only: ws_transport_flush() hands the FIFO to the httpd task once the module call that
+ * sent it returned (httpd_queue_work() costs a datagram on httpd's control socket). */
 static int enqueue(out_item *it)
 {
-    bool kick;
     size_t now = atomic_fetch_add(&s_out_bytes, it->len) + it->len;
     size_t peak = atomic_load(&s_out_peak);
     while (now > peak && !atomic_compare_exchange_weak(&s_out_peak, &peak, now)) {
@@ -168,13 +170,23 @@ static int enqueue(out_item *it)
         s_out_head = it;
     }
     s_out_tail = it;
-    kick = !s_drain_queued;
-    s_drain_queued = true;
+    xSemaphoreGive(s_out_lock);
+    return 0;
+}
+
+void ws_transport_flush(void)
+{
+    bool kick;
+    if (s_out_lock == NULL) {
+        return; /* not attached to a server yet: nothing can be queued */
+    }
+    xSemaphoreTake(s_out_lock, portMAX_DELAY);
+    kick = s_out_head != NULL && !s_drain_queued;
+    s_drain_queued = s_drain_queued || kick;
     xSemaphoreGive(s_out_lock);
     if (kick) {
         request_drain();
     }
-    return 0;
 }
 
 static out_item *new_item(int fd, uint32_t session, int32_t conn, out_kind kind, const void *data,
@@ -401,32 +413,6 @@ static esp_err_t refuse_too_big(httpd_req_t *req, ws_session *s, size_t total, s
     return fail_connection(req, s, PH_CLOSE_TOO_BIG, PH_REASON_TOO_BIG, unread);
 }
 
-/* RFC 6455 §8.1: a text message must be UTF-8 (shortest form, no surrogates, <= U+10FFFF). */
-static bool is_utf8(const uint8_t *p, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = p[i];
-        size_t len = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 0;
-        if (len == 0 || i + len > n || (len == 2 && c < 0xc2)) {
-            return false;
-        }
-        uint32_t cp = c & (0x7f >> len);
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80) {
-                return false;
-            }
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-            (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) {
-            return false;
-        }
-        i += len;
-    }
-    return true;
-}
-
 /* Room in the hub's inbox for a frame. The hub task, for its part, waits until this task has
  * written what it queued: so while this task waits it writes the queued frames itself, or each
  * would wait for the other and the hub would go on queueing after its wait times out. */
@@ -468,7 +454,8 @@ static esp_err_t on_data(httpd_req_t *req, ws_session *s, httpd_ws_frame_t *f, c
     if (s->close_sent) {
         return ESP_OK; /* closing: the module must not see more input */
     }
-    if (s->partial_type == HTTPD_WS_TYPE_TEXT && !is_utf8(buf, total)) {
+    /* RFC 6455 §8.1: a text message must be UTF-8 (the bridge core's check). */
+    if (s->partial_type == HTTPD_WS_TYPE_TEXT && !ph_utf8_valid(buf, total)) {
         ESP_LOGW(TAG, "fd %d: text message is not UTF-8; closing %d", s->fd, WS_CLOSE_BAD_DATA);
         return fail_connection(req, s, WS_CLOSE_BAD_DATA, "Invalid UTF-8", 0);
     }

@@ -2,9 +2,10 @@
  * ws_transport.h — esp_http_server WebSocket layer under the hub task.
  *
  * Receive side (httpd task): frames are copied into heap buffers and posted to the hub task.
- * Send side (hub task): frames are copied into one outgoing FIFO; a single httpd_queue_work()
- * item drains it on the httpd task with httpd_ws_send_frame_async(), so frames never interleave
- * and the httpd control socket never holds more than one pending work message.
+ * Send side (hub task): frames are copied into one outgoing FIFO; after each event the hub task
+ * hands it over (ws_transport_flush), and a single httpd_queue_work() item drains it on the httpd
+ * task with httpd_ws_send_frame_async(), so frames never interleave, the httpd control socket never
+ * holds more than one pending work message, and a module call pays for none.
  */
 #ifndef PH_WS_TRANSPORT_H
 #define PH_WS_TRANSPORT_H
@@ -41,7 +42,8 @@ void ws_transport_set_accepting(bool accepting);
 void ws_transport_set_frame_limit(size_t limit);
 
 /* Hub task: queue a text frame / a ping / a close (code + reason) for session `session` on `fd`.
- * Data is copied. send returns 0, or -1 when out of memory (nothing queued, no on_sent). */
+ * Data is copied. send returns 0, or -1 when out of memory (nothing queued, no on_sent). They
+ * leave at the next ws_transport_flush(). */
 int ws_transport_send(int fd, uint32_t session, int32_t conn, const uint8_t *data, size_t len);
 int ws_transport_ping(int fd, uint32_t session);
 void ws_transport_close(int fd, uint32_t session, uint16_t code, const char *reason, size_t len);
@@ -53,7 +55,9 @@ void ws_transport_close(int fd, uint32_t session, uint16_t code, const char *rea
 bool ws_transport_wait_writable(TickType_t wait);
 /* The most bytes ever queued for the httpd task at once (a high-water mark for /stats). */
 size_t ws_transport_out_peak(void);
-/* Hub task, every tick: retry a drain request httpd_queue_work() refused earlier. */
+/* Hub task, after each event it handled: the frames queued since go to the httpd task. */
+void ws_transport_flush(void);
+/* Hub task, every tick: flush, and retry a drain request that httpd_queue_work() refused or lost. */
 void ws_transport_kick(void);
 
 #endif /* PH_WS_TRANSPORT_H */
