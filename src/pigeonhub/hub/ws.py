@@ -287,7 +287,9 @@ class WebSocket(asyncio.Protocol):
     def send(self, payload):
         """A text message. 1: written now; 0: queued behind a congested socket (ws_sent follows);
         -1: the connection is closing or gone, nothing taken."""
-        if self._close_args is not None or not self.is_open:
+        protocol = self.protocol   # is_open, inline: this runs once per frame sent
+        if (self._close_args is not None or self._lost or protocol is None
+                or protocol.state is not OPEN or self.transport.is_closing()):
             return -1
         if self._paused or self._queue:
             self._queue.append(payload)
@@ -354,7 +356,11 @@ class WebSocket(asyncio.Protocol):
             if self._fragments is None:
                 frames, stopped, why = cut_frames(data, pos, masked, MAX_MESSAGE)
                 for payload, text, pos in frames:
-                    self._deliver(payload, text)
+                    handler = self.handler
+                    if handler is None or self._failed or (text and not payload.isascii()):
+                        self._deliver(payload, text)   # JSON is almost always ASCII: this is rare
+                    else:
+                        handler.ws_message(self, payload)
                     if not self._cutting:   # the rest is the library's, from the next frame on
                         break
                 else:
