@@ -147,15 +147,15 @@ class _TurnWrites:
     """The sockets of one event loop with text frames batched in the current turn; run() writes
     them once the turn's callbacks are done (loop.call_soon runs after every ready callback)."""
 
-    __slots__ = ("loop", "socks", "__weakref__")
+    __slots__ = ("loop", "socks")
 
     def __init__(self, loop):
-        self.loop = loop
+        self.loop = weakref.ref(loop)   # not the loop itself: _turn_writes_of would keep it alive
         self.socks = []
 
     def add(self, sock):
         if not self.socks:
-            self.loop.call_soon(self.run)
+            self.loop().call_soon(self.run)
         self.socks.append(sock)
 
     def run(self):
