@@ -155,6 +155,29 @@ def test_a_large_batch_is_written_at_once_so_a_congested_socket_still_queues(fra
     asyncio.run(main())
 
 
+def test_a_write_that_fails_leaves_the_other_sockets_of_the_turn_written(framing):
+    async def main():
+        errors = []
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+        broken, tb = open_socket()
+        fine, tf = open_socket()
+
+        def refuse(_data):
+            raise RuntimeError("socket gone")
+        tb.write = refuse
+        broken.send(b"lost")
+        fine.send(b"kept")
+        await asyncio.sleep(0)
+        assert [frames_in(w) for w in tf.writes] == [[(Opcode.TEXT, b"kept")]]
+        assert [type(e["exception"]) for e in errors] == [RuntimeError]
+        tb.write = SpyTransport.write.__get__(tb)   # the next turn starts a new batch
+        broken.send(b"again")
+        await asyncio.sleep(0)
+        assert [frames_in(w) for w in tb.writes] == [[(Opcode.TEXT, b"again")]]
+
+    asyncio.run(main())
+
+
 def test_frames_batched_when_the_connection_is_lost_are_dropped(framing):
     async def main():
         sock, transport = open_socket()

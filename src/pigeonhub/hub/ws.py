@@ -159,9 +159,13 @@ class _TurnWrites:
         self.socks.append(sock)
 
     def run(self):
-        socks, self.socks = self.socks, []
+        socks, self.socks = self.socks, []   # sends from inside a write start the next turn's list
         for sock in socks:
-            sock._write_batch()
+            try:
+                sock._write_batch()
+            except Exception as exc:  # noqa: BLE001 — must not strand the other sockets' frames
+                self.loop().call_exception_handler(
+                    {"message": "a batched WebSocket write failed", "exception": exc, "protocol": sock})
 
 
 _turn_writes_of = weakref.WeakKeyDictionary()   # event loop -> its _TurnWrites
