@@ -89,7 +89,8 @@ static Py_ssize_t put_header(uint8_t *out, uint64_t n, bool masked)
 
 /* All the frames one socket sends in one loop turn, as one bytes object: one write for them all.
  * keys: None for a server's frames (unmasked), else 4 bytes per payload (a client's masks). */
-static PyObject *ws_text_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+static PyObject *ws_text_frames(PyObject *Py_UNUSED(module), PyObject *const *args,
+                                Py_ssize_t nargs)
 {
     if (nargs < 1 || nargs > 2) {
         PyErr_SetString(PyExc_TypeError, "text_frames(payloads, keys=None) takes 1 or 2 arguments");
@@ -152,10 +153,12 @@ done:
  * offset just after it; stops before the first frame that is not one (CUT_OTHER: a control frame,
  * a fragment, RSV bits, a mask that is wrong for this side), is longer than max_size (CUT_TOO_BIG:
  * judged from its header alone) or has not fully arrived (CUT_MORE, also at the end of data). */
-static PyObject *ws_cut_frames(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+static PyObject *ws_cut_frames(PyObject *Py_UNUSED(module), PyObject *const *args,
+                               Py_ssize_t nargs)
 {
     if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "cut_frames(data, pos, masked, max_size) takes 4 arguments");
+        PyErr_SetString(PyExc_TypeError,
+                        "cut_frames(data, pos, masked, max_size) takes 4 arguments");
         return NULL;
     }
     Py_ssize_t pos = PyLong_AsSsize_t(args[1]);
@@ -175,7 +178,8 @@ static PyObject *ws_cut_frames(PyObject *Py_UNUSED(module), PyObject *const *arg
     while (end - pos >= 2) {
         uint8_t head1 = data[pos], head2 = data[pos + 1];
         uint8_t opcode = head1 & 0x0F;
-        if ((head1 & 0xF0) != 0x80 || (opcode != 1 && opcode != 2) || ((head2 & 0x80) != 0) != masked) {
+        bool mask_bit = (head2 & 0x80) != 0;
+        if ((head1 & 0xF0) != 0x80 || (opcode != 1 && opcode != 2) || mask_bit != (bool)masked) {
             stop = CUT_OTHER;
             break;
         }
@@ -235,9 +239,10 @@ static PyMethodDef ws_functions[] = {
       "text_frames(payloads, keys=None) -> bytes: each payload as one final text frame, back to\n"
       "back; keys: None (a server's frames, unmasked) or 4 bytes of masking key per payload" },
     { "cut_frames", (PyCFunction)(void (*)(void))ws_cut_frames, METH_FASTCALL,
-      "cut_frames(data, pos, masked, max_size) -> ([(payload, is_text, end)], pos, stop): the whole\n"
-      "unfragmented data frames from data[pos:], unmasked; pos where it stopped and why (CUT_MORE:\n"
-      "not all there, CUT_OTHER: a frame for the library, CUT_TOO_BIG: longer than max_size)" },
+      "cut_frames(data, pos, masked, max_size) -> ([(payload, is_text, end)], pos, stop):\n"
+      "the whole unfragmented data frames from data[pos:], unmasked; pos where it stopped and\n"
+      "why (CUT_MORE: not all there, CUT_OTHER: a frame for the library, CUT_TOO_BIG: longer\n"
+      "than max_size)" },
     { NULL, NULL, 0, NULL },
 };
 

@@ -158,7 +158,7 @@ def test_a_large_batch_is_written_at_once_so_a_congested_socket_still_queues(fra
 def test_a_write_that_fails_leaves_the_other_sockets_of_the_turn_written(framing):
     async def main():
         errors = []
-        asyncio.get_running_loop().set_exception_handler(lambda _loop, context: errors.append(context))
+        asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: errors.append(ctx))
         broken, tb = open_socket()
         fine, tf = open_socket()
 

@@ -21,7 +21,7 @@ def payload(n, seed=0):
 
 
 def parsed(stream, masked):
-    """The (opcode, data) frames websockets' parser reads from stream (masked: a client wrote it)."""
+    """(opcode, data) of each frame websockets' parser reads from stream (masked: a client's)."""
     side = ServerProtocol(state=State.OPEN, max_size=None) if masked else \
         ClientProtocol("ws://hub/", state=State.OPEN, max_size=None)
     side.receive_data(stream)

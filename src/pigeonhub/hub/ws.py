@@ -76,9 +76,13 @@ def text_frames_python(payloads, keys=None):
     if keys is None:
         return b"".join(_text_head(len(p), False) + p for p in payloads)
     if len(keys) != 4 * len(payloads):
-        raise ValueError(f"text_frames: {len(keys)} keys bytes for {len(payloads)} payloads (4 each)")
-    return b"".join(_text_head(len(p), True) + keys[4 * i:4 * i + 4] + unmask_python(p, keys[4 * i:4 * i + 4])
-                    for i, p in enumerate(payloads))
+        raise ValueError(f"text_frames: {len(keys)} keys bytes for {len(payloads)} payloads "
+                         f"(4 each)")
+    frames = []
+    for i, p in enumerate(payloads):
+        key = keys[4 * i:4 * i + 4]
+        frames.append(_text_head(len(p), True) + key + unmask_python(p, key))
+    return b"".join(frames)
 
 
 def cut_frames_python(data, pos, masked, max_size):
@@ -90,7 +94,8 @@ def cut_frames_python(data, pos, masked, max_size):
     while end - pos >= 2:
         head1, head2 = data[pos], data[pos + 1]
         opcode = head1 & 0x0F
-        if head1 & 0xF0 != 0x80 or (opcode != 1 and opcode != 2) or bool(head2 & 0x80) is not masked:
+        if (head1 & 0xF0 != 0x80 or (opcode != 1 and opcode != 2)
+                or bool(head2 & 0x80) is not masked):
             return frames, pos, CUT_OTHER
         length = head2 & 0x7F
         start = pos + 2
@@ -112,7 +117,8 @@ def cut_frames_python(data, pos, masked, max_size):
         if stop > end:
             break
         payload = data[start:stop]
-        frames.append((unmask_python(payload, key) if masked else bytes(payload), opcode == 1, stop))
+        payload = unmask_python(payload, key) if masked else bytes(payload)
+        frames.append((payload, opcode == 1, stop))
         pos = stop
     return frames, pos, CUT_MORE
 
@@ -164,8 +170,8 @@ class _TurnWrites:
             try:
                 sock._write_batch()
             except Exception as exc:  # noqa: BLE001 — must not strand the other sockets' frames
-                self.loop().call_exception_handler(
-                    {"message": "a batched WebSocket write failed", "exception": exc, "protocol": sock})
+                self.loop().call_exception_handler({"message": "a batched WebSocket write failed",
+                                                    "exception": exc, "protocol": sock})
 
 
 _turn_writes_of = weakref.WeakKeyDictionary()   # event loop -> its _TurnWrites
@@ -479,7 +485,7 @@ class WebSocket(asyncio.Protocol):
             return
         self._batch = []
         self._batch_bytes = 0
-        if self._lost or self.transport.is_closing():   # aborted since: as a write into a closed socket
+        if self._lost or self.transport.is_closing():   # aborted since: as into a closed socket
             return
         self.transport.write(text_frames(batch, self._keys(len(batch))))
 
@@ -518,7 +524,7 @@ class WebSocket(asyncio.Protocol):
         self._flush()   # also starts the close timeout
 
     def _flush(self):
-        self._write_batch()   # what send() batched goes first: the wire keeps the order of the calls
+        self._write_batch()   # what send() batched goes first: the wire keeps the calls' order
         transport = self.transport
         for data in self.protocol.data_to_send():
             if data:
