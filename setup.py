@@ -84,9 +84,11 @@ setup(
     ext_modules=[
         Extension(
             "pigeonhub._bridge",
-            sources=["src/pigeonhub/_bridge.c", "src/pigeonhub/_bridge_store.c"] + _rel(BRIDGE_DIR.glob("*.c")) + _rel(Path(WASM3_DIR).glob("*.c")),
+            sources=["src/pigeonhub/_bridge.c", "src/pigeonhub/_bridge_store.c",
+                     "src/pigeonhub/_bridge_ws.c"] + _rel(BRIDGE_DIR.glob("*.c")) + _rel(Path(WASM3_DIR).glob("*.c")),
             include_dirs=_rel([Path(WASM3_DIR), BRIDGE_DIR, ROOT / "wasm"]),
-            depends=_rel(BRIDGE_DIR.glob("*.h")) + ["wasm/pigeonhub_abi.h"],
+            depends=_rel(BRIDGE_DIR.glob("*.h")) + ["wasm/pigeonhub_abi.h", "src/pigeonhub/_bridge_store.h",
+                                                     "src/pigeonhub/_bridge_ws.h"],
         )
     ],
     cmdclass={"build_ext": BuildExt, "build_py": BuildPy},

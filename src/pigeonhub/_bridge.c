@@ -28,6 +28,7 @@
 #endif
 
 #include "_bridge_store.h"
+#include "_bridge_ws.h"
 #include "ph_bridge.h"
 #include "ph_json_string.h"
 #include "pigeonhub_abi.h"
@@ -640,48 +641,7 @@ static PyObject *json_value_end(PyObject *Py_UNUSED(module), PyObject *arg)
     return json_token_end(arg, ph_json_value_end);
 }
 
-/* The optional C speedup of pigeonhub/hub/ws.py's unmask(): RFC 6455 §5.3 masking, which the
- * pure-Python version does as one big-integer XOR, at a cost docs/PERFORMANCE.md gives. */
-static PyObject *ws_unmask(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
-{
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "unmask(payload, key) takes 2 arguments");
-        return NULL;
-    }
-    Py_buffer data, key;
-    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) return NULL;
-    if (PyObject_GetBuffer(args[1], &key, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    PyObject *out = NULL;
-    if (key.len != 4) {
-        PyErr_SetString(PyExc_ValueError, "a WebSocket masking key is 4 bytes");
-        goto cleanup;
-    }
-    out = PyBytes_FromStringAndSize(NULL, data.len);
-    if (out == NULL) goto cleanup;
-    const uint8_t *in = data.buf, *k = key.buf;
-    uint8_t *dst = (uint8_t *)PyBytes_AS_STRING(out);
-    uint32_t k32;
-    memcpy(&k32, k, 4);
-    Py_ssize_t i = 0;
-    for (; i + 4 <= data.len; i += 4) {   /* four bytes at a time: the key repeats every 4 */
-        uint32_t w;
-        memcpy(&w, in + i, 4);
-        w ^= k32;
-        memcpy(dst + i, &w, 4);
-    }
-    for (; i < data.len; i++) dst[i] = in[i] ^ k[i & 3];
-cleanup:
-    PyBuffer_Release(&key);
-    PyBuffer_Release(&data);
-    return out;
-}
-
 static PyMethodDef module_methods[] = {
-    { "unmask", (PyCFunction)(void (*)(void))ws_unmask, METH_FASTCALL,
-      "unmask(payload, key) -> bytes: payload XOR the 4-byte key repeated (RFC 6455 masking)" },
     { "check_module", check_module, METH_O,
       "check_module(wasm) -> None; raises BridgeError with the reason the module is refused" },
     { "json_string_end", json_string_end, METH_O,
@@ -738,6 +698,7 @@ PyMODINIT_FUNC PyInit__bridge(void)
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (PyModule_AddIntConstant(m, codes[i].name, codes[i].value) < 0) goto fail;
     if (bridge_store_register(m) < 0) goto fail;
+    if (bridge_ws_register(m) < 0) goto fail;   /* ws.py's optional framing speedups */
     return m;
 fail:
     Py_DECREF(m);

@@ -9,6 +9,12 @@ library's generator-based parser and frame objects cost more per frame than the 
 The library only ever gets whole frames, so its parser is at a frame boundary whenever a frame is
 cut here; once a connection closes or fails, every byte goes to the library.
 
+The text frames one socket is sent during one turn of the event loop (every chunk read in that
+turn, every timer) leave in one write at the end of the turn: on loopback the write system call
+and the wakeup of the reader it causes cost more than the hub's own work on a small frame. Anything
+else written to the socket (the library's control frames, a close) first writes what is batched,
+so the order on the wire is the order of the calls.
+
 A handler gets, on the loop thread:
     ws_message(ws, data)       a complete message (bytes; a text one is valid UTF-8)
     ws_pong(ws)                the answer to ws.ping()
@@ -20,6 +26,7 @@ import asyncio
 import collections
 import os
 import ssl
+import weakref
 
 from websockets.client import ClientProtocol
 from websockets.frames import CloseCode, Frame, Opcode
@@ -32,9 +39,16 @@ MAX_MESSAGE = 2 * 1024 * 1024   # far above the module's frame limit, so the bri
 MAX_FRAGMENTS = 256             # a message in more pieces is refused 1009, as websockets' recv()
 CLOSE_TIMEOUT = 3.0             # s for the other side to finish a closing handshake
 MAX_RESPONSE_HEAD = 16384       # a handshake answer longer than this is refused
+# A batch this large is written at once instead of at the end of the turn, so a congested socket
+# pauses (and send() starts queueing) about where it would without batching: one large frame late.
+BATCH_BYTES = 16384
 _CLOSE = object()               # send queue item: the close the handler asked for
 
 TEXT, BINARY, CONT, PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
+
+# Why cut_frames() stopped: the frame at pos is incomplete (or there is none), is not a plain
+# data frame (the library's), or is longer than the size limit.
+CUT_MORE, CUT_OTHER, CUT_TOO_BIG = 0, 1, 2
 
 
 def unmask_python(payload, key):
@@ -46,26 +60,73 @@ def unmask_python(payload, key):
     return (int.from_bytes(payload, "little") ^ int.from_bytes(pad, "little")).to_bytes(n, "little")
 
 
-try:   # the C speedup, in the bridge extension (docs/PERFORMANCE.md: what each costs per offer)
-    from .._bridge import unmask
-except ImportError:
-    unmask = unmask_python
-
-
-def text_frame(payload, masked=False):
-    """One final text frame (RFC 6455 §5.2): unmasked from a server, masked from a client."""
-    n = len(payload)
+def _text_head(n, masked):
+    """The header of one final text frame with an n-byte payload (RFC 6455 §5.2)."""
     mask_bit = 0x80 if masked else 0
     if n < 126:
-        head = bytes((0x81, mask_bit | n))
-    elif n < 65536:
-        head = bytes((0x81, mask_bit | 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x81, mask_bit | 127)) + n.to_bytes(8, "big")
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + unmask(payload, key)
+        return bytes((0x81, mask_bit | n))
+    if n < 65536:
+        return bytes((0x81, mask_bit | 126)) + n.to_bytes(2, "big")
+    return bytes((0x81, mask_bit | 127)) + n.to_bytes(8, "big")
+
+
+def text_frames_python(payloads, keys=None):
+    """Each payload as one final text frame, back to back: unmasked (a server's; keys None) or
+    masked with keys[4i:4i+4] (a client's)."""
+    if keys is None:
+        return b"".join(_text_head(len(p), False) + p for p in payloads)
+    if len(keys) != 4 * len(payloads):
+        raise ValueError(f"text_frames: {len(keys)} keys bytes for {len(payloads)} payloads "
+                         f"(4 each)")
+    frames = []
+    for i, p in enumerate(payloads):
+        key = keys[4 * i:4 * i + 4]
+        frames.append(_text_head(len(p), True) + key + unmask_python(p, key))
+    return b"".join(frames)
+
+
+def cut_frames_python(data, pos, masked, max_size):
+    """The complete, final, unfragmented text and binary frames at data[pos:], unmasked:
+    ([(payload, is_text, end offset)], pos where it stopped, CUT_MORE/CUT_OTHER/CUT_TOO_BIG).
+    A frame whose mask bit is wrong for this side is CUT_OTHER: the library fails it."""
+    frames = []
+    end = len(data)
+    while end - pos >= 2:
+        head1, head2 = data[pos], data[pos + 1]
+        opcode = head1 & 0x0F
+        if (head1 & 0xF0 != 0x80 or (opcode != 1 and opcode != 2)
+                or bool(head2 & 0x80) is not masked):
+            return frames, pos, CUT_OTHER
+        length = head2 & 0x7F
+        start = pos + 2
+        if length >= 126:
+            size = 2 if length == 126 else 8
+            if end - start < size:
+                break
+            length = int.from_bytes(data[start:start + size], "big")
+            start += size
+        if length > max_size:
+            return frames, pos, CUT_TOO_BIG
+        key = None
+        if masked:
+            if end - start < 4:
+                break
+            key = data[start:start + 4]
+            start += 4
+        stop = start + length
+        if stop > end:
+            break
+        payload = data[start:stop]
+        payload = unmask_python(payload, key) if masked else bytes(payload)
+        frames.append((payload, opcode == 1, stop))
+        pos = stop
+    return frames, pos, CUT_MORE
+
+
+try:   # the C speedups, in the bridge extension (docs/PERFORMANCE.md: what each saves)
+    from .._bridge import cut_frames, text_frames, unmask
+except ImportError:
+    cut_frames, text_frames, unmask = cut_frames_python, text_frames_python, unmask_python
 
 
 def frame_size(data, pos):
@@ -81,6 +142,51 @@ def frame_size(data, pos):
             return None
         length = int.from_bytes(data[pos + 2:pos + head], "big")
     return head + (4 if second & 0x80 else 0) + length
+
+
+def _as_utf8(payload):
+    """A text frame must be UTF-8, so a client never sees 1007 from us: invalid bytes replaced."""
+    return payload.decode("utf-8", "replace").encode("utf-8")
+
+
+class _TurnWrites:
+    """The sockets of one event loop with text frames batched in the current turn; run() writes
+    them once the turn's callbacks are done (loop.call_soon runs after every ready callback)."""
+
+    __slots__ = ("loop", "socks")
+
+    def __init__(self, loop):
+        self.loop = weakref.ref(loop)   # not the loop itself: _turn_writes_of would keep it alive
+        self.socks = []
+
+    def add(self, sock):
+        if not self.socks:
+            self.loop().call_soon(self.run)
+        self.socks.append(sock)
+
+    def run(self):
+        socks, self.socks = self.socks, []   # sends from inside a write start the next turn's list
+        for sock in socks:
+            try:
+                sock._write_batch()
+            except Exception as exc:  # noqa: BLE001 — must not strand the other sockets' frames
+                self.loop().call_exception_handler({"message": "a batched WebSocket write failed",
+                                                    "exception": exc, "protocol": sock})
+
+
+_turn_writes_of = weakref.WeakKeyDictionary()   # event loop -> its _TurnWrites
+
+
+def _turn_writes():
+    """This loop's _TurnWrites, or None outside a running loop (then frames are written at once)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    turn = _turn_writes_of.get(loop)
+    if turn is None:
+        turn = _turn_writes_of[loop] = _TurnWrites(loop)
+    return turn
 
 
 class WebSocket(asyncio.Protocol):
@@ -102,6 +208,9 @@ class WebSocket(asyncio.Protocol):
         self._failed = False         # a message broke the protocol: later ones are dropped
         self._paused = False         # the transport's write buffer is above its high-water mark
         self._queue = collections.deque()   # frames (and _CLOSE) waiting for the buffer to drain
+        self._batch = []             # text payloads sent in this loop turn, not yet written
+        self._batch_bytes = 0
+        self._turn = None            # the loop's _TurnWrites, found at the first send
         self._close_args = None
         self._timer = None           # close timeout, or the grace before a close jumps the queue
         self._pings = set()
@@ -130,6 +239,7 @@ class WebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self._lost = True
+        self._batch = []             # as frames still in the transport's buffer: gone with it
         self._cancel_timer()
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
@@ -187,12 +297,28 @@ class WebSocket(asyncio.Protocol):
     def send(self, payload):
         """A text message. 1: written now; 0: queued behind a congested socket (ws_sent follows);
         -1: the connection is closing or gone, nothing taken."""
-        if self._close_args is not None or not self.is_open:
+        protocol = self.protocol   # is_open, inline: this runs once per frame sent
+        if (self._close_args is not None or self._lost or protocol is None
+                or protocol.state is not OPEN or self.transport.is_closing()):
             return -1
         if self._paused or self._queue:
             self._queue.append(payload)
             return 0
-        self._write_text(payload)
+        if not payload.isascii():
+            payload = _as_utf8(payload)
+        batch = self._batch
+        if not batch:
+            turn = self._turn
+            if turn is None:
+                turn = self._turn = _turn_writes()
+                if turn is None:   # no running loop (a caller outside one): nothing to batch with
+                    self.transport.write(text_frames((payload,), self._keys(1)))
+                    return 1
+            turn.add(self)
+        batch.append(payload)
+        self._batch_bytes += len(payload)
+        if self._batch_bytes >= BATCH_BYTES:
+            self._write_batch()
         return 1
 
     def ping(self):
@@ -236,51 +362,37 @@ class WebSocket(asyncio.Protocol):
             self._buf = b""
         masked = self._masked
         pos, end = 0, len(data)
-        while end - pos >= 2:
-            head1, head2 = data[pos], data[pos + 1]
-            opcode = head1 & 0x0F
-            if (head1 & 0xF0 != 0x80 or (opcode != 1 and opcode != 2)
-                    or bool(head2 & 0x80) is not masked or self._fragments is not None):
-                # Control frames, fragments, protocol errors: the library's, from their first
-                # byte on (it judges a header as soon as it has one).
-                size = frame_size(data, pos)
-                if size is None:   # the header is not whole yet
-                    self._owed, self._owed_head = -1, bytes(data[pos:])
-                    return self._to_library(data[pos:])
-                stop = pos + size
-                self._to_library(data[pos:stop])
-                if stop > end:
-                    self._owed = stop - end
-                    return
-                pos = stop
-                if not self._cutting:
+        while end - pos >= 2 and self._cutting:
+            if self._fragments is None:
+                frames, stopped, why = cut_frames(data, pos, masked, MAX_MESSAGE)
+                for payload, text, pos in frames:
+                    handler = self.handler
+                    if handler is None or self._failed or (text and not payload.isascii()):
+                        self._deliver(payload, text)   # JSON is almost always ASCII: this is rare
+                    else:
+                        handler.ws_message(self, payload)
+                    if not self._cutting:   # the rest is the library's, from the next frame on
+                        break
+                else:
+                    pos = stopped
+                if not self._cutting or why == CUT_MORE:
                     break
-                continue
-            length = head2 & 0x7F
-            start = pos + 2
-            if length >= 126:
-                size = 2 if length == 126 else 8
-                if end - start < size:
+                if why == CUT_TOO_BIG:   # never buffered: the library fails it 1009 from its header
+                    self._cutting = False
                     break
-                length = int.from_bytes(data[start:start + size], "big")
-                start += size
-            if length > MAX_MESSAGE:   # never buffered: the library fails it 1009 from its header
-                self._cutting = False
+            # Control frames, fragments, protocol errors (CUT_OTHER), and every frame while a
+            # fragmented message is open: the library's, from their first byte on (it judges a
+            # header as soon as it has one).
+            size = frame_size(data, pos)
+            if size is None:   # the header is not whole yet
+                self._owed, self._owed_head = -1, bytes(data[pos:])
                 return self._to_library(data[pos:])
-            key = None
-            if masked:
-                if end - start < 4:
-                    break
-                key = data[start:start + 4]
-                start += 4
-            stop = start + length
+            stop = pos + size
+            self._to_library(data[pos:stop])
             if stop > end:
-                break
-            payload = data[start:stop]
+                self._owed = stop - end
+                return
             pos = stop
-            self._deliver(unmask(payload, key) if masked else bytes(payload), opcode == 1)
-            if not self._cutting:
-                break
         if pos < end:
             if self._cutting:
                 self._buf = bytes(data[pos:])
@@ -363,12 +475,27 @@ class WebSocket(asyncio.Protocol):
 
     # ---- sending -----------------------------------------------------------------------------
 
+    def _keys(self, count):
+        """Masking keys for count frames: a client masks each frame with its own, a server none."""
+        return None if self._masked else os.urandom(4 * count)
+
+    def _write_batch(self):
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        self._batch_bytes = 0
+        if self._lost or self.transport.is_closing():   # aborted since: as into a closed socket
+            return
+        self.transport.write(text_frames(batch, self._keys(len(batch))))
+
     def _write_text(self, payload):
-        if not payload.isascii():   # a text frame must be UTF-8: a client never sees 1007 from us
-            payload = payload.decode("utf-8", "replace").encode("utf-8")
-        self.transport.write(text_frame(payload, masked=not self._masked))
+        if not payload.isascii():
+            payload = _as_utf8(payload)
+        self.transport.write(text_frames((payload,), self._keys(1)))
 
     def _drain_queue(self):
+        self._write_batch()
         queue, handler = self._queue, self.handler
         while queue and not self._paused and not self._lost:
             item = queue.popleft()
@@ -397,6 +524,7 @@ class WebSocket(asyncio.Protocol):
         self._flush()   # also starts the close timeout
 
     def _flush(self):
+        self._write_batch()   # what send() batched goes first: the wire keeps the calls' order
         transport = self.transport
         for data in self.protocol.data_to_send():
             if data:
@@ -450,7 +578,7 @@ class ServerWebSocket(WebSocket):
 class ClientWebSocket(WebSocket):
     """A connection this side dials (hub links, the bench's peers): see dial()."""
 
-    _masked = False   # servers do not mask their frames; ours are masked (text_frame)
+    _masked = False   # servers do not mask their frames; ours are masked (text_frames)
 
     def __init__(self, protocol, user_agent):
         super().__init__()
