@@ -5,6 +5,7 @@ drop it. The assertions read what a user sees (the page's text), not the JSON be
 against the hub under test: the PC hub, or with --emulated-board the board the session booted."""
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,8 @@ pytestmark = [pytest.mark.interop,
 VISIBLE = """(() => ({
   state: document.getElementById("state").innerText,
   hub: document.getElementById("hub").innerText,
+  memory: document.getElementById("memlabel").innerText + ": " + document.getElementById("memory").innerText,
+  sameDocument: window.loadedOnce === true,
   groups: Object.fromEntries([...document.querySelectorAll("#networks section")].map(s =>
     [s.querySelector("h3 span").innerText, [...s.querySelectorAll("li")].map(li => li.innerText)])),
   overflowsPhone: document.documentElement.scrollWidth > window.innerWidth,
@@ -52,6 +55,7 @@ def test_status_page_follows_peers_live(hub):
     with Browser(hub.http + "/", *PHONE) as page:
         try:
             page.wait_for("document.getElementById('state')?.innerText === 'live'", PAGE_LOAD)
+            page.evaluate("window.loadedOnce = true")   # gone if the page reloads itself
             a, b = Peer(hub.url), Peer(hub.url)
             peers += [a, b]
             a.expect("connected")
@@ -66,6 +70,8 @@ def test_status_page_follows_peers_live(hub):
             assert len(rows_a) == 1 and a.id[:8] in rows_a[0] and b.id[:8] not in rows_a[0], seen
             assert len(rows_b) == 1 and b.id[:8] in rows_b[0], seen
             assert seen["hub"] == json.loads(http_get(hub, "/stats")[2])["hubId"], seen
+            memory = "free heap (min): " if hub.kind == "board" else "memory (RSS): "
+            assert re.fullmatch(re.escape(memory) + r"[\d.]+ (B|KiB|MiB).*", seen["memory"]), seen
             assert not seen["overflowsPhone"], "the page is wider than a phone screen"
             assert not seen["offHub"], f"the page loaded resources from elsewhere: {seen['offHub']}"
 
@@ -77,7 +83,7 @@ def test_status_page_follows_peers_live(hub):
             assert time.monotonic() - left <= DROP_WITHIN
             seen = page.evaluate(VISIBLE)
             assert net_b not in seen["groups"] and a.id[:8] in seen["groups"][net_a][0], seen
-            assert seen["state"] == "live", seen
+            assert seen["state"] == "live" and seen["sameDocument"], seen
         except AssertionError:
             print(f"chromium's output (tail):\n{page.log()[-3000:]}")
             raise
