@@ -760,6 +760,14 @@ static const char *url_peer_id(const char *url, size_t n, size_t *len)
     return NULL;
 }
 
+/* The longest entry ph_bridge_peers_json writes: every number at its widest, the id escaped
+ * (at most twice its bytes), the network token with its quotes. */
+_Static_assert(PH_BRIDGE_PEER_STATS_BYTES >=
+                   sizeof(",{\"conn\":2147483647,\"peerId\":\"") - 1 + 2 * PH_STATS_PEER_ID_MAX +
+                   sizeof("\",\"network\":") - 1 + PH_STATS_NETWORK_MAX + 2 +
+                   sizeof(",\"connectedMs\":4294967295,\"framesIn\":4294967295,\"framesOut\":4294967295}") - 1,
+               "PH_BRIDGE_PEER_STATS_BYTES is smaller than the longest /stats peer entry");
+
 size_t ph_bridge_peers_capacity(const ph_bridge *bridge)
 {
     return bridge ? 3 + (size_t)bridge->config.max_connections * PH_BRIDGE_PEER_STATS_BYTES : 0;
