@@ -30,6 +30,7 @@
  *   - unsent bytes per connection (counted by this transport) never exceed outbox_limit_bytes;
  *   - no slot stays in use that the transport does not have open (traps included): the bridge's
  *     slots in use == the transport's live connections, and every closed id is free;
+ *   - the /stats peer list fits ph_bridge_peers_capacity and lists no more than the open peers;
  *   - at the end, after every connection closed: no slot in use, no connection, no link.
  */
 #include "fuzz_support.h"
@@ -251,6 +252,15 @@ static void check_invariants(void)
     }
     CHECK(in_use == b->open_count, "slots in use %u, open_count %u", (unsigned)in_use, (unsigned)b->open_count);
     CHECK(b->depth == 0 && !b->replaying, "bridge left inside a call");
+    /* /stats peers: fits its capacity whatever the announces held, one entry per open peer at most. */
+    static char peers[PH_BRIDGE_DEFAULT_MAX_CONNECTIONS * PH_BRIDGE_PEER_STATS_BYTES + 3];
+    CHECK(ph_bridge_peers_capacity(b) <= sizeof peers, "peers capacity %zu", ph_bridge_peers_capacity(b));
+    int n = ph_bridge_peers_json(b, peers, ph_bridge_peers_capacity(b));
+    CHECK(n >= 2 && (size_t)n == strlen(peers) && peers[0] == '[' && peers[n - 1] == ']', "peers JSON: %s", peers);
+    uint32_t listed = 0;
+    for (const char *p = peers; (p = strstr(p, "{\"conn\":")) != NULL; p++) listed++;
+    CHECK(listed <= live_accepted, "%u peers listed, %u accepted connections", (unsigned)listed,
+          (unsigned)live_accepted);
 }
 
 /* --- events ------------------------------------------------------------------------------------- */

@@ -1,7 +1,8 @@
 /*
  * http_endpoints.c — the hub's HTTP server: every URI handler in one table, registered in one
  * place (http_server_start), and the plain HTTP ones: GET /health, GET /stats, POST /module.
- * WebSocket requests on the same wildcard GET handler go to ws_transport.c.
+ * GET / from a browser is the status page (status_page.c). WebSocket requests on the same
+ * wildcard GET handler go to ws_transport.c.
  *
  * POST /module
  *   headers: Authorization: Bearer <token>   (CONFIG_PIGEONHUB_UPLOAD_TOKEN or console `token`)
@@ -21,14 +22,18 @@
 #include "esp_log.h"
 #include "hub_task.h"
 #include "module_store.h"
+#include "ph_bridge.h"
 #include "ph_json_string.h"
 #include "ph_upload_check.h"
 #include "settings.h"
+#include "status_page.h"
 #include "ws_transport.h"
 
 static const char *TAG = "pigeonhub";
 
-#define JSON_BUF 4096          /* /health and /stats bodies (stats grow with hub links) */
+#define JSON_BUF 4096          /* /health and upload bodies, /stats without its peer list */
+/* /stats: the figures, and the peer list, which the bridge bounds per accepted connection. */
+#define STATS_BUF (JSON_BUF + 3 + WS_MAX_OPEN_SOCKETS * PH_BRIDGE_PEER_STATS_BYTES)
 #define UPLOAD_RECV_RETRIES 3  /* httpd_req_recv timeouts tolerated per chunk          */
 
 static esp_err_t send_json(httpd_req_t *req, const char *status, const char *body)
@@ -62,16 +67,20 @@ static esp_err_t handle_get(httpd_req_t *req)
 {
     char *buf;
     int status;
+    if (status_page_wanted(req)) {
+        return status_page_send(req);
+    }
     if (!path_is(req->uri, "/health") && !path_is(req->uri, "/stats")) {
         /* Same answer as the reference server for any other path. */
         httpd_resp_set_type(req, "text/plain");
         return httpd_resp_sendstr(req, "PeerPigeon WebSocket Signaling Server");
     }
-    if ((buf = malloc(JSON_BUF)) == NULL) {
+    bool health = path_is(req->uri, "/health");
+    size_t cap = health ? JSON_BUF : STATS_BUF;
+    if ((buf = malloc(cap)) == NULL) {
         return send_error(req, "503 Service Unavailable", "out of memory");
     }
-    status = path_is(req->uri, "/health") ? hub_health_json(buf, JSON_BUF)
-                                          : hub_stats_json(buf, JSON_BUF);
+    status = health ? hub_health_json(buf, cap) : hub_stats_json(buf, cap);
     esp_err_t err = status == 200 ? send_json(req, "200 OK", buf)
                                   : send_error(req, "503 Service Unavailable", buf);
     free(buf);

@@ -545,7 +545,8 @@ static int health_json(char *out, size_t cap)
 }
 
 /* The bridge's stats object with what the PC hub adds (same shape): the module image's size,
- * sha256 and source inside "module", and hubId, uptime and the board's memory at the top. */
+ * sha256 and source inside "module", and hubId, uptime, the board's memory and the bridge's peer
+ * list (ph_bridge_peers_json, as on the PC) at the top. */
 static int stats_json(char *out, size_t cap)
 {
     static const char head[] = "{\"module\":{";
@@ -589,6 +590,17 @@ static int stats_json(char *out, size_t cap)
         return -1;
     }
     end += (size_t)clen;
+    static const char peers_key[] = ",\"peers\":";
+    if (end + sizeof(peers_key) > cap) {
+        return -1;
+    }
+    memcpy(out + end, peers_key, sizeof(peers_key) - 1);
+    end += sizeof(peers_key) - 1;
+    int plen = ph_bridge_peers_json(s_bridge, out + end, cap - end);
+    if (plen < 0 || end + (size_t)plen + 2 > cap) {
+        return -1;
+    }
+    end += (size_t)plen;
     out[end++] = '}';
     out[end] = '\0';
     return 0;

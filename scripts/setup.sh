@@ -22,6 +22,8 @@ if [ "$mode" = test ]; then
     # OpenSSL's SHA-256 checks the upload stream (fuzz/fuzz_upload_body.c, test_module_upload.c)
     [ -e /usr/include/openssl/evp.h ] || apt_packages+=(libssl-dev)
     command -v node >/dev/null || apt_packages+=(nodejs npm)
+    # headless Chromium reads the status page as a user would (test/interop/test_status_page_in_chromium.py)
+    command -v chromium >/dev/null || apt_packages+=(chromium)
     [ -e /usr/lib/gcc/x86_64-linux-gnu/12/32/libgcc.a ] || [ "$(uname -m)" != x86_64 ] \
         || apt_packages+=(gcc-multilib)
 fi

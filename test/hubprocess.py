@@ -19,6 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 INTEROP = ROOT / "test" / "interop"
+STATUS_PAGE = ROOT / "src" / "pigeonhub" / "data" / "status.html"   # GET / for browsers
 REFERENCE_START = INTEROP / "node_modules" / "peerpigeon" / "server" / "start.js"
 REFERENCE_MAX_CONNECTIONS = 20   # same capacity as the hub module (MAX_PEERS), so one suite fits both
 BOOT_TIMEOUT = 60.0              # s: the first `pigeonhub serve` may build hub.wasm first
@@ -185,6 +186,14 @@ def http_get(hub, path, timeout=5.0):
     """(status, content type, body text) of a plain HTTP GET on the hub's port."""
     with urllib.request.urlopen(hub.http + path, timeout=timeout) as r:
         return r.status, r.headers.get("Content-Type", ""), r.read().decode("utf-8", "replace")
+
+
+def http_request(hub, path, headers=None, timeout=5.0):
+    """(status, headers, body bytes) of a plain HTTP GET with these request headers; the body as
+    sent (a gzipped one is not decompressed)."""
+    request = urllib.request.Request(hub.http + path, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=timeout) as r:
+        return r.status, r.headers, r.read()
 
 
 def hub_health(hub):

@@ -475,6 +475,19 @@ static PyObject *Bridge_stats(BridgeObject *self, PyObject *Py_UNUSED(ignored))
     return result;
 }
 
+static PyObject *Bridge_peers(BridgeObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!live(self)) return NULL;
+    size_t cap = ph_bridge_peers_capacity(self->bridge);
+    char *buf = PyMem_Malloc(cap);
+    if (!buf) return PyErr_NoMemory();
+    int n = ph_bridge_peers_json(self->bridge, buf, cap);
+    PyObject *result = n < 0 ? (PyErr_SetString(PyExc_RuntimeError, "peers JSON does not fit"), NULL)
+                             : PyUnicode_DecodeUTF8(buf, n, "replace");
+    PyMem_Free(buf);
+    return result;
+}
+
 static PyObject *Bridge_swap(BridgeObject *self, PyObject *arg)
 {
     if (!live(self)) return NULL;
@@ -564,6 +577,9 @@ static PyMethodDef Bridge_methods[] = {
     { "sent", (PyCFunction)Bridge_sent, METH_VARARGS,
       "sent(conn, nbytes): nbytes given to transport.send() were written or dropped" },
     { "stats", (PyCFunction)Bridge_stats, METH_NOARGS, "stats() -> JSON {\"module\":...,\"bridge\":...}" },
+    { "peers", (PyCFunction)Bridge_peers, METH_NOARGS,
+      "peers() -> JSON [{\"conn\",\"peerId\",\"network\",\"connectedMs\",\"framesIn\",\"framesOut\"}]:\n"
+      "the open accepted connections (/stats \"peers\")" },
     { "swap", (PyCFunction)Bridge_swap, METH_O,
       "swap(wasm) -> int: replace the running module in place (over-the-air update); returns how\n"
       "many open connections were replayed into the new one. Connection ids, outboxes and peers\n"

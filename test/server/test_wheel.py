@@ -3,7 +3,7 @@
 The wheel is installed into a fresh virtual environment (its dependencies from PyPI), the hub is
 started from there with only that environment's bin/ on PATH and from a directory outside the
 checkout: it must load the hub.wasm the wheel carries (no "building it" line, which would need
-clang and the wasm/ sources of a checkout) and answer GET /health and a WebSocket peer.
+clang and the wasm/ sources of a checkout) and answer GET /health, the status page and a WebSocket peer.
 The wheel holds the package (hub runtime, module tooling, bench, upload client), hub.wasm and the
 wasm/ sources; not the repository's build tooling (scripts/pio_support.py, wasm3_source.py) nor the
 PC twin's pty console (test support).
@@ -61,7 +61,8 @@ def test_wheel_serves_from_a_fresh_venv_without_a_checkout_or_a_compiler(tmp_pat
         sources = {n: whl.read(n).decode() for n in names if n.endswith(".py")}
     for needed in ("pigeonhub/cli.py", "pigeonhub/hub/server.py", "pigeonhub/module/build.py",
                    "pigeonhub/bench/bench.py", "pigeonhub/upload.py", "pigeonhub/data/hub.wasm",
-                   "pigeonhub/data/wasm/pigeonhub_abi.h", "pigeonhub/data/wasm/hub.c"):
+                   "pigeonhub/data/wasm/pigeonhub_abi.h", "pigeonhub/data/wasm/hub.c",
+                   "pigeonhub/data/status.html"):
         assert needed in names, f"{needed} not in the wheel: {sorted(names)}"
     assert any(re.fullmatch(r"pigeonhub/_bridge\..*(so|pyd)", n) for n in names), sorted(names)
     assert not [n for n in names if re.search(r"pio_support|wasm3_source|\.c$", n)
@@ -90,6 +91,9 @@ def test_wheel_serves_from_a_fresh_venv_without_a_checkout_or_a_compiler(tmp_pat
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=10) as r:
             module_path = Path(json.loads(r.read())["module"]["path"])
         assert env_dir in module_path.parents, f"served {module_path}, not the wheel's hub.wasm"
+        page = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Accept": "text/html"})
+        with urllib.request.urlopen(page, timeout=10) as r:   # the status page, from package data
+            assert r.headers["Content-Type"].startswith("text/html") and b"/stats" in r.read()
         with connect(f"ws://127.0.0.1:{port}/?peerId={'a' * 40}", open_timeout=10) as ws:
             assert json.loads(ws.recv(timeout=10))["type"] == "connected"
     finally:

@@ -210,6 +210,7 @@ ph_slot *ph_slot_take(ph_bridge *b, bool link, const char *url, size_t url_len)
     s->adopted = false;
     s->dial_pending = false;
     s->frames_in = s->frames_out = 0;
+    s->opened_ms = b->ops.millis ? b->ops.millis(b->ops.ctx) : 0;
     b->open_count++;
     if (link) b->link_count++;
     else b->accepted_count++;
@@ -737,6 +738,71 @@ int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap)
     if (cap - used < 4) return -1;
     memcpy(buf + used, "]}}", 4);
     return (int)(used + 3);
+}
+
+/* The first `peerId` query parameter of a request URL (URLSearchParams.get semantics, as the
+ * module reads it); NULL when there is none. */
+static const char *url_peer_id(const char *url, size_t n, size_t *len)
+{
+    const char *query = memchr(url, '?', n);
+    if (!query) return NULL;
+    for (size_t i = (size_t)(query - url); i < n;) {
+        size_t start = ++i;   /* past '?' or '&' */
+        while (i < n && url[i] != '&') i++;
+        size_t eq = start;
+        while (eq < i && url[eq] != '=') eq++;
+        if (PH_EQUALS_LIT(url + start, eq - start, "peerId")) {
+            size_t value = eq < i ? eq + 1 : i;
+            *len = i - value;
+            return url + value;
+        }
+    }
+    return NULL;
+}
+
+/* The longest entry ph_bridge_peers_json writes: every number at its widest, the id escaped
+ * (at most twice its bytes), the network token with its quotes. */
+_Static_assert(PH_BRIDGE_PEER_STATS_BYTES >=
+                   sizeof(",{\"conn\":2147483647,\"peerId\":\"") - 1 + 2 * PH_STATS_PEER_ID_MAX +
+                   sizeof("\",\"network\":") - 1 + PH_STATS_NETWORK_MAX + 2 +
+                   sizeof(",\"connectedMs\":4294967295,\"framesIn\":4294967295,\"framesOut\":4294967295}") - 1,
+               "PH_BRIDGE_PEER_STATS_BYTES is smaller than the longest /stats peer entry");
+
+size_t ph_bridge_peers_capacity(const ph_bridge *bridge)
+{
+    return bridge ? 3 + (size_t)bridge->config.max_connections * PH_BRIDGE_PEER_STATS_BYTES : 0;
+}
+
+int ph_bridge_peers_json(const ph_bridge *bridge, char *buf, size_t cap)
+{
+    const ph_bridge *b = bridge;
+    if (!b || !buf || cap < 3) return -1;
+    uint32_t now = b->ops.millis ? b->ops.millis(b->ops.ctx) : 0;
+    size_t used = 0;
+    buf[used++] = '[';
+    for (uint32_t i = 0; i < b->slot_count; i++) {
+        const ph_slot *s = &b->slots[i];
+        /* Accepted connections the module took (refused ones are already closing). */
+        if (s->state != PH_SLOT_OPEN || s->link || !s->seen) continue;
+        if (cap - used < PH_BRIDGE_PEER_STATS_BYTES + 3) return -1;
+        size_t id_len = 0;
+        const char *id = url_peer_id(s->url, s->url_len, &id_len);
+        if (id_len > PH_STATS_PEER_ID_MAX) id_len = PH_STATS_PEER_ID_MAX;
+        used += (size_t)snprintf(buf + used, cap - used, "%s{\"conn\":%d,\"peerId\":\"",
+                                 used > 1 ? "," : "", (int)ph_conn_id(s, i));
+        used += ph_json_escape(buf + used, cap - used, id ? id : "", id_len);
+        const uint8_t *network = NULL;
+        size_t network_len = ph_announce_network(s, &network);
+        used += (size_t)snprintf(buf + used, cap - used, "\",\"network\":%.*s",
+                                 network_len ? (int)network_len : 4,
+                                 network_len ? (const char *)network : "null");
+        used += (size_t)snprintf(buf + used, cap - used,
+                                 ",\"connectedMs\":%u,\"framesIn\":%u,\"framesOut\":%u}",
+                                 (unsigned)(now - s->opened_ms), (unsigned)s->frames_in,
+                                 (unsigned)s->frames_out);
+    }
+    memcpy(buf + used, "]", 2);
+    return (int)(used + 1);
 }
 
 const char *ph_bridge_hub_id(const ph_bridge *bridge)

@@ -203,6 +203,19 @@ void ph_bridge_on_sent(ph_bridge *bridge, int32_t conn, size_t len);
  * ph_bridge_stats_capacity() is a buffer size that always fits (it grows with max_links). */
 int ph_bridge_stats_json(ph_bridge *bridge, char *buf, size_t cap);
 size_t ph_bridge_stats_capacity(const ph_bridge *bridge);
+/* /stats "peers" (docs/PROTOCOL.md §10): one entry per accepted connection the module took and
+ * that is still open, from what the bridge keeps of it, NUL-terminated:
+ *   [{"conn":<id>,"peerId":"<its URL's peerId>","network":<name>,"connectedMs":<ms>,
+ *     "framesIn":<n>,"framesOut":<n>}, ...]
+ * network: the networkName of the connection's last announce; "global" when that announce names
+ * none (the module's default); null before any announce, after a goodbye, or when the announce
+ * was too long to keep or its networkName is not a JSON string of at most 64 bytes. Incoming hubs
+ * are listed too (network "pigeonhub-mesh"); outgoing links are in the stats' "links". Returns the
+ * length, or <0 when cap is too small: ph_bridge_peers_capacity() always fits, at most
+ * PH_BRIDGE_PEER_STATS_BYTES per connection (max_connections of them) plus 3. */
+#define PH_BRIDGE_PEER_STATS_BYTES 288u
+int ph_bridge_peers_json(const ph_bridge *bridge, char *buf, size_t cap);
+size_t ph_bridge_peers_capacity(const ph_bridge *bridge);
 const char *ph_bridge_hub_id(const ph_bridge *bridge);   /* 40 hex chars */
 int ph_bridge_peer_count(ph_bridge *bridge);
 uint32_t ph_bridge_connection_count(const ph_bridge *bridge);   /* accepted connections          */

@@ -52,6 +52,12 @@ _Static_assert(PH_BRIDGE_MAX_BOOTSTRAP_URL + 64 <= PH_MAX_URL_BYTES,
 #define PH_MAX_ANNOUNCE_BYTES 1024
 #endif
 
+/* Longest networkName reported in /stats peers: the module's own limit (PH_NETWORK_MAX in
+ * wasm/peers.h, bytes of raw JSON string content); the module refuses a longer announce. */
+#define PH_STATS_NETWORK_MAX 64
+/* Longest peerId reported in /stats peers (raw bytes; a valid one is 40 hex characters). */
+#define PH_STATS_PEER_ID_MAX 48
+
 /* RFC 6455: a close reason fits in a control frame with the 2-byte code: 123 bytes. */
 #define PH_MAX_CLOSE_REASON  123
 
@@ -91,6 +97,7 @@ typedef struct ph_slot {
     bool dial_pending;         /* swap: dialed by the new module, ops->connect after commit  */
     uint32_t frames_in;        /* frames delivered to the module / queued by it (stats)      */
     uint32_t frames_out;
+    uint32_t opened_ms;        /* ops->millis when the slot was taken (stats: connectedMs)    */
 } ph_slot;
 
 /* A close the new module asked for while connections were replayed into it (ph_swap.c):
@@ -190,6 +197,11 @@ void ph_instance_free(ph_instance *inst);
 /* ph_swap.c */
 /* Remember (or forget) the connection's last announce; called for every accepted frame. */
 void ph_track_announce(ph_bridge *b, ph_slot *s, const uint8_t *data, size_t len);
+/* The connection's network as its last kept announce names it, for /stats: the networkName
+ * member's JSON string token (quotes and escapes included) in *token, its length returned; the
+ * token "global" when the announce has no networkName (the module's default); 0 when there is no
+ * announce or its networkName is not a JSON string of at most PH_STATS_NETWORK_MAX bytes. */
+size_t ph_announce_network(const ph_slot *s, const uint8_t **token);
 /* Muted close during replay: recorded in b->deferred instead of reaching the transport. */
 void ph_defer_close(ph_bridge *b, int32_t conn, uint16_t code, const char *reason, size_t len);
 

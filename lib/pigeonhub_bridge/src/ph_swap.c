@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ph_bridge_internal.h"
+#include "ph_json_string.h"
 
 /* ------------------------------------------------------------------------------------------------ */
 /* The last announce of each connection                                                             */
@@ -65,37 +66,59 @@ static size_t skip_value(const uint8_t *p, size_t i, size_t n)
     return i;
 }
 
-/* The frame's top-level "type" member, compared byte for byte (a type spelled with \u escapes is
- * "other"). Only the top level counts: {"data":{"type":"announce"}} is not an announce. The first
- * "type" member wins, as in the hub's own JSON reader. Malformed JSON is "other". */
-static ph_frame_kind frame_kind(const uint8_t *p, size_t n)
+/* The value of the object's first top-level member named `key` (compared byte for byte: a name
+ * spelled with \u escapes does not match; {"data":{"type":...}} has no top-level "type"): its
+ * index in p, or SIZE_MAX when there is none or the JSON is malformed before it. The first member
+ * of that name wins, as in the hub's own JSON reader. */
+static size_t top_level_member(const uint8_t *p, size_t n, const char *key, size_t key_len)
 {
     size_t i = skip_ws(p, 0, n);
-    if (i >= n || p[i] != '{') return PH_FRAME_OTHER;
+    if (i >= n || p[i] != '{') return SIZE_MAX;
     i++;
     for (;;) {
         i = skip_ws(p, i, n);
-        if (i >= n || p[i] != '"') return PH_FRAME_OTHER;
-        size_t key = i + 1, end = skip_string(p, i, n);
-        if (end == SIZE_MAX) return PH_FRAME_OTHER;
-        bool is_type = PH_EQUALS_LIT(p + key, end - 1 - key, "type");
+        if (i >= n || p[i] != '"') return SIZE_MAX;
+        size_t name = i + 1, end = skip_string(p, i, n);
+        if (end == SIZE_MAX) return SIZE_MAX;
+        bool wanted = end - 1 - name == key_len && memcmp(p + name, key, key_len) == 0;
         i = skip_ws(p, end, n);
-        if (i >= n || p[i] != ':') return PH_FRAME_OTHER;
+        if (i >= n || p[i] != ':') return SIZE_MAX;
         i = skip_ws(p, i + 1, n);
-        if (is_type) {
-            if (i >= n || p[i] != '"') return PH_FRAME_OTHER;
-            size_t v = i + 1, vend = skip_string(p, i, n);
-            if (vend == SIZE_MAX) return PH_FRAME_OTHER;
-            size_t vlen = vend - 1 - v;
-            if (PH_EQUALS_LIT(p + v, vlen, "announce")) return PH_FRAME_ANNOUNCE;
-            if (PH_EQUALS_LIT(p + v, vlen, "goodbye")) return PH_FRAME_GOODBYE;
-            return PH_FRAME_OTHER;
-        }
-        if ((i = skip_value(p, i, n)) == SIZE_MAX) return PH_FRAME_OTHER;
+        if (wanted) return i < n ? i : SIZE_MAX;
+        if ((i = skip_value(p, i, n)) == SIZE_MAX) return SIZE_MAX;
         i = skip_ws(p, i, n);
-        if (i >= n || p[i] != ',') return PH_FRAME_OTHER;
+        if (i >= n || p[i] != ',') return SIZE_MAX;
         i++;
     }
+}
+
+/* The frame's top-level "type", compared byte for byte (a type spelled with \u escapes is
+ * "other"). Malformed JSON is "other". */
+static ph_frame_kind frame_kind(const uint8_t *p, size_t n)
+{
+    size_t v = top_level_member(p, n, PH_LIT("type"));
+    if (v == SIZE_MAX || p[v] != '"') return PH_FRAME_OTHER;
+    size_t vend = skip_string(p, v, n);
+    if (vend == SIZE_MAX) return PH_FRAME_OTHER;
+    size_t vlen = vend - 2 - v;
+    if (PH_EQUALS_LIT(p + v + 1, vlen, "announce")) return PH_FRAME_ANNOUNCE;
+    if (PH_EQUALS_LIT(p + v + 1, vlen, "goodbye")) return PH_FRAME_GOODBYE;
+    return PH_FRAME_OTHER;
+}
+
+size_t ph_announce_network(const ph_slot *s, const uint8_t **token)
+{
+    static const char global[] = "\"global\"";
+    if (!s->announce) return 0;
+    size_t v = top_level_member(s->announce, s->announce_len, PH_LIT("networkName"));
+    if (v == SIZE_MAX) {
+        *token = (const uint8_t *)global;
+        return sizeof global - 1;
+    }
+    int32_t len = ph_json_string_end(s->announce + v, (uint32_t)(s->announce_len - v));
+    if (len < 2 || len - 2 > PH_STATS_NETWORK_MAX) return 0;
+    *token = s->announce + v;
+    return (size_t)len;
 }
 
 static void forget_announce(ph_slot *s)

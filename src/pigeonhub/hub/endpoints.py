@@ -1,7 +1,8 @@
 """The PC hub's HTTP side, on its WebSocket port as on a board (main/http_endpoints.c): every
 request is read here and goes through one router.
 
-    GET /health, GET /stats     JSON (docs/PROTOCOL.md §9)
+    GET /health, GET /stats     JSON (docs/PROTOCOL.md §10)
+    GET / from a browser        the status page, data/status.html (its Accept names text/html)
     GET <anything else>         the reference server's plain-text line
     GET + Upgrade: websocket    the WebSocket handshake (ws.py), on any path: the module judges it
     POST /module, OPTIONS       over-the-air module upload (ota.py)
@@ -13,7 +14,7 @@ whole, body included.
 import asyncio
 import json
 
-from .. import __version__
+from .. import DATA_DIR, __version__
 from .module_store import SLOT_BYTES
 from .ws import ServerWebSocket
 
@@ -22,6 +23,11 @@ MAX_DRAIN = 2 * SLOT_BYTES         # a refused body larger than this is not read
 REQUEST_TIMEOUT = 10.0             # s for the whole request (websockets' opening-handshake default)
 SERVER_HEADER = f"PigeonHub-WASM/{__version__}"
 HTTP_BANNER = "PeerPigeon WebSocket Signaling Server"   # the reference server's answer
+STATUS_PAGE = DATA_DIR / "status.html"
+# The page may only talk to this hub: a browser enforces what the page promises (no CDN, no fonts).
+STATUS_PAGE_HEADERS = ("Cache-Control: no-cache", "Vary: Accept",
+                       "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+                       "style-src 'unsafe-inline'; connect-src 'self'")
 CORS_PREFLIGHT = ("Access-Control-Allow-Methods: GET, POST, OPTIONS",
                   "Access-Control-Allow-Headers: Content-Type, Authorization, X-Module-SHA256")
 
@@ -62,6 +68,25 @@ def parse_request(head):
     return Request(parts[0], parts[1], headers, head)
 
 
+def wants_html(accept):
+    """Does an Accept header name text/html? Browsers list it first; curl and WebSocket clients
+    send */* or nothing and keep the banner. A q of 0 refuses it. The board applies the same
+    rule (main/status_page.c)."""
+    for media_range in accept.split(","):
+        kind, *params = media_range.split(";")
+        if kind.strip().lower() != "text/html":
+            continue
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
+
+
 def response(status, body=b"", content_type="application/json", extra=()):
     """A whole HTTP/1.1 response that closes the connection."""
     lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
@@ -85,6 +110,7 @@ class Router:
         self.hub = hub
         self.uploads = uploads
         self.sockets = set()   # every open connection, for the hub's shutdown
+        self._status_page = None   # data/status.html, read on first use
 
     def route(self, conn, request):
         """A request whose head is complete: answer it, upgrade it, or ask for its body."""
@@ -96,6 +122,9 @@ class Router:
                 conn.respond(json_response(200, self.hub.health()))
             elif target == "/stats":
                 conn.respond(json_response(200, self.hub.stats()))
+            elif target == "/" and wants_html(request.headers.get("accept", "")):
+                conn.respond(response(200, self.status_page(), "text/html; charset=utf-8",
+                                      STATUS_PAGE_HEADERS))
             else:
                 conn.respond(response(200, HTTP_BANNER.encode(), "text/plain; charset=utf-8"))
         elif method == "OPTIONS":
@@ -109,6 +138,11 @@ class Router:
         else:
             conn.respond(json_response(*self.uploads.refuse(
                 request.target, 405, f"{method} is not supported here: GET, POST /module or OPTIONS")))
+
+    def status_page(self):
+        if self._status_page is None:
+            self._status_page = STATUS_PAGE.read_bytes()
+        return self._status_page
 
     def body(self, conn, request, body):
         conn.respond(json_response(*self.uploads(request.method, request.target,

@@ -647,6 +647,10 @@ class PcHub:
         stats.update({
             "hubId": b.hub_id if b else None,
             "uptime": round(time.monotonic() - self.started, 6),
+            # the status page's figures, in the board's shape: the bridge's peer list, and this
+            # process's memory where a board gives its heap
+            "peers": self._peers(),
+            "memory": {"rss": _rss_bytes()},
             "server": {
                 "version": __version__,
                 "host": self.args.host,
@@ -662,6 +666,16 @@ class PcHub:
             },
         })
         return stats
+
+    def _peers(self):
+        """The bridge's open accepted connections (docs/PROTOCOL.md §10, /stats "peers")."""
+        if self.bridge is None:
+            return []
+        try:
+            return json.loads(self.bridge.peers())
+        except (ValueError, RuntimeError) as exc:
+            self.log.warning(f"bridge peer list unreadable: {exc}")
+            return []
 
     def _links(self, module, bridge):
         """One entry per hub link: the module's view (state incl. backoff, peers learned, frames

@@ -1072,6 +1072,49 @@ static void test_hub_swap_keeps_peers_silently(void)
     free(next.data);
 }
 
+/* /stats "peers": what the bridge keeps of each open connection the module took. */
+static void test_hub_peers_json(void)
+{
+    if (!g_hub.data) SKIP("HUB_WASM not set");
+    fake_transport *t = start(g_hub, NULL);
+    if (!t) { CHECK(0, "hub.wasm refused"); return; }
+    t->now = 1000;
+    int32_t a = hub_join(t, peer_a, "caf\\u00e9 \\\"x\\\"");   /* escapes stay as sent: valid JSON */
+    t->now = 3500;
+    int32_t b = open_conn(t, "/?peerId=b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2");
+    frame(t, b, "{\"type\":\"announce\",\"data\":{\"networkName\":\"nested\"}}");   /* none: global */
+    int32_t c = open_conn(t, "/room?x=1&peerId=c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3");
+    int32_t d = hub_join(t, "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4", "demo");
+    frame(t, d, "{\"type\":\"goodbye\",\"data\":{}}");                             /* left its network */
+    int32_t refused = open_conn(t, "/?peerId=nothex");
+    t->now = 4000;
+    char peers[4096];
+    int n = ph_bridge_peers_json(t->bridge, peers, sizeof peers);
+    CHECK(n > 0 && (size_t)n == strlen(peers) && peers[0] == '[' && peers[n - 1] == ']', "%s", peers);
+    char want[256];
+    snprintf(want, sizeof want, "{\"conn\":%d,\"peerId\":\"%s\",\"network\":\"caf\\u00e9 \\\"x\\\"\","
+             "\"connectedMs\":3000,\"framesIn\":1,\"framesOut\":1}", (int)a, peer_a);
+    CHECK(strstr(peers, want), "A: want %s in %s", want, peers);
+    snprintf(want, sizeof want, "{\"conn\":%d,\"peerId\":\"%s\",\"network\":\"global\",\"connectedMs\":500,",
+             (int)b, peer_b);
+    CHECK(strstr(peers, want), "B: want %s in %s", want, peers);
+    snprintf(want, sizeof want, "{\"conn\":%d,\"peerId\":\"%s\",\"network\":null,", (int)c, peer_c);
+    CHECK(strstr(peers, want), "C: want %s in %s", want, peers);
+    snprintf(want, sizeof want, "{\"conn\":%d,\"peerId\":\"d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4\","
+             "\"network\":null,", (int)d);
+    CHECK(strstr(peers, want), "D: want %s in %s", want, peers);
+    snprintf(want, sizeof want, "\"conn\":%d,", (int)refused);
+    CHECK(!strstr(peers, want) && !strstr(peers, "nothex"), "a refused connection is listed: %s", peers);
+    CHECK(ph_bridge_peers_json(t->bridge, peers, 10) < 0, "tiny buffer must fail");
+    CHECK(ph_bridge_peers_capacity(t->bridge) >= (size_t)n + 1, "capacity %zu < %d",
+          ph_bridge_peers_capacity(t->bridge), n + 1);
+    ph_bridge_on_close(t->bridge, a);
+    pump(t);
+    ph_bridge_peers_json(t->bridge, peers, sizeof peers);
+    CHECK(!strstr(peers, peer_a), "A closed, still listed: %s", peers);
+    ft_free(t);
+}
+
 static void test_hub_swap_forgets_announce_after_goodbye(void)
 {
     if (!g_hub.data) SKIP("HUB_WASM not set");
@@ -1657,6 +1700,7 @@ int main(int argc, char **argv)
         { "hub_full", test_hub_full },
         { "hub_swap_keeps_peers_silently", test_hub_swap_keeps_peers_silently },
         { "hub_swap_forgets_announce_after_goodbye", test_hub_swap_forgets_announce_after_goodbye },
+        { "hub_peers_json", test_hub_peers_json },
         { "swap_refusals_leave_old_module_serving", test_swap_refusals_leave_old_module_serving },
         { "swap_new_module_refusing_a_conn_closes_it_after", test_swap_new_module_refusing_a_conn_closes_it_after },
         { "swap_50_times_no_leak", test_swap_50_times_no_leak },
