@@ -35,8 +35,7 @@ static int is_hex(uint8_t c)
 /* Word-at-a-time: a register's worth of bytes (8 on a PC, 4 on an ESP32) is classified at once.
  * The result has bit 7 of byte k set when byte k is '"', '\\', a control character or >= 0x80.
  * Additions carry into the next byte only out of a byte >= 0x80, which is flagged itself, so the
- * LOWEST flagged byte is exact: the scanner jumps straight to it (an SDP has an escape every few
- * dozen bytes, so walking to it byte by byte was most of the work). */
+ * LOWEST flagged byte is exact: the scanner jumps straight to it. */
 typedef size_t ph_word;
 #define WORD_ONES ((ph_word)-1 / 0xFF)
 #define WORD_HIGH (WORD_ONES * 0x80)
@@ -73,29 +72,46 @@ static uint32_t first_special(const uint8_t *p, ph_word m)
 #endif
 }
 
+/* Is s + i at a word boundary? The words are loaded aligned: the ESP32's cores cannot load a
+ * word from anywhere else, so a load from an unknown address compiles to four byte loads. */
+static bool word_aligned(const uint8_t *s, size_t i)
+{
+    return ((uintptr_t)(s + i) & (sizeof(ph_word) - 1)) == 0;
+}
+
+static ph_word aligned_word(const uint8_t *p)
+{
+    ph_word x;
+    memcpy(&x, __builtin_assume_aligned(p, sizeof x), sizeof x);
+    return x;
+}
+
+/* The index of the first special byte in s[i..n), or n: bytes up to a word boundary, then two
+ * words per step (one test for both), then the tail. */
+static uint32_t plain_end(const uint8_t *s, uint32_t n, uint32_t i)
+{
+    while (i < n && !word_aligned(s, i) && !is_special(s[i])) i++;
+    if (word_aligned(s, i)) {
+        while (n - i >= 2 * sizeof(ph_word)) {
+            ph_word mx = special_bytes(aligned_word(s + i));
+            ph_word my = special_bytes(aligned_word(s + i + sizeof(ph_word)));
+            if (mx | my) {
+                return i + (mx ? first_special(s + i, mx)
+                               : (uint32_t)sizeof(ph_word) + first_special(s + i + sizeof(ph_word), my));
+            }
+            i += 2 * sizeof(ph_word);
+        }
+    }
+    while (i < n && !is_special(s[i])) i++;
+    return i;
+}
+
 int32_t ph_json_string_end(const uint8_t *s, uint32_t n)
 {
     if (n == 0 || s[0] != '"') return PH_JSON_STRING_SYNTAX;
     uint32_t i = 1;
     for (;;) {
-        /* Plain bytes two words at a time (one test for both), then the tail byte by byte, up
-         * to the next special byte. */
-        for (;;) {
-            if (n - i < 2 * sizeof(ph_word)) {
-                while (i < n && !is_special(s[i])) i++;
-                break;
-            }
-            ph_word x, y;
-            memcpy(&x, s + i, sizeof x);   /* unaligned loads */
-            memcpy(&y, s + i + sizeof x, sizeof y);
-            ph_word mx = special_bytes(x), my = special_bytes(y);
-            if (mx | my) {
-                i += mx ? first_special(s + i, mx)
-                        : (uint32_t)sizeof x + first_special(s + i + sizeof x, my);
-                break;
-            }
-            i += 2 * sizeof x;
-        }
+        i = plain_end(s, n, i);
         if (i >= n) return PH_JSON_STRING_SYNTAX;   /* truncated: no closing quote */
         uint8_t c = s[i];
         if (c == '"') return (int32_t)i + 1;
@@ -126,13 +142,9 @@ bool ph_utf8_valid(const uint8_t *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
-        ph_word x;
-        if (n - i >= sizeof x) {
-            memcpy(&x, s + i, sizeof x);
-            if (!(x & WORD_HIGH)) {   /* all ASCII */
-                i += sizeof x;
-                continue;
-            }
+        if (word_aligned(s, i) && n - i >= sizeof(ph_word) && !(aligned_word(s + i) & WORD_HIGH)) {
+            i += sizeof(ph_word);   /* all ASCII */
+            continue;
         }
         if (s[i] < 0x80) {
             i++;
