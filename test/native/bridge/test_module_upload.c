@@ -138,6 +138,22 @@ static void host_init(host *h, ph_store *store, ph_upload_ops *ops)
     ops->ctx = h;
 }
 
+/* What every test starts from: host_init's flash and store, an idle upload, an empty error. */
+typedef struct {
+    host h;
+    ph_store store;
+    ph_upload_ops ops;
+    ph_upload up;
+    char err[200];
+} fixture;
+
+static void fixture_init(fixture *f)
+{
+    memset(&f->up, 0, sizeof f->up);
+    f->err[0] = '\0';
+    host_init(&f->h, &f->store, &f->ops);
+}
+
 static int all_erased(const uint8_t *p, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -154,160 +170,136 @@ static int running_slot_intact(const host *h)
 
 static void test_whole_upload_in_chunks_is_recorded(void)
 {
-    host h;
-    ph_store s;
-    ph_upload_ops ops;
-    ph_upload up = { 0 };
-    char err[200] = "";
-    host_init(&h, &s, &ops);
-    CHECK(ph_upload_begin(&up, &s, &ops, sizeof body, err, sizeof err) == PH_UPLOAD_OK);
-    CHECK(up.slot == 1 && h.state.slot[1].len == 0);   /* the old record goes before the erase */
-    CHECK(all_erased(h.flash[1], 3 * UNIT));           /* rounded up to the erase unit */
-    CHECK(h.flash[1][3 * UNIT] == 0x41);               /* ...and not beyond */
+    fixture f;
+    fixture_init(&f);
+    CHECK(ph_upload_begin(&f.up, &f.store, &f.ops, sizeof body, f.err, sizeof f.err) ==
+          PH_UPLOAD_OK);
+    CHECK(f.up.slot == 1 && f.h.state.slot[1].len == 0);   /* the old record goes first */
+    CHECK(all_erased(f.h.flash[1], 3 * UNIT));             /* rounded up to the erase unit */
+    CHECK(f.h.flash[1][3 * UNIT] == 0x41);                 /* ...and not beyond */
     for (size_t at = 0; at < sizeof body; at += 700) {
         size_t n = sizeof body - at < 700 ? sizeof body - at : 700;
-        CHECK(ph_upload_write(&up, body + at, n, err, sizeof err) == PH_UPLOAD_OK);
+        CHECK(ph_upload_write(&f.up, body + at, n, f.err, sizeof f.err) == PH_UPLOAD_OK);
     }
-    CHECK(ph_upload_finish(&up, body_sha, err, sizeof err) == PH_UPLOAD_OK);
-    CHECK(h.state.slot[1].len == sizeof body && memcmp(h.state.slot[1].sha256, body_sha, 32) == 0);
-    CHECK(memcmp(h.flash[1], body, sizeof body) == 0);
-    CHECK(up.stage == PH_UPLOAD_STORED);
-    CHECK(running_slot_intact(&h));
+    CHECK(ph_upload_finish(&f.up, body_sha, f.err, sizeof f.err) == PH_UPLOAD_OK);
+    CHECK(f.h.state.slot[1].len == sizeof body &&
+          memcmp(f.h.state.slot[1].sha256, body_sha, 32) == 0);
+    CHECK(memcmp(f.h.flash[1], body, sizeof body) == 0);
+    CHECK(f.up.stage == PH_UPLOAD_STORED);
+    CHECK(running_slot_intact(&f.h));
     /* The swap succeeded: the module runs from that slot now, and a late abort leaves it alone. */
-    CHECK(ph_store_activate(&s, 1) == 0);
-    ph_upload_abort(&up);
-    CHECK(h.state.slot[1].len == sizeof body && memcmp(h.flash[1], body, sizeof body) == 0);
+    CHECK(ph_store_activate(&f.store, 1) == 0);
+    ph_upload_abort(&f.up);
+    CHECK(f.h.state.slot[1].len == sizeof body && memcmp(f.h.flash[1], body, sizeof body) == 0);
 }
 
 static void test_refused_module_is_erased_and_forgotten(void)
 {
-    host h;
-    ph_store s;
-    ph_upload_ops ops;
-    ph_upload up = { 0 };
-    char err[200];
-    host_init(&h, &s, &ops);
-    ph_upload_begin(&up, &s, &ops, sizeof body, err, sizeof err);
-    ph_upload_write(&up, body, sizeof body, err, sizeof err);
-    CHECK(ph_upload_finish(&up, body_sha, err, sizeof err) == PH_UPLOAD_OK);
-    ph_upload_abort(&up);   /* the module check refused it (422) */
-    CHECK(h.state.slot[1].len == 0 && all_erased(h.flash[1], sizeof body));
-    CHECK(up.stage == PH_UPLOAD_IDLE);
-    ph_upload_abort(&up);   /* twice: nothing more happens */
-    CHECK(running_slot_intact(&h));
+    fixture f;
+    fixture_init(&f);
+    ph_upload_begin(&f.up, &f.store, &f.ops, sizeof body, f.err, sizeof f.err);
+    ph_upload_write(&f.up, body, sizeof body, f.err, sizeof f.err);
+    CHECK(ph_upload_finish(&f.up, body_sha, f.err, sizeof f.err) == PH_UPLOAD_OK);
+    ph_upload_abort(&f.up);   /* the module check refused it (422) */
+    CHECK(f.h.state.slot[1].len == 0 && all_erased(f.h.flash[1], sizeof body));
+    CHECK(f.up.stage == PH_UPLOAD_IDLE);
+    ph_upload_abort(&f.up);   /* twice: nothing more happens */
+    CHECK(running_slot_intact(&f.h));
 }
 
 static void test_sha_mismatch_names_both_hashes(void)
 {
-    host h;
-    ph_store s;
-    ph_upload_ops ops;
-    ph_upload up = { 0 };
-    char err[200], want[200], got_hex[65], bad_hex[65];
+    fixture f;
+    char want[200], got_hex[65], bad_hex[65];
     uint8_t bad[32];
-    host_init(&h, &s, &ops);
+    fixture_init(&f);
     memcpy(bad, body_sha, 32);
     bad[31] ^= 1;
-    ph_upload_begin(&up, &s, &ops, sizeof body, err, sizeof err);
-    ph_upload_write(&up, body, sizeof body, err, sizeof err);
-    CHECK(ph_upload_finish(&up, bad, err, sizeof err) == PH_UPLOAD_SHA_MISMATCH);
+    ph_upload_begin(&f.up, &f.store, &f.ops, sizeof body, f.err, sizeof f.err);
+    ph_upload_write(&f.up, body, sizeof body, f.err, sizeof f.err);
+    CHECK(ph_upload_finish(&f.up, bad, f.err, sizeof f.err) == PH_UPLOAD_SHA_MISMATCH);
     ph_sha256_hex(body_sha, got_hex);
     ph_sha256_hex(bad, bad_hex);
     snprintf(want, sizeof want, "SHA-256 mismatch: received %s, X-Module-SHA256 says %s", got_hex,
              bad_hex);
-    CHECK(strcmp(err, want) == 0);
-    CHECK(h.state.slot[1].len == 0 && all_erased(h.flash[1], sizeof body));
-    CHECK(up.stage == PH_UPLOAD_IDLE);
-    CHECK(running_slot_intact(&h));
+    CHECK(strcmp(f.err, want) == 0);
+    CHECK(f.h.state.slot[1].len == 0 && all_erased(f.h.flash[1], sizeof body));
+    CHECK(f.up.stage == PH_UPLOAD_IDLE);
+    CHECK(running_slot_intact(&f.h));
 }
 
 static void test_short_and_long_bodies_are_refused(void)
 {
-    host h;
-    ph_store s;
-    ph_upload_ops ops;
-    ph_upload up = { 0 };
-    char err[200];
-    host_init(&h, &s, &ops);
-    ph_upload_begin(&up, &s, &ops, 1000, err, sizeof err);
-    ph_upload_write(&up, body, 600, err, sizeof err);
-    CHECK(ph_upload_finish(&up, body_sha, err, sizeof err) == PH_UPLOAD_SHORT);
-    CHECK(strcmp(err, "body ended after 600 of 1000 bytes") == 0);
-    CHECK(all_erased(h.flash[1], 1000) && h.state.slot[1].len == 0);
+    fixture f;
+    fixture_init(&f);
+    ph_upload_begin(&f.up, &f.store, &f.ops, 1000, f.err, sizeof f.err);
+    ph_upload_write(&f.up, body, 600, f.err, sizeof f.err);
+    CHECK(ph_upload_finish(&f.up, body_sha, f.err, sizeof f.err) == PH_UPLOAD_SHORT);
+    CHECK(strcmp(f.err, "body ended after 600 of 1000 bytes") == 0);
+    CHECK(all_erased(f.h.flash[1], 1000) && f.h.state.slot[1].len == 0);
 
-    ph_upload_begin(&up, &s, &ops, 1000, err, sizeof err);
-    CHECK(ph_upload_write(&up, body, 999, err, sizeof err) == PH_UPLOAD_OK);
-    int writes = h.writes;
-    CHECK(ph_upload_write(&up, body + 999, 2, err, sizeof err) == PH_UPLOAD_OVERRUN);
-    CHECK(strcmp(err, "body is longer than the 1000 bytes declared") == 0);
-    CHECK(h.writes == writes);                       /* not one byte beyond the declared length */
-    CHECK(all_erased(h.flash[1], 1000) && h.state.slot[1].len == 0);
-    CHECK(ph_upload_write(&up, body, 1, err, sizeof err) == PH_UPLOAD_ORDER);
-    CHECK(strcmp(err, "no upload in progress") == 0);
-    CHECK(ph_upload_finish(&up, body_sha, err, sizeof err) == PH_UPLOAD_ORDER);
-    CHECK(running_slot_intact(&h));
+    ph_upload_begin(&f.up, &f.store, &f.ops, 1000, f.err, sizeof f.err);
+    CHECK(ph_upload_write(&f.up, body, 999, f.err, sizeof f.err) == PH_UPLOAD_OK);
+    int writes = f.h.writes;
+    CHECK(ph_upload_write(&f.up, body + 999, 2, f.err, sizeof f.err) == PH_UPLOAD_OVERRUN);
+    CHECK(strcmp(f.err, "body is longer than the 1000 bytes declared") == 0);
+    CHECK(f.h.writes == writes);                       /* not one byte beyond the declared length */
+    CHECK(all_erased(f.h.flash[1], 1000) && f.h.state.slot[1].len == 0);
+    CHECK(ph_upload_write(&f.up, body, 1, f.err, sizeof f.err) == PH_UPLOAD_ORDER);
+    CHECK(strcmp(f.err, "no upload in progress") == 0);
+    CHECK(ph_upload_finish(&f.up, body_sha, f.err, sizeof f.err) == PH_UPLOAD_ORDER);
+    CHECK(running_slot_intact(&f.h));
 }
 
 static void test_begin_refusals_change_nothing(void)
 {
-    host h;
-    ph_store s;
-    ph_upload_ops ops;
-    ph_upload up = { 0 };
-    char err[200];
-    host_init(&h, &s, &ops);
-    CHECK(ph_upload_begin(&up, &s, &ops, SLOT_SIZE + 1, err, sizeof err) == PH_UPLOAD_TOO_BIG);
-    CHECK(strcmp(err, "module is 4097 bytes; a slot holds 1 to 4096") == 0);
-    CHECK(ph_upload_begin(&up, &s, &ops, 0, err, sizeof err) == PH_UPLOAD_TOO_BIG);
-    CHECK(h.erases == 0 && h.state.slot[1].len == 100);   /* the old module in hubmod1 stays */
-    h.size[1] = 0;
-    CHECK(ph_upload_begin(&up, &s, &ops, 10, err, sizeof err) == PH_UPLOAD_NO_SLOT);
-    CHECK(strcmp(err, "no free module slot (partition hubmod1 missing)") == 0);
-    CHECK(h.erases == 0);
+    fixture f;
+    fixture_init(&f);
+    CHECK(ph_upload_begin(&f.up, &f.store, &f.ops, SLOT_SIZE + 1, f.err, sizeof f.err) ==
+          PH_UPLOAD_TOO_BIG);
+    CHECK(strcmp(f.err, "module is 4097 bytes; a slot holds 1 to 4096") == 0);
+    CHECK(ph_upload_begin(&f.up, &f.store, &f.ops, 0, f.err, sizeof f.err) == PH_UPLOAD_TOO_BIG);
+    CHECK(f.h.erases == 0 && f.h.state.slot[1].len == 100);   /* the old module in hubmod1 stays */
+    f.h.size[1] = 0;
+    CHECK(ph_upload_begin(&f.up, &f.store, &f.ops, 10, f.err, sizeof f.err) == PH_UPLOAD_NO_SLOT);
+    CHECK(strcmp(f.err, "no free module slot (partition hubmod1 missing)") == 0);
+    CHECK(f.h.erases == 0);
     /* The state cannot be saved: the old record cannot be forgotten, so nothing is erased. */
-    h.size[1] = SLOT_SIZE;
-    h.fail_save = 1;
-    CHECK(ph_upload_begin(&up, &s, &ops, 10, err, sizeof err) == PH_UPLOAD_RECORD);
-    CHECK(strcmp(err, "forgetting the old module of hubmod1 in NVS failed") == 0);
-    CHECK(h.erases == 0 && h.state.slot[1].len == 100);
-    CHECK(up.stage == PH_UPLOAD_IDLE);
-    CHECK(running_slot_intact(&h));
+    f.h.size[1] = SLOT_SIZE;
+    f.h.fail_save = 1;
+    CHECK(ph_upload_begin(&f.up, &f.store, &f.ops, 10, f.err, sizeof f.err) == PH_UPLOAD_RECORD);
+    CHECK(strcmp(f.err, "forgetting the old module of hubmod1 in NVS failed") == 0);
+    CHECK(f.h.erases == 0 && f.h.state.slot[1].len == 100);
+    CHECK(f.up.stage == PH_UPLOAD_IDLE);
+    CHECK(running_slot_intact(&f.h));
 }
 
 static void test_flash_write_failure_erases_what_was_written(void)
 {
-    host h;
-    ph_store s;
-    ph_upload_ops ops;
-    ph_upload up = { 0 };
-    char err[200];
-    host_init(&h, &s, &ops);
-    ph_upload_begin(&up, &s, &ops, sizeof body, err, sizeof err);
-    ph_upload_write(&up, body, 1500, err, sizeof err);
-    h.fail_write = 1;
-    CHECK(ph_upload_write(&up, body + 1500, 100, err, sizeof err) == PH_UPLOAD_IO);
-    CHECK(strcmp(err, "writing to flash failed: ESP_ERR_FLASH_OP_FAIL") == 0);
-    CHECK(up.stage == PH_UPLOAD_IDLE && all_erased(h.flash[1], sizeof body));
-    CHECK(h.state.slot[1].len == 0);
-    CHECK(running_slot_intact(&h));
+    fixture f;
+    fixture_init(&f);
+    ph_upload_begin(&f.up, &f.store, &f.ops, sizeof body, f.err, sizeof f.err);
+    ph_upload_write(&f.up, body, 1500, f.err, sizeof f.err);
+    f.h.fail_write = 1;
+    CHECK(ph_upload_write(&f.up, body + 1500, 100, f.err, sizeof f.err) == PH_UPLOAD_IO);
+    CHECK(strcmp(f.err, "writing to flash failed: ESP_ERR_FLASH_OP_FAIL") == 0);
+    CHECK(f.up.stage == PH_UPLOAD_IDLE && all_erased(f.h.flash[1], sizeof body));
+    CHECK(f.h.state.slot[1].len == 0);
+    CHECK(running_slot_intact(&f.h));
 }
 
 static void test_record_failure_leaves_no_module(void)
 {
-    host h;
-    ph_store s;
-    ph_upload_ops ops;
-    ph_upload up = { 0 };
-    char err[200];
-    host_init(&h, &s, &ops);
-    ph_upload_begin(&up, &s, &ops, sizeof body, err, sizeof err);
-    ph_upload_write(&up, body, sizeof body, err, sizeof err);
-    h.fail_save = 1;
-    CHECK(ph_upload_finish(&up, body_sha, err, sizeof err) == PH_UPLOAD_RECORD);
-    CHECK(strcmp(err, "recording the module in NVS failed") == 0);
+    fixture f;
+    fixture_init(&f);
+    ph_upload_begin(&f.up, &f.store, &f.ops, sizeof body, f.err, sizeof f.err);
+    ph_upload_write(&f.up, body, sizeof body, f.err, sizeof f.err);
+    f.h.fail_save = 1;
+    CHECK(ph_upload_finish(&f.up, body_sha, f.err, sizeof f.err) == PH_UPLOAD_RECORD);
+    CHECK(strcmp(f.err, "recording the module in NVS failed") == 0);
     /* No record was written, so the bytes are erased even though the state cannot be saved. */
-    CHECK(h.state.slot[1].len == 0 && all_erased(h.flash[1], sizeof body));
-    CHECK(running_slot_intact(&h));
+    CHECK(f.h.state.slot[1].len == 0 && all_erased(f.h.flash[1], sizeof body));
+    CHECK(running_slot_intact(&f.h));
 }
 
 int main(void)
