@@ -8,7 +8,9 @@ browser download, so it works with the Debian package alone (scripts/setup.sh in
 
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -45,7 +47,9 @@ class Browser:
         executable = chromium_path()
         if executable is None:
             raise FileNotFoundError("chromium is not installed (Debian: apt-get install chromium)")
-        self._profile = tempfile.TemporaryDirectory(prefix="pigeonhub-chromium-")
+        # Chromium's helper processes can still be writing into the profile while it is removed
+        self._profile = tempfile.TemporaryDirectory(prefix="pigeonhub-chromium-",
+                                                    ignore_cleanup_errors=True)
         profile = Path(self._profile.name) / "profile"
         # its chatter goes to a file: a pipe nobody reads would fill up and stall it
         self._log = open(Path(self._profile.name) / "chromium.log", "wb")
@@ -57,7 +61,7 @@ class Browser:
              "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--remote-debugging-port=0",
              f"--window-size={self.width},{self.height}", self.url],
-            stdout=subprocess.DEVNULL, stderr=self._log)
+            stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
         try:
             self._ws = websocket.create_connection(self._page_socket(profile), timeout=CALL_TIMEOUT,
                                                    suppress_origin=True)
@@ -129,16 +133,23 @@ class Browser:
             return ""
         return (Path(self._profile.name) / "chromium.log").read_text(errors="replace")
 
+    def _signal_group(self, sig):
+        try:
+            os.killpg(self._proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
     def close(self):
         if self._ws is not None:
             self._ws.close()
             self._ws = None
         if self._proc is not None:
-            self._proc.terminate()
+            # the whole process group: the renderer and utility processes too, not only the browser
+            self._signal_group(signal.SIGTERM)
             try:
                 self._proc.wait(10)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
+                self._signal_group(signal.SIGKILL)
                 self._proc.wait(5)
             self._proc = None
         if self._log is not None:
