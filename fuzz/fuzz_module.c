@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffers.h"
 #include "json.h"
 #include "ph_json_string.h"
 #include "ph_port.h"
@@ -67,7 +68,7 @@ static void touch_write(void *p, int32_t len, int32_t max, const char *what)
 
 static void check_frame(const char *data, int32_t len)
 {
-    touch_read(data, len, MAX_MESSAGE_SIZE + 256, "frame");
+    touch_read(data, len, MAX_MESSAGE_SIZE + PH_RELAY_ROOM, "frame");
     CHECK(len > 0, "empty frame");
     int rc = json_scan(data, (uint32_t)len, 0);
     CHECK(rc == PH_JSON_OK, "module sent invalid JSON (%d): %.*s", rc, len > 300 ? 300 : (int)len, data);
@@ -154,13 +155,13 @@ int32_t get_bootstrap_hub(int32_t index, char *buf, int32_t len)
 
 int32_t json_string_end(const char *text, int32_t len)
 {
-    touch_read(text, len, MAX_MESSAGE_SIZE + 256, "json_string_end");
+    touch_read(text, len, MAX_MESSAGE_SIZE + PH_RELAY_ROOM, "json_string_end");
     return ph_json_string_end((const uint8_t *)text, (uint32_t)len);
 }
 
 int32_t json_value_end(const char *text, int32_t len)
 {
-    touch_read(text, len, MAX_MESSAGE_SIZE + 256, "json_value_end");
+    touch_read(text, len, MAX_MESSAGE_SIZE + PH_RELAY_ROOM, "json_value_end");
     return ph_json_value_end((const uint8_t *)text, (uint32_t)len);
 }
 

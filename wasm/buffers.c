@@ -4,12 +4,10 @@
  * these out after the small, busy tables (g_peers, the state): those then sit at addresses below
  * 8 KiB, whose i32.const takes 2 bytes instead of 3 in every access (about 0.4 KB of module).
  */
+#include "buffers.h"
 #include "mesh.h"
-#include "ph_port.h"
-
-#define PH_OUT_SIZE (MAX_MESSAGE_SIZE + 256)   /* hub.c explains the 256 */
 
 ph_remote g_remote[PH_REMOTE_MAX];
 ph_seen g_seen[PH_SEEN_SLOTS];
-char g_in[MAX_MESSAGE_SIZE];    /* frames from the bridge (get_input_buffer)  */
-char g_out[PH_OUT_SIZE];        /* frames being built                          */
+char g_in[MAX_MESSAGE_SIZE + PH_RELAY_ROOM];   /* frames from the bridge, relays built around them */
+char g_out[PH_OUT_SIZE];                       /* frames the hub composes                          */

@@ -2,10 +2,11 @@
  * hub.c — the PeerPigeon hub protocol: exports, connection lifecycle and frame dispatch.
  *
  * Everything the hub knows lives in static memory sized at compile time (no allocator): the peer
- * table (peers.c), one input buffer the bridge writes frames into, one output buffer frames are
- * built in. Incoming text is validated completely (json.c) before any of it is looked at; what is
- * relayed is copied byte for byte from validated input. wasm/ABI.md describes the ABI, the protocol
- * decisions and the memory layout; docs/PROTOCOL.md is the wire reference.
+ * table (peers.c), one input buffer the bridge writes frames into and relays are built in, one
+ * small output buffer for the frames the hub composes (buffers.h). Incoming text is validated
+ * completely (json.c) before any of it is looked at; what is relayed is validated input, byte for
+ * byte. wasm/ABI.md describes the ABI, the protocol decisions and the memory layout;
+ * docs/PROTOCOL.md is the wire reference.
  *
  * Hub mesh (ABI 2, docs/PROTOCOL.md §7): a *hub connection* is either an incoming hub (a
  * peer-table connection that announced as a hub) or an outgoing link this hub dialed (g_links, one
@@ -13,6 +14,7 @@
  * routing) and carry cross-hub signaling; a short-lived hash ring (g_seen) keeps cycles of hubs
  * from looping or amplifying frames.
  */
+#include "buffers.h"
 #include "frame.h"
 #include "json.h"
 #include "mesh.h"
@@ -22,11 +24,6 @@
 
 #ifndef PH_STACK_SIZE
 #define PH_STACK_SIZE 3072          /* must equal the linker's -z stack-size (build.py passes both) */
-#endif
-/* Largest frame the hub builds from an input frame: its data (and networkName) + our envelope. The
- * envelope adds at most ~210 bytes to what the input had to contain anyway (a goodbye, 170) */
-#ifndef PH_OUT_SIZE
-#define PH_OUT_SIZE (MAX_MESSAGE_SIZE + 256)
 #endif
 #define PH_TYPE_ECHO_MAX 64         /* bytes of an unknown type quoted back in the error frame     */
 #define PH_DEVICE_ID_MAX 64
@@ -39,11 +36,6 @@
 #define PH_URL_MAX 200              /* bytes of a bootstrap hub URL                                 */
 #define HUB_SLOTS (MAX_PEERS + PH_MAX_HUB_LINKS)
 
-/* The two frame buffers live in buffers.c, linked last: the linker then places the small tables
- * first, at addresses below 8 KiB, and every access to them encodes its address in 2 bytes
- * instead of 3 (about 0.4 KB of module). */
-extern char g_in[MAX_MESSAGE_SIZE];
-extern char g_out[PH_OUT_SIZE];
 static char g_hub_id[PH_PEER_ID_LEN + 1];
 static char g_log[192];
 /* Defined here rather than in peers.c: the tables most accessed come first in memory (see
@@ -119,6 +111,9 @@ static struct {
     X(T_DISCONNECTED, "peer-disconnected")
 #define TYPE_KEY(id, name) JSON_KEY(name),
 enum { FRAME_TYPES(COUNTER_ENUM) T_COUNT };
+#define PH_TYPE_NAME_MAX 20          /* "renegotiation-answer": room for a relay's head (relay_frame) */
+#define TYPE_NAME_FITS(id, name) _Static_assert(sizeof(name) - 1 <= PH_TYPE_NAME_MAX, name " is too long");
+FRAME_TYPES(TYPE_NAME_FITS)
 static const json_key TYPES[] = { FRAME_TYPES(TYPE_KEY) };   /* a json_str_lookup table */
 #define RELAY_COUNT T_ANNOUNCE   /* the types before it are relayed */
 
@@ -225,20 +220,35 @@ static void send_discovered(const ph_peer *to, const ph_peer *about, int64_t ts)
     tell_peer(to->conn, to->id, about, 0, ts);
 }
 
-/* {"type":"<type>"[,"data":<data>] — relayed frames carry `data` byte for byte, or omit it.
- * Pieces rather than a template: the hottest path, and an interpreter pays for every template
- * byte w_fmt looks at. */
-static void frame_relay(ph_writer *w, const json_key *type, const json_val *data)
+/* Relays: {"type":"<type>"[,"data":<data>]<tail>. `data` stays where it arrived, in g_in, and the
+ * envelope is written around it: the head right before it, the tail right after it (data that came
+ * first in its frame moves right to make room). The caller writes the tail first, in g_out: it
+ * may quote parts of g_in that the envelope overwrites. */
+#define FROM_KEY ",\"fromPeerId\":\""
+#define TARGET_KEY "\",\"targetPeerId\":\""
+#define NETWORK_KEY "\",\"networkName\":\""
+#define TIMESTAMP_KEY "\",\"timestamp\":"
+#define INT64_CHARS 20
+#define RELAY_HEAD_MAX (LIT_LEN("{\"type\":\"\",\"data\":") + PH_TYPE_NAME_MAX)
+/* handle_relay's tail, the longest (a goodbye's names no target) */
+#define RELAY_TAIL_MAX (LIT_LEN(FROM_KEY) + PH_PEER_ID_LEN + LIT_LEN(TARGET_KEY) + PH_PEER_ID_LEN + \
+                        LIT_LEN(NETWORK_KEY) + PH_NETWORK_MAX + LIT_LEN(TIMESTAMP_KEY) + INT64_CHARS + 1)
+_Static_assert(RELAY_HEAD_MAX + RELAY_TAIL_MAX <= PH_RELAY_ROOM, "PH_RELAY_ROOM cannot hold a relay's envelope");
+
+/* `w` holds the relay's tail, written in g_out (frame_fmt); it becomes the whole relay. */
+static void relay_frame(ph_writer *w, const json_key *type, const json_val *data)
 {
-    w_init(w, g_out, sizeof g_out);
+    uint32_t tail = w->len;   /* it cannot overflow g_out (RELAY_TAIL_MAX) */
+    uint32_t data_key = data->kind != JV_NONE ? LIT_LEN(",\"data\":") : 0;
+    uint32_t head = LIT_LEN("{\"type\":\"\"") + type->len + data_key;
+    char *d = data_key ? (char *)data->p : g_in;   /* without data: 0 bytes moved to g_in + head */
+    if ((uint32_t)(d - g_in) < head) d = memmove(g_in + head, d, data->n);
+    w_init(w, d - head, sizeof g_in);   /* the asserts above guarantee the room */
     W_LIT(w, "{\"type\":\"");
     w_raw(w, type->name, type->len);
-    if (data->kind != JV_NONE) {
-        W_LIT(w, "\",\"data\":");
-        w_raw(w, data->p, data->n);
-    } else {
-        W_LIT(w, "\"");
-    }
+    w_raw(w, "\",\"data\":", 1 + data_key);   /* the closing quote, and the data key if any */
+    w_reserve(w, data->n);                       /* the data, in place already (0 bytes if none) */
+    w_raw(w, g_out, tail);
 }
 
 /* --- membership ------------------------------------------------------------------------------ */
@@ -544,7 +554,8 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const json
     uint32_t *drop = &g.drop[DROP_NO_TARGET];
     if (target.kind != JV_STRING || json_str_n(&target) == 0) goto dropped;
     drop = &g.drop[DROP_CROSS_NETWORK];
-    if (!frame_network(frame, &net, &net_len)) goto dropped;
+    /* No network here or at a hub running this module is longer than an announce allows. */
+    if (!frame_network(frame, &net, &net_len) || net_len > PH_NETWORK_MAX) goto dropped;
     /* Hubs relay signaling among hubs in pigeonhub-mesh to build the npm 1.1.x WebRTC hub mesh,
      * which cannot include us; never through us either (docs/PROTOCOL.md §7.7). */
     drop = &g.drop[DROP_HUB_MESH];
@@ -567,18 +578,15 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const json
         if (is_mesh(net, net_len) || !is_peer_id(tid, tid_len)) goto dropped;
     }
     if ((from_hub || !t) && seen_before(type, from, tid, tid_len, &frame->data)) return;
+    /* Looked up now: the relay is built over the frame (relay_frame), tid included. */
+    const ph_remote *r = t ? 0 : remote_find(tid);
 
     ph_writer w;
-    frame_relay(&w, type, &frame->data);
-#define FROM_KEY ",\"fromPeerId\":\""
-#define TARGET_KEY "\",\"targetPeerId\":\""
-#define NETWORK_KEY "\",\"networkName\":\""
-#define TIMESTAMP_KEY "\",\"timestamp\":"
+    frame_fmt(&w, FROM_KEY);
     /* One room check, then copies the engine runs natively: a w_raw per piece is a call each. */
-    char *o = w_reserve(&w, LIT_LEN(FROM_KEY) + PH_PEER_ID_LEN + LIT_LEN(TARGET_KEY) + tid_len +
-                                LIT_LEN(NETWORK_KEY) + net_len + LIT_LEN(TIMESTAMP_KEY));
+    char *o = w_reserve(&w, PH_PEER_ID_LEN + LIT_LEN(TARGET_KEY) + tid_len + LIT_LEN(NETWORK_KEY) +
+                                net_len + LIT_LEN(TIMESTAMP_KEY));
     if (o) {
-        o = PUT(o, FROM_KEY, LIT_LEN(FROM_KEY));
         o = PUT(o, from, PH_PEER_ID_LEN);
         o = PUT(o, TARGET_KEY, LIT_LEN(TARGET_KEY));
         o = PUT(o, tid, tid_len);
@@ -588,6 +596,7 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const json
     }
     w_int(&w, ts);
     W_LIT(&w, "}");
+    relay_frame(&w, type, &frame->data);
     uint32_t sent = 0;
     if (t) {
         send_out(t, &w);
@@ -595,7 +604,6 @@ static void handle_relay(int32_t src, const ph_peer *p, int from_hub, const json
     } else {
         /* Not here: to the hub connection the target was learned from, else to every hub
          * connection; never back to where it came from. */
-        const ph_remote *r = remote_find(tid);
         for (uint32_t i = 0; i < HUB_SLOTS; i++) {
             int32_t c = hub_conn(i);
             if (c < 0 || c == src || (r && c != r->via)) continue;
@@ -616,9 +624,9 @@ static void handle_goodbye(ph_peer *p, const json_top *frame, int64_t ts)
 {
     if (!p->announced) return;   /* in no network: nobody to tell */
     ph_writer w;
-    frame_relay(&w, &TYPES[T_GOODBYE], &frame->data);
-    w_fmt(&w, ",\"fromPeerId\":\"%S\",\"networkName\":\"%S\",\"timestamp\":%d}", p->id,
-          (uint32_t)PH_PEER_ID_LEN, p->net, (uint32_t)p->net_len, ts);
+    frame_fmt(&w, FROM_KEY "%S" NETWORK_KEY "%S" TIMESTAMP_KEY "%d}", p->id, (uint32_t)PH_PEER_ID_LEN, p->net,
+              (uint32_t)p->net_len, ts);
+    relay_frame(&w, &TYPES[T_GOODBYE], &frame->data);
 
     /* ws_broadcast also reaches links (from when the bridge has them open, which may be before
      * on_link_open arrives): any link forbids it, a raw goodbye must never cross one. */

@@ -33,7 +33,8 @@ from hubclient import Peer, assert_relays, joined_pair                    # noqa
 UPLOAD_TOKEN = "ota-board-token"
 SETTINGS = {"upload_token": UPLOAD_TOKEN}
 
-HTTP_TIMEOUT = 15.0     # s per GET /health or raw POST (answered through the hub task's queue)
+HTTP_TIMEOUT = 30.0     # s per GET /health or raw POST (answered through the hub task's queue); QEMU
+                        # runs in host time, so a host busy with other work slows the board several-fold
 LOG_TIMEOUT = 15.0      # s for a serial line that follows something the test just did
 
 # Serial lines (main/hub_task.c log_module, main/http_endpoints.c, main/module_store.c). A line of the

@@ -363,7 +363,7 @@ TAMPERS = [
      "board_build.partitions = default.csv", "partitions"),
     (check_platformio_ini, "platformio.ini", "src_dir = main", "src_dir = src", "src_dir"),
     (check_bridge_defaults, "main/Kconfig.projbuild", "default 12288", "default 16384", "OUTBOX_LIMIT"),
-    (check_bridge_defaults, BRIDGE_HEADER, "PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (48u * 1024u)",
+    (check_bridge_defaults, BRIDGE_HEADER, "PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (36u * 1024u)",
      "PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (64u * 1024u)", "MODULE_MEMORY_LIMIT"),
     (check_bridge_defaults, "main/Kconfig.projbuild", "range 1 8\n        default 2",
      "range 1 8\n        default 4", "MAX_CONNECTIONS"),

@@ -77,9 +77,9 @@ def test_inspect_module_figures(built):
     assert ("wall_clock_ms" in {n for _m, n, _k, _s in mi.imports})
     lay = built.layout
     assert lay.stack_top == 3072 and lay.data_start == 3072            # stack first
-    assert lay.heap_base <= build.bridge_memory_limit() == 48 * 1024   # what WASM3 allocates
+    assert lay.heap_base <= build.bridge_memory_limit() == 36 * 1024   # what WASM3 allocates
     assert lay.data_start < lay.data_init_end <= lay.data_end <= lay.heap_base <= 65536
-    assert lay.bss_bytes > 16384 * 2                                   # input + output buffers
+    assert lay.bss_bytes > 16384                                       # the input buffer
 
 
 def test_inspect_rejects_garbage():
@@ -109,8 +109,8 @@ def test_budget_memory_limits(built):
 
 def test_budget_layout_excess(built):
     big = dataclasses.replace(built.layout, data_end=70000, heap_base=70000)
-    with pytest.raises(build.BudgetError, match=r"= 70000 bytes > 49152 bytes \(the bridge's default "
-                                                r"memory_limit_bytes.*\(over by 20848\)"):
+    with pytest.raises(build.BudgetError, match=r"= 70000 bytes > 36864 bytes \(the bridge's default "
+                                                r"memory_limit_bytes.*\(over by 33136\)"):
         build.check_budgets(built.info, big)
 
 
@@ -131,15 +131,15 @@ def test_budget_abi_differences(built):
 
 def test_over_budget_build_fails_with_figure_and_writes_nothing(tmp_path):
     out = tmp_path / "hub.wasm"
-    with pytest.raises(build.BudgetError, match=r"stack 3072 \+ data \d+ \+ bss \d+ = \d+ bytes > 49152"):
+    with pytest.raises(build.BudgetError, match=r"stack 3072 \+ data \d+ \+ bss \d+ = \d+ bytes > 36864"):
         build.build_module(out, defines={"MAX_PEERS": 60})
     assert not out.exists()
 
 
 def test_layout_must_fit_the_bridge_memory_limit(tmp_path):
-    """30 peers fit the 64 KiB page but not the 48 KiB WASM3 really allocates: refused, named."""
+    """30 peers fit the 64 KiB page but not the 36 KiB WASM3 really allocates: refused, named."""
     out = tmp_path / "hub.wasm"
-    with pytest.raises(build.BudgetError, match=r"bytes > 49152 bytes \(the bridge's default "
+    with pytest.raises(build.BudgetError, match=r"bytes > 36864 bytes \(the bridge's default "
                                                 r"memory_limit_bytes"):
         build.build_module(out, defines={"MAX_PEERS": 30})
     assert not out.exists()
@@ -152,7 +152,7 @@ def test_bridge_memory_limit_parser():
     assert build.bridge_memory_limit(header) == 40960
     assert build.bridge_memory_limit("#define PH_BRIDGE_DEFAULT_MEMORY_LIMIT 0\n") == 65536
     assert build.bridge_memory_limit("nothing here") == 65536
-    assert build.bridge_defaults()["MEMORY_LIMIT"] == 48 * 1024   # the real header
+    assert build.bridge_defaults()["MEMORY_LIMIT"] == 36 * 1024   # the real header
 
 
 def test_bulk_memory_build_and_mvp_fallback(built, tmp_path):

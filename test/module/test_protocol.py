@@ -333,6 +333,30 @@ def test_16kib_boundary(hub):
     assert hub.stats_json()["dropped"]["tooBig"] == 4
 
 
+def test_16kib_frame_with_data_first_relays_whole(hub):
+    """Relays are built over the input frame (wasm/hub.c relay_frame): data sent before "type" moves
+    right to make room for the head, and the largest frame still relays byte for byte."""
+    join(hub, 1, A)
+    join(hub, 2, B)
+    _, size = hub.input_buffer()
+    tail = b'"},"type":"offer","targetPeerId":"' + B.encode() + b'"}'
+    frame = b'{"data":{"sdp":"' + b"y" * (size - 16 - len(tail)) + tail
+    assert len(frame) == size
+    data = frame[len(b'{"data":'):frame.index(b',"type"')]
+    hub.send_raw(1, frame)
+    assert hub.take_raw() == [(2, b'{"type":"offer","data":' + data + b',"fromPeerId":"' + A.encode() +
+                               b'","targetPeerId":"' + B.encode() + b'","networkName":"global",'
+                               b'"timestamp":' + str(T).encode() + b"}")]
+
+
+def test_relay_names_no_network_longer_than_an_announce_allows(hub):
+    """No peer can be in such a network, here or at a hub running this module: counted, not sent."""
+    join(hub, 1, A)
+    hub.send(1, {"type": "offer", "data": {}, "networkName": "n" * 65, "targetPeerId": D})
+    assert hub.take() == []
+    assert hub.stats_json()["dropped"]["crossNetwork"] == 1
+
+
 def test_send_failure_counted(hub):
     hub.connect(1, A)
     hub.connect(2, B)

@@ -79,8 +79,9 @@ typedef struct ph_bridge_config {
  * max_connections: MAX_PEERS + incoming hub links + spare sockets, Kconfig's defaults (20 + 2 + 2):
  * room for the module to refuse a few more itself.
  * outbox_limit_bytes: a slow consumer is closed 1013 before it holds much of a board's heap.
- * memory_limit_bytes: hub.wasm uses stack + data + bss = 47.6 KiB of its 64 KiB page (wasm/ABI.md;
- * `pigeonhub build` fails a module that does not fit it), so WASM3 allocates only that.
+ * memory_limit_bytes: hub.wasm uses stack + data + bss = 32.4 KiB of its 64 KiB page (wasm/ABI.md;
+ * `pigeonhub build` fails a module that does not fit it), so WASM3 allocates only that, with
+ * 3.6 KiB to spare for a module update.
  * wasm_stack_bytes: the deepest call chain needs 1.5 KiB of WASM3 stack (1 KiB traps; JSON nesting
  * does not deepen it: the module's parser is iterative), tested in test/module/test_wasm3_stack.py.
  * max_links: PigeonHub's default bootstrap list has two hubs.
@@ -88,7 +89,7 @@ typedef struct ph_bridge_config {
  * a second on an ESP32 (the measurements and the projection: docs/RELIABILITY.md, "Call budget"). */
 #define PH_BRIDGE_DEFAULT_MAX_CONNECTIONS 24u
 #define PH_BRIDGE_DEFAULT_OUTBOX_LIMIT    (12u * 1024u)
-#define PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (48u * 1024u)
+#define PH_BRIDGE_DEFAULT_MEMORY_LIMIT    (36u * 1024u)
 #define PH_BRIDGE_DEFAULT_WASM_STACK      (4u * 1024u)
 #define PH_BRIDGE_DEFAULT_MAX_LINKS       2u
 #define PH_BRIDGE_DEFAULT_CALL_BUDGET     (2u * 1000u * 1000u)
