@@ -23,7 +23,7 @@ from pathlib import Path
 BAUD = 115200                 # the firmware's console (CONFIG_ESP_CONSOLE_UART_BAUDRATE)
 CHUNK = 192                   # base64 characters per console line: under the console's 256
 ANSWER_TIMEOUT = 10.0         # s for the board to answer one line
-BOOT_TIMEOUT = 60.0           # s from `restart` to the HTTP(S) server line (QEMU is slower)
+BOOT_TIMEOUT = 60.0           # s for a booting console to answer, and from `restart` to the HTTP(S) server line
 EXIT_OK, EXIT_LOCAL, EXIT_REFUSED, EXIT_SILENT = 0, 2, 3, 7
 
 STAGED = re.compile(rb"staged (\d+)")
@@ -32,6 +32,7 @@ REMOVED = re.compile(rb"TLS certificate removed")
 # the console's refusals (main/console.c cmd_tls), each on a line of its own
 REFUSED = re.compile(rb"[^\r\n]*(nothing (saved|staged)|no (cert|key) staged|out of memory|"
                      rb"not valid base64|storing in NVS failed)[^\r\n]*")
+DISCARDED = re.compile(rb"staged certificate and key discarded")
 SERVER_LINE = re.compile(rb"pigeonhub: (HTTPS? server on port \d+ \([^\r\n]*\))")
 
 
@@ -47,7 +48,12 @@ class Console:
     def __init__(self, port, baud=BAUD):
         import serial   # pyserial
         try:
-            self.serial = serial.Serial(port, baud, timeout=0.1)
+            # DTR and RTS released before opening: on most boards they drive EN and GPIO0, and
+            # holding them would keep the chip in reset or start its ROM bootloader.
+            self.serial = serial.Serial(None, baud, timeout=0.1)
+            self.serial.dtr = self.serial.rts = False
+            self.serial.port = port
+            self.serial.open()
         except (serial.SerialException, OSError) as exc:
             raise ProvisionError(f"cannot open {port}: {exc}",
                                  "pass the board's serial port with --port (and close any serial "
@@ -64,6 +70,20 @@ class Console:
         self.serial.write(line.encode("ascii") + b"\r\n")
         self.serial.flush()
         return self.wait(*patterns, timeout=timeout, what=f"`{line[:24]}...`")
+
+    def sync(self, timeout=BOOT_TIMEOUT):
+        """Until the console answers: a board that is still booting (or was just reset by
+        opening its port) drops what arrives before its console runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.command("tls clear-staged", DISCARDED, timeout=1.5)
+            except ProvisionError:
+                if time.monotonic() > deadline:
+                    raise ProvisionError(
+                        f"no answer from a PigeonHub console on {self.port} within {timeout:g} s",
+                        "check --port (the board's console UART, 115200 baud) and that its "
+                        "firmware has the `tls` console command", EXIT_SILENT) from None
 
     def wait(self, *patterns, timeout, what):
         deadline = time.monotonic() + timeout
@@ -86,13 +106,11 @@ def _pieces(pem):
 def provision(console, cert_pem=None, key_pem=None, restart=True, log=print):
     """Store the pair (None, None: remove it) on the board behind `console`; returns its summary."""
     console.serial.write(b"\r\n")   # end whatever was typed before
-    time.sleep(0.2)
-    console.serial.reset_input_buffer()
+    console.sync()                   # also empties what an earlier, broken-off run staged
     if cert_pem is None:
         console.command("tls none", REMOVED, REFUSED)
         summary = "removed"
     else:
-        console.command("tls clear-staged", re.compile(rb"discarded"))
         for what, pem in (("cert", cert_pem), ("key", key_pem)):
             for piece in _pieces(pem):
                 i, m = console.command(f"tls {what} {piece}", STAGED, REFUSED)

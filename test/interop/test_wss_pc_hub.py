@@ -152,3 +152,19 @@ def test_serve_refuses_unusable_tls_files_naming_the_fix(tls_files, tmp_path, ca
     assert cli.main(["serve", "--port", "0", *args]) == 2
     out = capsys.readouterr()
     assert expected in out.out + out.err
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("nothing", "give --cert CERT --key KEY, or --clear"),
+    ("other key", "does not belong to --cert"),
+    ("no such port", "cannot open /dev/nonexistent-tty"),
+])
+def test_provision_refuses_before_typing_anything(tls_files, tmp_path, capsys, case, expected):
+    """`pigeonhub provision` checks the pair and the port first (the board's console path is
+    test/board/test_wss.py)."""
+    cert, key = str(tls_files["cert"]), str(tls_files["key"])
+    args = {"nothing": [],
+            "other key": ["--cert", cert, "--key", str(make_test_ca(tmp_path)["key"])],
+            "no such port": ["--cert", cert, "--key", key, "--port", "/dev/nonexistent-tty"]}[case]
+    assert cli.main(["provision", *args]) == 2
+    assert expected in capsys.readouterr().err
