@@ -1,11 +1,12 @@
 /*
- * console.c — `wifi <ssid> [password]`, `token <secret>`, `bootstrap <url,url>`, `status`,
- * `restart` on the console UART
+ * console.c — `wifi <ssid> [password]`, `token <secret>`, `bootstrap <url,url>`, `tls ...`,
+ * `status`, `restart` on the console UART
  * (or USB Serial/JTAG when that is the configured console). Values go to NVS and win over Kconfig.
  */
 #include "console.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "freertos/FreeRTOS.h"
 #include "freertos/task.h" /* tskNO_AFFINITY in ESP_CONSOLE_REPL_CONFIG_DEFAULT */
@@ -15,6 +16,8 @@
 #include "settings.h"
 #include "network.h"
 #include "ph_module_store.h"
+#include "mbedtls/base64.h"
+#include "tls_identity.h"
 
 static const char *TAG = "pigeonhub";
 
@@ -86,6 +89,131 @@ static int cmd_bootstrap(int argc, char **argv)
     return 0;
 }
 
+/* `tls cert|key <base64 chunk>` appends to what `tls save` stores: a PEM is longer than a console
+ * line (esp_console's 256 bytes), so `pigeonhub provision` sends it in pieces. */
+typedef struct {
+    char *b64;
+    size_t len;
+} staged_pem;
+
+static staged_pem s_staged[2];   /* 0: certificate, 1: key */
+#define STAGED_B64_MAX (((TLS_PEM_MAX + 2) / 3) * 4)
+
+static void tls_discard_staged(void)
+{
+    for (int i = 0; i < 2; i++) {
+        free(s_staged[i].b64);
+        s_staged[i] = (staged_pem){ 0 };
+    }
+}
+
+static int tls_append(staged_pem *st, const char *chunk)
+{
+    size_t n = strlen(chunk);
+    if (st->len + n > STAGED_B64_MAX) {
+        printf("longer than %d bytes of PEM; nothing staged (tls clear-staged to start over)\n",
+               TLS_PEM_MAX);
+        tls_discard_staged();
+        return 1;
+    }
+    char *grown = realloc(st->b64, st->len + n + 1);
+    if (grown == NULL) {
+        printf("out of memory\n");
+        tls_discard_staged();
+        return 1;
+    }
+    memcpy(grown + st->len, chunk, n + 1);
+    st->b64 = grown;
+    st->len += n;
+    printf("staged %u\n", (unsigned)st->len);
+    return 0;
+}
+
+/* The staged base64 decoded into a NUL-terminated PEM; *len includes the NUL. */
+static char *tls_decode(const staged_pem *st, size_t *len, const char *what)
+{
+    size_t n = 0;
+    if (st->len == 0) {
+        printf("no %s staged (tls %s <base64 of the PEM file>)\n", what, what);
+        return NULL;
+    }
+    char *pem = malloc(st->len * 3 / 4 + 2);
+    if (pem == NULL) {
+        printf("out of memory\n");
+        return NULL;
+    }
+    if (mbedtls_base64_decode((unsigned char *)pem, st->len * 3 / 4 + 1, &n,
+                              (const unsigned char *)st->b64, st->len) != 0) {
+        printf("the staged %s is not valid base64\n", what);
+        free(pem);
+        return NULL;
+    }
+    pem[n] = '\0';
+    *len = n + 1;
+    return pem;
+}
+
+static int tls_save(void)
+{
+    size_t cert_len = 0, key_len = 0;
+    char summary[96], err[160];
+    int rc = 1;
+    char *cert = tls_decode(&s_staged[0], &cert_len, "cert");
+    char *key = cert ? tls_decode(&s_staged[1], &key_len, "key") : NULL;
+    if (key != NULL) {
+        if (tls_identity_store(cert, cert_len, key, key_len, summary, sizeof(summary), err,
+                               sizeof(err)) == ESP_OK) {
+            printf("TLS certificate saved (%s); `restart` to serve wss:// and https://\n", summary);
+            rc = 0;
+        } else {
+            printf("%s; nothing saved\n", err);
+        }
+    }
+    free(cert);
+    free(key);
+    tls_discard_staged();
+    return rc;
+}
+
+static int cmd_tls(int argc, char **argv)
+{
+    char summary[96], err[160];
+    if (argc == 3 && strcmp(argv[1], "cert") == 0) {
+        return tls_append(&s_staged[0], argv[2]);
+    }
+    if (argc == 3 && strcmp(argv[1], "key") == 0) {
+        return tls_append(&s_staged[1], argv[2]);
+    }
+    if (argc == 2 && strcmp(argv[1], "save") == 0) {
+        return tls_save();
+    }
+    if (argc == 2 && strcmp(argv[1], "clear-staged") == 0) {
+        tls_discard_staged();
+        printf("staged certificate and key discarded\n");
+        return 0;
+    }
+    if (argc == 2 && strcmp(argv[1], "none") == 0) {
+        tls_discard_staged();
+        if (tls_identity_store(NULL, 0, NULL, 0, summary, sizeof(summary), err, sizeof(err)) !=
+            ESP_OK) {
+            printf("%s\n", err);
+            return 1;
+        }
+        printf("TLS certificate removed; `restart` to serve plain ws://\n");
+        return 0;
+    }
+    if (argc == 1) {
+        tls_identity id;
+        esp_err_t e = tls_identity_load(&id, err, sizeof(err));
+        printf("tls: %s\n", e == ESP_OK ? id.summary : err);
+        tls_identity_free(&id);
+    }
+    printf("usage: tls cert <base64 chunk> ... tls key <base64 chunk> ... tls save   (PEM files, "
+           "base64 in pieces; `pigeonhub provision --cert C --key K` sends them)\n"
+           "       tls none   (back to plain ws://)\n");
+    return argc == 1 ? 0 : 1;
+}
+
 static int cmd_status(int argc, char **argv)
 {
     (void)argc;
@@ -113,6 +241,9 @@ esp_err_t console_start(void)
           .hint = "<secret>", .func = cmd_token },
         { .command = "bootstrap", .help = "Set the hubs to link to (stored in NVS, used after restart)",
           .hint = "<ws://host:port/,...|none>", .func = cmd_bootstrap },
+        { .command = "tls", .help = "Set the TLS certificate and key (stored in NVS): wss:// and "
+                                    "https:// after restart",
+          .hint = "cert|key <base64> | save | none", .func = cmd_tls },
         { .command = "status", .help = "Show Wi-Fi state, IP address and free heap",
           .hint = NULL, .func = cmd_status },
         { .command = "restart", .help = "Reboot the hub", .hint = NULL, .func = cmd_restart },

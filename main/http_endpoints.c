@@ -2,7 +2,8 @@
  * http_endpoints.c — the hub's HTTP server: every URI handler in one table, registered in one
  * place (http_server_start), and the plain HTTP ones: GET /health, GET /stats, POST /module.
  * GET / from a browser is the status page (status_page.c). WebSocket requests on the same
- * wildcard GET handler go to ws_transport.c.
+ * wildcard GET handler go to ws_transport.c. With a TLS certificate and key provisioned
+ * (tls_identity.c) the same server runs under esp_https_server: wss:// and https:// on the same port.
  *
  * POST /module
  *   headers: Authorization: Bearer <token>   (CONFIG_PIGEONHUB_UPLOAD_TOKEN or console `token`)
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "esp_heap_caps.h" /* MALLOC_CAP_* in HTTPD_DEFAULT_CONFIG */
+#include "esp_https_server.h"
 #include "esp_log.h"
 #include "hub_task.h"
 #include "module_store.h"
@@ -27,6 +29,7 @@
 #include "ph_upload_check.h"
 #include "settings.h"
 #include "status_page.h"
+#include "tls_identity.h"
 #include "ws_transport.h"
 
 static const char *TAG = "pigeonhub";
@@ -35,6 +38,8 @@ static const char *TAG = "pigeonhub";
 /* /stats: the figures, and the peer list, which the bridge bounds per accepted connection. */
 #define STATS_BUF (JSON_BUF + 3 + WS_MAX_OPEN_SOCKETS * PH_BRIDGE_PEER_STATS_BYTES)
 #define UPLOAD_RECV_RETRIES 3  /* httpd_req_recv timeouts tolerated per chunk          */
+/* An ECDSA handshake runs mbedtls on the httpd task: esp_https_server's own default stack. */
+#define TLS_HTTPD_STACK 10240
 
 static esp_err_t send_json(httpd_req_t *req, const char *status, const char *body)
 {
@@ -217,6 +222,41 @@ static const httpd_uri_t HANDLERS[] = {
       .handle_ws_control_frames = true /* pongs must reach the module (on_pong) */ },
 };
 
+/* httpd_start, or httpd_ssl_start when a TLS identity is provisioned (*tls set then). */
+static esp_err_t start_server(httpd_config_t *config, httpd_handle_t *server, bool *tls)
+{
+    tls_identity id;
+    char why[160];
+    *tls = false;
+    esp_err_t err = tls_identity_load(&id, why, sizeof(why));
+    if (err == ESP_ERR_INVALID_ARG) {
+        ESP_LOGW(TAG, "stored TLS certificate unusable (%s): serving plain ws://; console `tls` to "
+                      "replace it", why);
+    }
+    if (err != ESP_OK) {
+        return httpd_start(server, config);
+    }
+    httpd_ssl_config_t ssl = HTTPD_SSL_CONFIG_DEFAULT();
+    ssl.httpd = *config;
+    if (ssl.httpd.stack_size < TLS_HTTPD_STACK) {
+        ssl.httpd.stack_size = TLS_HTTPD_STACK;
+    }
+    ssl.port_secure = config->server_port;
+    ssl.transport_mode = HTTPD_SSL_TRANSPORT_SECURE;
+    ssl.servercert = (const uint8_t *)id.cert;   /* esp_https_server keeps its own copies */
+    ssl.servercert_len = id.cert_len;
+    ssl.prvtkey_pem = (const uint8_t *)id.key;
+    ssl.prvtkey_len = id.key_len;
+    err = httpd_ssl_start(server, &ssl);
+    if (err == ESP_OK) {
+        *tls = true;
+        ESP_LOGI(TAG, "HTTPS server on port %u (TLS, certificate %s)", config->server_port,
+                 id.summary);
+    }
+    tls_identity_free(&id);
+    return err;
+}
+
 esp_err_t http_server_start(uint16_t port, const hub_event_sink *sink)
 {
     httpd_config_t config = HTTPD_DEFAULT_CONFIG();
@@ -230,18 +270,24 @@ esp_err_t http_server_start(uint16_t port, const hub_event_sink *sink)
     config.lru_purge_enable = false;
 
     httpd_handle_t server = NULL;
-    esp_err_t err = httpd_start(&server, &config);
+    bool tls = false;
+    esp_err_t err = start_server(&config, &server, &tls);
     if (err != ESP_OK) {
-        ESP_LOGE(TAG, "httpd_start on port %u failed: %s", port, esp_err_to_name(err));
+        ESP_LOGE(TAG, "%s on port %u failed: %s", tls ? "httpd_ssl_start" : "httpd_start", port,
+                 esp_err_to_name(err));
         return err;
     }
-    err = ws_transport_attach(server, sink);
+    err = ws_transport_attach(server, sink, tls);
     for (size_t i = 0; err == ESP_OK && i < sizeof(HANDLERS) / sizeof(HANDLERS[0]); i++) {
         err = httpd_register_uri_handler(server, &HANDLERS[i]);
     }
     if (err != ESP_OK) {
         ESP_LOGE(TAG, "starting the HTTP server failed: %s", esp_err_to_name(err));
-        httpd_stop(server);
+        if (tls) {
+            httpd_ssl_stop(server);
+        } else {
+            httpd_stop(server);
+        }
         return err;
     }
     ESP_LOGI(TAG, "HTTP server on port %u (%d sockets: %d peers, %d hub links, %d spare)", port,

@@ -13,6 +13,9 @@
 #define SETTINGS_KEY_WIFI_PASS "wifi_pass"
 #define SETTINGS_KEY_UPLOAD_TOKEN "upload_token"
 #define SETTINGS_KEY_BOOTSTRAP "bootstrap"   /* comma-separated hub URLs (console `bootstrap`) */
+/* TLS identity (console `tls`, `pigeonhub provision`): PEM blobs; both present = wss:// and https:// */
+#define SETTINGS_KEY_TLS_CERT "tls_cert"
+#define SETTINGS_KEY_TLS_KEY "tls_key"
 /* The module store's bookkeeping (main/module_store.c says what each holds); N = the slot number. */
 #define SETTINGS_KEY_MODULE_ACTIVE "mod_active"
 #define SETTINGS_KEY_MODULE_PREVIOUS "mod_prev"
@@ -24,5 +27,12 @@
  * Returns true when the result is non-empty. */
 bool settings_get_str(const char *key, const char *fallback, char *buf, size_t cap);
 esp_err_t settings_set_str(const char *key, const char *value);
+
+/* A blob, NUL-terminated in a malloc'd buffer (free() it): *out NULL and ESP_ERR_NVS_NOT_FOUND when
+ * absent. *len is the blob's length without the added NUL. */
+esp_err_t settings_get_blob(const char *key, char **out, size_t *len);
+/* Store the blobs keys[i] = values[i] (lengths lens[i]) in one commit; a NULL value erases the key. */
+esp_err_t settings_set_blobs(const char *const *keys, const void *const *values, const size_t *lens,
+                             size_t count);
 
 #endif /* PH_SETTINGS_H */

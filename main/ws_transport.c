@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include "esp_heap_caps.h"
 #include "esp_log.h"
 #include "esp_timer.h"
 #include "lwip/sockets.h"
@@ -57,6 +58,7 @@ typedef struct out_item {
 static httpd_handle_t s_server;
 static const hub_event_sink *s_sink;
 static atomic_bool s_accepting;
+static bool s_tls; /* wss://: each connection also holds a TLS session (heap) */
 static atomic_size_t s_frame_limit = MAX_MESSAGE_SIZE;
 static atomic_uint s_next_session;
 
@@ -319,6 +321,17 @@ static esp_err_t on_handshake(httpd_req_t *req, int fd)
                            strlen(PH_REASON_SHUTDOWN));
         return ESP_OK;
     }
+    /* A TLS session stays on the heap as long as its peer (docs/PERFORMANCE.md: wss:// figures);
+     * below the floor a further one would starve lwIP and the Ethernet/Wi-Fi driver of buffers. */
+    size_t free_heap = heap_caps_get_free_size(MALLOC_CAP_8BIT);
+    if (s_tls && free_heap < CONFIG_PIGEONHUB_TLS_MIN_FREE_HEAP) {
+        free(url);
+        ESP_LOGW(TAG, "wss connection refused (1008): %u bytes of heap free, below the %d kept "
+                      "free (CONFIG_PIGEONHUB_TLS_MIN_FREE_HEAP)",
+                 (unsigned)free_heap, CONFIG_PIGEONHUB_TLS_MIN_FREE_HEAP);
+        ws_transport_close(fd, s->id, PH_CLOSE_POLICY, PH_REASON_FULL, strlen(PH_REASON_FULL));
+        return ESP_OK;
+    }
     hub_event ev = { .type = HUB_EV_OPEN, .session = s->id, .fd = fd, .data = url, .len = url_len };
     s_sink->post(&ev, portMAX_DELAY); /* must precede every frame of this session */
     return ESP_OK;
@@ -509,9 +522,10 @@ esp_err_t ws_transport_handle(httpd_req_t *req)
     }
 }
 
-esp_err_t ws_transport_attach(httpd_handle_t server, const hub_event_sink *sink)
+esp_err_t ws_transport_attach(httpd_handle_t server, const hub_event_sink *sink, bool tls)
 {
     s_sink = sink;
+    s_tls = tls;
     s_out_lock = xSemaphoreCreateMutex();
     if (s_out_lock == NULL) {
         return ESP_ERR_NO_MEM;

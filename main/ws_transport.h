@@ -33,7 +33,7 @@
 /* The server this transport serves on (started by http_server_start) and where what arrives goes
  * (both kept); sink->sent is called on the httpd task once a frame handed to ws_transport_send()
  * was written or dropped. */
-esp_err_t ws_transport_attach(httpd_handle_t server, const hub_event_sink *sink);
+esp_err_t ws_transport_attach(httpd_handle_t server, const hub_event_sink *sink, bool tls);
 /* The WebSocket requests of the wildcard handler: the handshake GET and every frame after it. */
 esp_err_t ws_transport_handle(httpd_req_t *req);
 /* New WebSocket connections are refused with 1001 while not accepting (module stopped). */

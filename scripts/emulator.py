@@ -18,6 +18,7 @@ from 127.0.0.1, and reaches the PC only through guestfwd addresses that lead to 
 from __future__ import annotations
 
 import argparse
+import base64
 import fcntl
 import hashlib
 import json
@@ -151,8 +152,9 @@ NVS_NAMESPACE = "pigeonhub"              # main/settings.h SETTINGS_NAMESPACE
 
 
 def provision(flash: Path, build: Path, settings: dict) -> None:
-    """Write `settings` (NVS key -> string, main/settings.h keys) into the board's flash file, as the
-    serial console's `token` / `bootstrap` commands would have stored them."""
+    """Write `settings` (NVS key -> string, main/settings.h keys; bytes: a blob, e.g. tls_cert and
+    tls_key) into the board's flash file, as the serial console's `token` / `bootstrap` / `tls`
+    commands would have stored them."""
     env = kit_environment()
     flash.parent.mkdir(parents=True, exist_ok=True)
     if not flash.exists():   # qemu-run.sh merges the build into it without starting QEMU
@@ -161,7 +163,8 @@ def provision(flash: Path, build: Path, settings: dict) -> None:
     csv = flash.with_suffix(".nvs.csv")
     image = flash.with_suffix(".nvs.bin")
     rows = ["key,type,encoding,value", f"{NVS_NAMESPACE},namespace,,"]
-    rows += [f"{key},data,string,{value}" for key, value in settings.items()]
+    rows += [f"{key},data,base64,{base64.b64encode(value).decode()}" if isinstance(value, bytes)
+             else f"{key},data,string,{value}" for key, value in settings.items()]
     csv.write_text("\n".join(rows) + "\n")
     subprocess.run([env.get("IDF_PYTHON_ENV_PATH", "") + "/bin/python", "-m",
                     "esp_idf_nvs_partition_gen", "generate", str(csv), str(image), hex(NVS_SIZE)],

@@ -23,20 +23,20 @@ STATUS_PAGE = ROOT / "src" / "pigeonhub" / "data" / "status.html"   # GET / for 
 REFERENCE_START = INTEROP / "node_modules" / "peerpigeon" / "server" / "start.js"
 REFERENCE_MAX_CONNECTIONS = 20   # same capacity as the hub module (MAX_PEERS), so one suite fits both
 BOOT_TIMEOUT = 60.0              # s: the first `pigeonhub serve` may build hub.wasm first
-LISTENING = re.compile(r"^I \(\d+\) pigeonhub: listening on ws://([^\s:]+|\[[^\]]+\]):(\d+)\s*$", re.M)
+LISTENING = re.compile(r"^I \(\d+\) pigeonhub: listening on wss?://([^\s:]+|\[[^\]]+\]):(\d+)\s*$", re.M)
 REFERENCE_LISTENING = re.compile(r"started on ws://([^\s:]+):(\d+)")
 
 
 class HubProcess:
     """A hub this suite started (PC hub or reference server): URL, log, and how to stop it."""
 
-    def __init__(self, kind, proc, log_path, host, port):
+    def __init__(self, kind, proc, log_path, host, port, tls=False):
         self.kind = kind
         self.proc = proc
         self.log_path = Path(log_path)
         self.host, self.port = host, port
-        self.url = f"ws://{host}:{port}"
-        self.http = f"http://{host}:{port}"
+        self.url = f"{'wss' if tls else 'ws'}://{host}:{port}"
+        self.http = f"{'https' if tls else 'http'}://{host}:{port}"
 
     def log(self):
         try:
@@ -95,7 +95,7 @@ def start_pc_hub(log_path, *args, module=None, timeout=BOOT_TIMEOUT, env=None, c
                             stdin=subprocess.DEVNULL, env=full_env)
     log.close()
     m = _wait_for(proc, log_path, LISTENING, timeout, "pigeonhub serve")
-    return HubProcess("pc", proc, log_path, m.group(1), int(m.group(2)))
+    return HubProcess("pc", proc, log_path, m.group(1), int(m.group(2)), tls="wss://" in m.group(0))
 
 
 def free_port():

@@ -1,6 +1,7 @@
 """`pigeonhub upload`: send a hub module to a running hub (a board, or `pigeonhub serve`) over the air.
 
     pigeonhub upload --host 192.168.1.50 --token SECRET build/hub.wasm
+    pigeonhub upload --host 192.168.1.50 --ca ca.pem --token SECRET build/hub.wasm   # https://
 
 The file is checked here first (WebAssembly header, size against a 64 KiB module slot, the exports
 of wasm/pigeonhub_abi.h, and, when the bridge extension is built, the bridge's own load checks), then
@@ -23,6 +24,7 @@ import http.client
 import os
 import json
 import socket
+import ssl
 import sys
 from pathlib import Path
 
@@ -106,6 +108,15 @@ class _Progress:
 
 
 def _unreachable(host, port, exc):
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return UploadError(f"the hub at {host}:{port} has a TLS certificate this PC does not trust "
+                           f"({exc.verify_message})",
+                           "pass the CA certificate that signed it with --ca (for a self-signed "
+                           "board certificate: the file you provisioned it from)", EXIT_UNREACHABLE)
+    if isinstance(exc, ssl.SSLError):
+        return UploadError(f"TLS handshake with {host}:{port} failed ({exc.reason or exc})",
+                           "drop --tls/--ca if the hub serves plain http:// (its log says "
+                           "'listening on ws://')", EXIT_UNREACHABLE)
     what = ("connection refused" if isinstance(exc, ConnectionRefusedError)
             else "timed out" if isinstance(exc, (socket.timeout, TimeoutError))
             else "unknown host" if isinstance(exc, socket.gaierror)
@@ -116,14 +127,24 @@ def _unreachable(host, port, exc):
 
 
 def upload_module(host, token, path, port=DEFAULT_PORT, progress=True, timeout=DEFAULT_TIMEOUT,
-                  stream=None) -> dict:
+                  stream=None, tls=False, ca=None) -> dict:
     """Upload the module at `path` to the hub at host:port. Returns the hub's JSON answer
     ({"ok": true, "sha256", "bytes"/"size", "slot", "peersReplayed" (PC hub)...}); raises
     UploadError (problem, fix, exit_code) on any failure. Used by the CLI and by the PlatformIO
-    target (scripts/pio_support.py)."""
+    target (scripts/pio_support.py). tls (or a CA file `ca`): https://, trusting the system's CAs
+    and `ca`."""
     wasm = check_module_file(path)
     sha = hashlib.sha256(wasm).hexdigest()
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    if tls or ca is not None:
+        from .hub.ws import client_ssl_context
+        try:
+            context = client_ssl_context(ca)
+        except (OSError, ValueError) as exc:
+            raise UploadError(f"cannot use --ca {ca}: {getattr(exc, 'strerror', None) or exc}",
+                              "give the CA certificate file (PEM)", EXIT_LOCAL)
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     bar = _Progress(len(wasm), stream) if progress else None
     sent_all = False
     try:
@@ -159,7 +180,9 @@ def upload_module(host, token, path, port=DEFAULT_PORT, progress=True, timeout=D
         except (OSError, http.client.HTTPException) as exc:
             raise UploadError(f"{host}:{port} closed the connection without an HTTP answer "
                               f"({type(exc).__name__}: {exc})",
-                              f"check that a PigeonHub listens on port {port}", EXIT_NOT_A_HUB)
+                              f"check that a PigeonHub listens on port {port}; one serving "
+                              "wss:// needs --tls (and --ca for a self-signed certificate)",
+                              EXIT_NOT_A_HUB)
     finally:
         conn.close()
     return _interpret(host, port, status, body)
@@ -222,6 +245,11 @@ def add_arguments(parser):
                              "PC hub: serve --upload-token). Default: $PIGEONHUB_TOKEN")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help=f"seconds to wait for the hub (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--tls", action="store_true",
+                        help="the hub serves https:// (a board with a certificate, serve --tls-cert)")
+    parser.add_argument("--ca", type=Path, default=None, metavar="FILE",
+                        help="also trust this CA certificate (PEM), e.g. the one that signed the "
+                             "board's self-signed certificate; implies --tls")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("module", type=Path, metavar="MODULE.wasm", help="the module to upload")
 
@@ -230,7 +258,8 @@ def run(args) -> int:
     token = args.token if args.token is not None else os.environ.get("PIGEONHUB_TOKEN", "")
     try:
         answer = upload_module(args.host, token, args.module, port=args.port,
-                               progress=not args.no_progress, timeout=args.timeout)
+                               progress=not args.no_progress, timeout=args.timeout,
+                               tls=getattr(args, "tls", False), ca=getattr(args, "ca", None))
     except UploadError as exc:
         sys.stderr.write(f"Error: {exc.problem}\n  fix: {exc.fix}\n")
         return exc.exit_code

@@ -4,6 +4,7 @@ data-channel "hello". Runs against the hub under test (PC hub, --hub-url, --agai
 --emulated-board esp32|esp32c3: the firmware in QEMU, reached on its forwarded 127.0.0.1 port)."""
 
 import json
+import os
 import shutil
 import subprocess
 import uuid
@@ -18,13 +19,15 @@ TIMEOUT = 30  # s for the whole exchange (about 1 s on loopback)
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 
-def run_pair(url, network):
+def run_pair(url, network, env=None):
+    """env: extra environment for node (NODE_EXTRA_CA_CERTS: a test CA for wss://)."""
     node = shutil.which("node")
     if node is None or not (HERE / "node_modules" / "peerpigeon").is_dir():
         pytest.skip("needs node and `npm ci --ignore-scripts` in test/interop (scripts/setup.sh test)")
     proc = subprocess.run([node, str(SCRIPT), "--url", url, "--network", network,
                            "--timeout", str(TIMEOUT)],
-                          cwd=HERE, capture_output=True, text=True, timeout=TIMEOUT + 15)
+                          cwd=HERE, capture_output=True, text=True, timeout=TIMEOUT + 15,
+                          env=dict(os.environ, **env) if env else None)
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc, events
 

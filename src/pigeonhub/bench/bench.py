@@ -3,6 +3,7 @@
   pigeonhub bench                          PC hub and reference Node server, alternately, 3 rounds
   pigeonhub bench --url ws://host:port     one hub (anything speaking the PeerPigeon protocol); a
                                            board's cycles per frame from its /stats too
+  pigeonhub bench --url wss://host:port --ca ca.pem   the same over TLS (--ca: a self-signed one)
   pigeonhub bench --peers 5,10,20          a sweep (the report plots it)
   pigeonhub bench --device                 hub.wasm size/layout, WASM3 heap (32-bit build),
                                            instructions per relayed frame, ESP32 projection
@@ -44,6 +45,9 @@ def log(msg):
 def add_arguments(parser):
     parser.add_argument("--url", help="benchmark only this hub (ws://host:port); default: start the "
                                       "PC hub and the reference server on 127.0.0.1 and compare")
+    parser.add_argument("--ca", metavar="FILE",
+                        help="with a wss:// --url: also trust this CA certificate (PEM), e.g. the one "
+                             "that signed a board's self-signed certificate")
     parser.add_argument("--peers", default="20",
                         help="peers per run, or a comma-separated sweep (default 20; the PC hub "
                              "accepts at most MAX_PEERS=20)")
@@ -159,7 +163,8 @@ def verdicts(summary, peers=20):
 async def _one_run(hub_name, url, peers, args, cpu_probe):
     try:
         return await bench_load.run_load(url, peers, args.relays, args.window, args.timeout,
-                                         cpu_probe=cpu_probe)
+                                         cpu_probe=cpu_probe,
+                                         ssl_context=getattr(args, "ssl_context", None))
     except bench_load.BenchError as exc:
         return {"error": str(exc)}
     except asyncio.TimeoutError:
@@ -261,10 +266,20 @@ def run(args) -> int:
     want_device = args.device or args.all
     results = {"load": None, "device": None}
     status = 0
+    args.ssl_context = None
+    if getattr(args, "ca", None):
+        from pigeonhub.hub.ws import client_ssl_context
+        try:
+            args.ssl_context = client_ssl_context(args.ca)
+        except (OSError, ValueError) as exc:
+            print(f"E bench: --ca {args.ca} is not a readable PEM CA certificate "
+                  f"({getattr(exc, 'strerror', None) or exc})", file=sys.stderr)
+            return 2
     if want_load:
-        cycles_before = board_cycles.read(args.url) if args.url else None
+        cycles_before = board_cycles.read(args.url, ssl_context=args.ssl_context) if args.url else None
         runs, meta = run_load_bench(args)
-        cycles_after = board_cycles.read(args.url) if cycles_before is not None else None
+        cycles_after = (board_cycles.read(args.url, ssl_context=args.ssl_context)
+                        if cycles_before is not None else None)
         summary = summarise(runs)
         for name, err in meta.get("start_errors", {}).items():
             print(f"E bench: {name} did not start: {err}", file=sys.stderr)

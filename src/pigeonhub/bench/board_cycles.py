@@ -18,10 +18,12 @@ def stats_url(ws_url):
     return "http" + ws_url[2:].split("?", 1)[0].rstrip("/") + "/stats"
 
 
-def read(ws_url, timeout=10.0):
-    """The board's frameCycles object, or None (no such object, or /stats unreachable)."""
+def read(ws_url, timeout=10.0, ssl_context=None):
+    """The board's frameCycles object, or None (no such object, or /stats unreachable). A wss://
+    URL reads https:// /stats, verified with ssl_context (default: the system's CAs)."""
     try:
-        with urllib.request.urlopen(stats_url(ws_url), timeout=timeout) as resp:
+        with urllib.request.urlopen(stats_url(ws_url), timeout=timeout,
+                                    context=ssl_context) as resp:
             return json.loads(resp.read()).get("frameCycles")
     except (OSError, ValueError):   # URLError is an OSError
         return None

@@ -191,8 +191,9 @@ class _Peer:
 
 class LoadRun:
     def __init__(self, url: str, peers: int, relays: int, window: int, timeout: float,
-                 cpu_probe=None):
-        self.cpu_probe = cpu_probe  # () -> CPU seconds used so far by the hub process, or None
+                 cpu_probe=None, ssl_context=None):
+        self.cpu_probe = cpu_probe
+        self.ssl_context = ssl_context  # wss://: ws.client_ssl_context(--ca), None = the system's  # () -> CPU seconds used so far by the hub process, or None
         self.url = url.rstrip("/") if "?" not in url else url
         self.n = peers
         self.relays = relays
@@ -241,7 +242,8 @@ class LoadRun:
 
     async def connect_all(self):
         async def one(peer):
-            peer.ws = await ws.dial(self._peer_url(peer), self.timeout)
+            peer.ws = await ws.dial(self._peer_url(peer), self.timeout,
+                                    ssl_context=self.ssl_context)
             peer.ws.start(peer)
             await peer.connected.wait()
             if peer.closed_reason is not None:
@@ -319,12 +321,13 @@ class LoadRun:
 
 
 async def run_load(url: str, peers: int = 20, relays: int = 2000, window: int = 32,
-                   timeout: float = 30.0, kinds=("offer", "ice"), cpu_probe=None) -> dict:
+                   timeout: float = 30.0, kinds=("offer", "ice"), cpu_probe=None,
+                   ssl_context=None) -> dict:
     """One complete run against the hub at url. Returns the figures, raises BenchError.
     cpu_probe: optional () -> CPU seconds of the hub process (adds hub_cpu_us per frame)."""
     if peers < 2:
         raise BenchError("need at least 2 peers")
-    run = LoadRun(url, peers, relays, window, timeout, cpu_probe)
+    run = LoadRun(url, peers, relays, window, timeout, cpu_probe, ssl_context)
     try:
         await run.connect_all()
         result = {"peers": peers, "discovery_ms": await run.discovery() * 1000.0,

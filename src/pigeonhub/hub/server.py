@@ -17,6 +17,7 @@ import os
 import platform
 import signal
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -40,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  pigeonhub serve --host 0.0.0.0       # reachable from the LAN (browsers, phones)\n"
         "  pigeonhub serve --module build/hub.wasm --port 0\n"
         "  pigeonhub serve --port 3001 --bootstrap ws://127.0.0.1:3000/   # link to another hub\n"
-        "clients connect to ws://HOST:PORT/?peerId=<40 hex> (any path works).")
+        "  pigeonhub serve --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # wss://, https://\n"
+        "clients connect to ws://HOST:PORT/?peerId=<40 hex> (wss:// with --tls-cert; any path works).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; 0.0.0.0 for the LAN)")
     parser.add_argument("--port", type=int, default=3000,
@@ -76,6 +78,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "Repeatable and/or comma-separated, like PigeonHub's BOOTSTRAP_HUBS; a "
                              "URL naming this hub itself is skipped. The module dials each and "
                              "re-dials with backoff when a link drops")
+    parser.add_argument("--tls-cert", type=Path, default=None, metavar="CERT",
+                        help="serve wss:// and https:// (WebSocket, /health, /stats, the status page, "
+                             "POST /module) with this PEM certificate (chain); with --tls-key")
+    parser.add_argument("--tls-key", type=Path, default=None, metavar="KEY",
+                        help="the certificate's private key (PEM, unencrypted)")
+    parser.add_argument("--ca", type=Path, default=None, metavar="FILE",
+                        help="also trust this CA certificate (PEM) for wss:// bootstrap hubs, e.g. "
+                             "the one that signed a board's self-signed certificate")
     parser.add_argument("--max-links", type=int, default=None, metavar="N",
                         help="hub link slots reserved next to the client slots (default: the "
                              "number of --bootstrap hubs, at least the board's default)")
@@ -103,6 +113,22 @@ def run(args, hub_class=None) -> int:
         log.error(f"--upload-token must be {_bridge.UPLOAD_TOKEN_MIN} to {_bridge.UPLOAD_TOKEN_MAX} "
                   f"characters (as a board's console `token`), not {len(token)}")
         return 2
+    args.tls_context, args.tls_summary = None, None
+    if getattr(args, "tls_cert", None) is not None or getattr(args, "tls_key", None) is not None:
+        from .tls import TlsError, load_identity
+        try:
+            args.tls_context, args.tls_summary = load_identity(args.tls_cert, args.tls_key)
+        except TlsError as exc:
+            log.error(str(exc))
+            return 2
+    args.client_tls = None
+    if getattr(args, "ca", None) is not None:
+        try:
+            args.client_tls = ws.client_ssl_context(args.ca)
+        except (OSError, ValueError) as exc:   # ssl.SSLError is an OSError
+            log.error(f"--ca {args.ca} is not a readable PEM CA certificate "
+                      f"({getattr(exc, 'strerror', None) or exc}); give the CA's certificate file")
+            return 2
     max_links = getattr(args, "max_links", None)
     if max_links is not None and not 0 <= max_links <= _bridge.MAX_LINKS:
         log.error(f"--max-links must be 0..{_bridge.MAX_LINKS}, not {max_links}")
@@ -413,7 +439,10 @@ class PcHub:
                             code=1)
         self.ready.set()
         self._release_waiting()
-        log.info(f"listening on ws://{_url_host(self.args.host)}:{self.port}")
+        tls = getattr(self.args, "tls_context", None) is not None
+        if tls:   # the board's line (main/http_endpoints.c)
+            log.info(f"HTTPS server on port {self.port} (TLS, certificate {self.args.tls_summary})")
+        log.info(f"listening on {'wss' if tls else 'ws'}://{_url_host(self.args.host)}:{self.port}")
         # The two lines a board prints (main/wifi.c, main/hub_task.c): tests and users key on them.
         log.info(f"IPv4 address: {_ipv4_address(self.args.host)}")
         log.info(f"WebSocket server listening on port {self.port}")
@@ -444,7 +473,8 @@ class PcHub:
         loop = asyncio.get_running_loop()
         try:
             self.server = await loop.create_server(lambda: HubConnection(router), self.args.host,
-                                                   self.port)
+                                                   self.port,
+                                                   ssl=getattr(self.args, "tls_context", None))
         except OSError as exc:
             raise BootError(f"cannot listen on {self.args.host}:{self.port}: {exc.strerror or exc}",
                             code=1)
@@ -569,7 +599,8 @@ class PcHub:
         the module decides when to dial again)."""
         public = _public_url(c.url)
         try:
-            c.ws = await ws.dial(c.url, LINK_OPEN_TIMEOUT, user_agent=SERVER_HEADER)
+            c.ws = await ws.dial(c.url, LINK_OPEN_TIMEOUT, user_agent=SERVER_HEADER,
+                                 ssl_context=getattr(self.args, "client_tls", None))
         except asyncio.CancelledError:
             c.ws = None
             self.log.debug(f"hub link {public}: attempt given up")
@@ -794,6 +825,10 @@ def _link_error(exc):
         return "connection refused"
     if isinstance(exc, socket.gaierror):
         return f"cannot resolve the host name ({exc.strerror or exc})"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS certificate not trusted ({exc.verify_message}): pass its CA with --ca")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
     response = getattr(exc, "response", None)
     if response is not None and getattr(response, "status_code", None):
         return f"HTTP {response.status_code} instead of a WebSocket handshake"

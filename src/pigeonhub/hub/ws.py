@@ -656,17 +656,29 @@ class Callbacks:
         pass
 
 
-async def dial(url, open_timeout, user_agent=None):
+def client_ssl_context(ca=None):
+    """TLS settings for wss:// and https:// clients: the system's CAs, plus the CA certificate file
+    `ca` (PEM) when given, e.g. the one that signed a board's self-signed certificate (--ca).
+    Raises OSError or ssl.SSLError for a file that cannot be read or is not PEM."""
+    context = ssl.create_default_context()
+    if ca is not None:
+        context.load_verify_locations(cafile=str(ca))
+    return context
+
+
+async def dial(url, open_timeout, user_agent=None, ssl_context=None):
     """Open a WebSocket to url (ws:// or wss://, directly: no proxy). Returns the ClientWebSocket,
-    open and paused until start(handler). Raises OSError (refused, DNS, TLS), asyncio.TimeoutError,
-    or websockets' InvalidHandshake (InvalidStatus: an HTTP answer other than the upgrade)."""
+    open and paused until start(handler). wss:// verifies the hub's certificate with ssl_context
+    (default: client_ssl_context()). Raises OSError (refused, DNS, TLS: ssl.SSLError),
+    asyncio.TimeoutError, or websockets' InvalidHandshake (InvalidStatus: an HTTP answer other
+    than the upgrade)."""
     uri = parse_uri(url)
     loop = asyncio.get_running_loop()
     ws = None
 
     async def connect():
         nonlocal ws
-        context = ssl.create_default_context() if uri.secure else None
+        context = (ssl_context or client_ssl_context()) if uri.secure else None
         protocol = ClientProtocol(uri, extensions=None, max_size=MAX_MESSAGE)
         _transport, ws = await loop.create_connection(
             lambda: ClientWebSocket(protocol, user_agent), uri.host, uri.port, ssl=context,
