@@ -13,6 +13,7 @@
 #define SETTINGS_KEY_WIFI_PASS "wifi_pass"
 #define SETTINGS_KEY_UPLOAD_TOKEN "upload_token"
 #define SETTINGS_KEY_BOOTSTRAP "bootstrap"   /* comma-separated hub URLs (console `bootstrap`) */
+#define SETTINGS_KEY_MODULE_KEY "mod_key"    /* public key modules must be signed by (console `modkey`) */
 /* The module store's bookkeeping (main/module_store.c says what each holds); N = the slot number. */
 #define SETTINGS_KEY_MODULE_ACTIVE "mod_active"
 #define SETTINGS_KEY_MODULE_PREVIOUS "mod_prev"
