@@ -57,7 +57,9 @@ static int cmd_token(int argc, char **argv)
  * the next upload on. The key is one line: base64 DER, or a PEM whose lines were joined. */
 static int cmd_modkey(int argc, char **argv)
 {
-    char text[320] = "", hex[17], err[120];
+    static char text[320];   /* the console task's alone; its stack is 4 KiB */
+    char hex[17], err[120];
+    text[0] = '\0';
     for (int i = 1; i < argc; i++) {
         if (i > 1) strlcat(text, " ", sizeof(text));
         strlcat(text, argv[i], sizeof(text));

@@ -7,10 +7,13 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include "esp_heap_caps.h"
 #include "esp_log.h"
 #include "esp_timer.h"
+#include "freertos/FreeRTOS.h"
+#include "freertos/task.h"
 #include "mbedtls/base64.h"
 #include "mbedtls/ecdsa.h"
 #include "mbedtls/pk.h"
@@ -53,11 +56,15 @@ static void key_free(module_key *key)
     mbedtls_ecp_point_free(&key->q);
 }
 
-/* text -> key (call key_free after, also on failure). ESP_OK, or the reason in err. */
+/* text -> key (call key_free after, also on failure). ESP_OK, or the reason in err. The text's
+ * buffers are on the heap: the console's task has 4 KiB of stack, and mbedtls' parse needs some. */
 static esp_err_t key_parse(const char *text, module_key *key, char *err, size_t cap)
 {
-    char b64[KEY_TEXT_MAX];
-    uint8_t der[KEY_DER_MAX], point[65];
+    struct {
+        char b64[KEY_TEXT_MAX];
+        uint8_t der[KEY_DER_MAX];
+        uint8_t point[65];
+    } *scratch = NULL;
     size_t der_len = 0, point_len = 0;
     mbedtls_pk_context pk;
     mbedtls_mpi d;
@@ -67,28 +74,35 @@ static esp_err_t key_parse(const char *text, module_key *key, char *err, size_t 
     mbedtls_ecp_point_init(&key->q);
     mbedtls_pk_init(&pk);
     mbedtls_mpi_init(&d);
-    size_t n = key_base64(text, b64, sizeof(b64));
-    if (n == 0 || mbedtls_base64_decode(der, sizeof(der), &der_len, (const uint8_t *)b64, n) != 0) {
+    if ((scratch = malloc(sizeof(*scratch))) == NULL) {
+        snprintf(err, cap, "out of memory reading the key");
+        result = ESP_ERR_NO_MEM;
+        goto cleanup;
+    }
+    size_t n = key_base64(text, scratch->b64, sizeof(scratch->b64));
+    if (n == 0 || mbedtls_base64_decode(scratch->der, sizeof(scratch->der), &der_len,
+                                        (const uint8_t *)scratch->b64, n) != 0) {
         snprintf(err, cap, "not base64 (expected the one line `pigeonhub keygen` prints, or a PEM)");
         goto cleanup;
     }
-    if (mbedtls_pk_parse_public_key(&pk, der, der_len) != 0 || mbedtls_pk_ec(pk) == NULL ||
+    if (mbedtls_pk_parse_public_key(&pk, scratch->der, der_len) != 0 || mbedtls_pk_ec(pk) == NULL ||
         mbedtls_ecp_keypair_get_group_id(mbedtls_pk_ec(pk)) != MBEDTLS_ECP_DP_SECP256R1) {
         snprintf(err, cap, "not an ECDSA P-256 public key (`pigeonhub keygen` makes one)");
         goto cleanup;
     }
     if (mbedtls_ecp_export(mbedtls_pk_ec(pk), &key->grp, &d, &key->q) != 0 ||
         mbedtls_ecp_point_write_binary(&key->grp, &key->q, MBEDTLS_ECP_PF_UNCOMPRESSED, &point_len,
-                                       point, sizeof(point)) != 0) {
+                                       scratch->point, sizeof(scratch->point)) != 0) {
         snprintf(err, cap, "out of memory reading the key");
         result = ESP_ERR_NO_MEM;
         goto cleanup;
     }
     uint8_t digest[32];
-    mbedtls_sha256(point, point_len, digest, 0);
+    mbedtls_sha256(scratch->point, point_len, digest, 0);
     memcpy(key->id, digest, sizeof(key->id));
     result = ESP_OK;
 cleanup:
+    free(scratch);
     mbedtls_mpi_free(&d);
     mbedtls_pk_free(&pk);
     return result;
@@ -158,6 +172,7 @@ int module_sig_check(const uint8_t *wasm, size_t len, char *reason, size_t cap)
     /* The figures of docs/SIGNED_MODULES.md: time and heap at the verify's peak. */
     int64_t t0 = esp_timer_get_time();
     size_t free_before = heap_caps_get_free_size(MALLOC_CAP_DEFAULT);
+    unsigned stack_before = (unsigned)uxTaskGetStackHighWaterMark(NULL);
     bool monitoring = heap_caps_monitor_local_minimum_free_size_start() == ESP_OK;
     if (key_parse(text, &key, err, sizeof(err)) != ESP_OK) {
         /* A key is set but unreadable: nothing runs that it did not sign, so nothing new runs. */
@@ -176,8 +191,10 @@ int module_sig_check(const uint8_t *wasm, size_t len, char *reason, size_t cap)
         char hex[17];
         id_hex(key.id, hex);
         ESP_LOGI(TAG, "module signature of key %s verified: %u bytes in %lld ms, %u bytes of heap "
-                      "at its peak", hex, (unsigned)len, (long long)(esp_timer_get_time() - t0) / 1000,
-                 (unsigned)(free_before > low ? free_before - low : 0));
+                      "at its peak, stack high-water %u -> %u bytes free", hex, (unsigned)len,
+                 (long long)(esp_timer_get_time() - t0) / 1000,
+                 (unsigned)(free_before > low ? free_before - low : 0), stack_before,
+                 (unsigned)uxTaskGetStackHighWaterMark(NULL));
     }
     return refused;
 }

@@ -1,6 +1,5 @@
 """Signed modules on the emulated board: ONE board whose module key is provisioned in NVS (`mod_key`,
-as the console's `modkey` stores it) refuses an unsigned, a foreign-signed and a tampered upload
-with the reasons of the bridge core (lib/pigeonhub_bridge/src/ph_module_sig.c, word for word the PC
+as the console's `modkey` stores it) refuses an unsigned and a tampered upload with the reasons of the bridge core (lib/pigeonhub_bridge/src/ph_module_sig.c, word for word the PC
 hub's: test/ota/test_signed_modules.py), swaps in a module its key signed, and keeps serving a pair
 of peers throughout. mbedtls verifies on the board (main/module_sig.c).
 
@@ -24,17 +23,16 @@ from hubprocess import emulator
 pytestmark = pytest.mark.slow
 
 VERIFIED = (P + r"module signature of key ([0-9a-f]{16}) verified: (\d+) bytes in (\d+) ms, (\d+) "
-                r"bytes of heap at its peak")
+                r"bytes of heap at its peak, stack high-water (\d+) -> (\d+) bytes free")
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory):
     from pigeonhub.module import signing
     tmp = tmp_path_factory.mktemp("board-keys")
-    for name in ("owner", "stranger"):
-        proc = cli("keygen", tmp / name)
-        assert proc.returncode == 0, proc.stderr
-    return {name: signing.load_private_key(tmp / name) for name in ("owner", "stranger")}
+    proc = cli("keygen", tmp / "owner")
+    assert proc.returncode == 0, proc.stderr
+    return {"owner": signing.load_private_key(tmp / "owner")}
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +62,18 @@ def test_keyed_board_refuses_what_its_key_did_not_sign_and_runs_what_it_did(boar
                                                                              tmp_path_factory, tmp_path):
     from pigeonhub.module import signing
     owner_id = signing.key_id(keys["owner"].public_key()).hex()
-    stranger_id = signing.key_id(keys["stranger"].public_key()).hex()
     board.wait_for(P + f"module key {owner_id} \\(NVS mod_key\\): only modules signed by it run", LOG_TIMEOUT)
     board.wait_for(r"W \(\d+\) " + P + r"the embedded module runs although module is not signed; ",
                    LOG_TIMEOUT)
     plain = modules(tmp_path_factory)["mvp"].read_bytes()
     signed = signing.sign(plain, keys["owner"])
-    tampered = bytearray(signed)
-    tampered[200] ^= 0x01
+    # The signature is checked before anything parses the module, so the altered one can be small.
+    # A refused upload costs about 5 s on the emulated esp32 (two sector erases, whatever its size):
+    # the one signed by another key is left to the PC hub's and the bridge core's tests (the same
+    # ph_module_sig.c decides it).
+    small = b"\0asm\x01\x00\x00\x00" + b"\x00\x09\x04name" + bytes(range(4))
+    tampered = bytearray(signing.sign(small, keys["owner"]))
+    tampered[12] ^= 0x01
     before = running(board)
     heap_before = health(board)["memory"]
     a, b = joined_pair(board.url)
@@ -79,10 +81,8 @@ def test_keyed_board_refuses_what_its_key_did_not_sign_and_runs_what_it_did(boar
         refusals = [
             ("unsigned", plain, "module rejected: module is not signed; this hub runs only modules "
                                 "signed by its module key (sign it with `pigeonhub build --sign KEY`)"),
-            ("other-key", signing.sign(plain, keys["stranger"]),
-             f"module rejected: module is signed by key {stranger_id}; this hub's module key is {owner_id}"),
             ("tampered", bytes(tampered),
-             f"module rejected: module signature does not match its {len(plain)} signed bytes (changed "
+             f"module rejected: module signature does not match its {len(small)} signed bytes (changed "
              f"after signing, or signed by another key with the same id {owner_id})"),
         ]
         for name, body, reason in refusals:
@@ -105,7 +105,8 @@ def test_keyed_board_refuses_what_its_key_did_not_sign_and_runs_what_it_did(boar
         assert_relays(b, a, "signed-back")
         after = health(board)["memory"]
         print(f"\nsigned-module verify on {board.build.name}: {verified.group(3)} ms (QEMU), "
-              f"{verified.group(4)} bytes of heap at its peak; free heap {heap_before['freeHeap']} -> "
+              f"{verified.group(4)} bytes of heap at its peak, the verify's stack high-water "
+              f"{verified.group(5)} -> {verified.group(6)}; free heap {heap_before['freeHeap']} -> "
               f"{after['freeHeap']}, hub task stack left {heap_before['hubStackFree']} -> "
               f"{after['hubStackFree']} of {after['hubStackSize']}")
     finally:
