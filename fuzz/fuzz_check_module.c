@@ -7,7 +7,10 @@
  * the result is one of ph_result's values; the reason is NUL-terminated inside the error buffer
  * (a heap buffer of exactly its capacity, so a write past it is an ASan report) and says something
  * on failure; and a module the check accepts is also accepted by ph_bridge_create, and runs its
- * start_server / one frame / loop without the bridge crashing.
+ * start_server / one frame / loop without the bridge crashing. The same bytes go through the
+ * signature section's parser (ph_module_sig_find, which a hub with a module key runs before any
+ * other check): read within their length, a reason on refusal, and a signature found only as the
+ * module's last 89 bytes.
  */
 #include "fuzz_support.h"
 #include <stdint.h>
@@ -16,6 +19,7 @@
 #include <string.h>
 
 #include "ph_bridge.h"
+#include "ph_module_sig.h"
 
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
@@ -47,6 +51,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     CHECK(rc <= PH_OK && rc >= PH_ERR_CONFIG, "result %d", (int)rc);
     CHECK(memchr(err, 0, cap) != NULL, "reason not NUL-terminated (result %d)", (int)rc);
     if (rc != PH_OK) CHECK(err[0] != '\0', "failure %d without a reason", (int)rc);
+
+    ph_module_sig sig;
+    memset(err, 'X', cap);
+    err[0] = '\0';
+    ph_sig_find_result found = ph_module_sig_find(data, size, &sig, err, cap);
+    CHECK(found >= PH_SIG_MALFORMED && found <= PH_SIG_FOUND, "signature result %d", (int)found);
+    CHECK(memchr(err, 0, cap) != NULL, "signature reason not NUL-terminated");
+    if (found == PH_SIG_MALFORMED) CHECK(err[0] != '\0', "malformed signature without a reason");
+    if (found == PH_SIG_FOUND)
+        CHECK(sig.signed_len + PH_SIG_SECTION_BYTES == size, "signed %zu of %zu bytes",
+              sig.signed_len, size);
 
     if (rc == PH_OK) {
         ph_transport_ops ops = {.send = t_send, .millis = t_millis};

@@ -149,6 +149,10 @@ def check_seeds(hub, hub2, work):
     seeds["memory-huge"] = head + section(5, b"\x01\x01" + leb(0xFFFF) + leb(0xFFFF))
     seeds["memory-no-max"] = head + section(5, b"\x01\x00" + leb(1))
     seeds["custom-section"] = head + section(0, b"\x04name" + b"\x00" * 8) + h[8:]
+    # A signature section last (ph_module_sig.h: format 1, key id, r||s), and one followed by more.
+    sig = section(0, b"\x0dpigeonhub.sig\x01" + bytes(range(8)) + bytes(range(64)))
+    seeds["signed"] = h + sig
+    seeds["signed-then-section"] = h + sig + section(0, b"\x04name")
     # The bridge fixtures, broken variants included.
     fixtures = ROOT / "test/native/bridge/fixtures"
     work = Path(work)

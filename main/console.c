@@ -1,6 +1,6 @@
 /*
- * console.c — `wifi <ssid> [password]`, `token <secret>`, `bootstrap <url,url>`, `tls ...`,
- * `status`, `restart` on the console UART
+ * console.c — `wifi <ssid> [password]`, `token <secret>`, `modkey <key>`, `bootstrap <url,url>`,
+ * `tls ...`, `status`, `restart` on the console UART
  * (or USB Serial/JTAG when that is the configured console). Values go to NVS and win over Kconfig.
  */
 #include "console.h"
@@ -13,6 +13,7 @@
 #include "esp_console.h"
 #include "esp_log.h"
 #include "esp_system.h"
+#include "module_sig.h"
 #include "settings.h"
 #include "network.h"
 #include "ph_module_store.h"
@@ -52,6 +53,41 @@ static int cmd_token(int argc, char **argv)
         return 1;
     }
     printf("upload token saved\n");
+    return 0;
+}
+
+/* The key a module must be signed by to run (module_sig.c); checked before it is stored, used from
+ * the next upload on. The key is one line: base64 DER, or a PEM whose lines were joined. */
+static int cmd_modkey(int argc, char **argv)
+{
+    static char text[320];   /* the console task's alone; its stack is 4 KiB */
+    char hex[17], err[120];
+    text[0] = '\0';
+    for (int i = 1; i < argc; i++) {
+        if (i > 1) strlcat(text, " ", sizeof(text));
+        strlcat(text, argv[i], sizeof(text));
+    }
+    if (argc < 2) {
+        printf("usage: modkey <public key: the line `pigeonhub keygen` prints> | none\n");
+        return 1;
+    }
+    if (strcmp(text, "none") == 0) {
+        if (settings_set_str(SETTINGS_KEY_MODULE_KEY, "") != ESP_OK) {
+            printf("failed to clear the module key\n");
+            return 1;
+        }
+        printf("module key cleared (CONFIG_PIGEONHUB_MODULE_PUBKEY applies, if set)\n");
+        return 0;
+    }
+    if (module_sig_parse_key(text, hex, err, sizeof(err)) != ESP_OK) {
+        printf("module key refused: %s\n", err);
+        return 1;
+    }
+    if (settings_set_str(SETTINGS_KEY_MODULE_KEY, text) != ESP_OK) {
+        printf("failed to store the module key\n");
+        return 1;
+    }
+    printf("module key %s saved: only modules signed by it run from now on\n", hex);
     return 0;
 }
 
@@ -239,6 +275,8 @@ esp_err_t console_start(void)
           .hint = "<ssid> [password]", .func = cmd_wifi },
         { .command = "token", .help = "Set the token POST /module requires (stored in NVS)",
           .hint = "<secret>", .func = cmd_token },
+        { .command = "modkey", .help = "Set the public key uploaded modules must be signed by (NVS)",
+          .hint = "<base64 public key|none>", .func = cmd_modkey },
         { .command = "bootstrap", .help = "Set the hubs to link to (stored in NVS, used after restart)",
           .hint = "<ws://host:port/,...|none>", .func = cmd_bootstrap },
         { .command = "tls", .help = "Set the TLS certificate and key (stored in NVS): wss:// and "

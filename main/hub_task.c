@@ -24,6 +24,7 @@
 #include "freertos/semphr.h"
 #include "freertos/task.h"
 #include "hub_events.h"
+#include "module_sig.h"
 #include "module_store.h"
 #include "ph_bridge.h"
 #include "pigeonhub_abi.h"
@@ -46,6 +47,7 @@ static void hub_inbox_release(size_t len);
 #define HUB_OUT_WAIT_MS 50                 /* longest wait for the sockets to take queued frames */
 #define HUB_BOOT_WAIT_MS 60000             /* hub_task_start waits this long for the boot module */
 #define HUB_ERR_LEN 160
+#define HUB_SIG_REASON_LEN 240   /* a signature refusal names both key ids or the section's offsets */
 #define WALL_CLOCK_SYNCED_AFTER 1600000000 /* s: an RTC before 2020 has not been set by SNTP */
 
 /* A WebSocket the hub task knows, accepted or dialed: transport session ↔ bridge connection
@@ -342,7 +344,9 @@ static void load_boot_module(void)
     int order[MODULE_SLOT_COUNT + 1];
     int n = module_store_boot_order(order);
     char err[HUB_ERR_LEN];
+    char why[HUB_SIG_REASON_LEN];
 
+    module_sig_log_key();
     for (int i = 0; i < n; i++) {
         module_image img;
         err[0] = '\0';
@@ -350,6 +354,18 @@ static void load_boot_module(void)
             ESP_LOGW(TAG, "module %s skipped: %s", module_store_slot_name(order[i]), err);
             module_store_mark_bad(order[i]);
             continue;
+        }
+        if (module_sig_check(img.data, img.len, why, sizeof(why)) != 0) {
+            if (img.slot != MODULE_SLOT_EMBEDDED) {   /* uploaded: only what the key signed runs */
+                ESP_LOGW(TAG, "module %s refused: %s", module_store_slot_name(order[i]), why);
+                module_store_release(&img);
+                module_store_mark_bad(order[i]);
+                continue;
+            }
+            /* The embedded module is part of the firmware, trusted as the firmware is (secure
+             * boot signs both): it runs, so the board stays reachable for a signed upload. */
+            ESP_LOGW(TAG, "the embedded module runs although %s (build the firmware with "
+                          "CONFIG_PIGEONHUB_MODULE_SIGNING_KEY)", why);
         }
         size_t heap_before = esp_get_free_heap_size();
         size_t iram_before = iram_only_free();
@@ -390,6 +406,13 @@ static int swap_in(int slot, char *out, size_t cap)
     if (module_store_open(slot, &img, err, sizeof(err)) != ESP_OK) {
         strlcpy(out, err, cap);
         return 500;
+    }
+    /* With a module key, the signature before anything parses the module's bytes. */
+    char why[HUB_SIG_REASON_LEN];
+    if (module_sig_check(img.data, img.len, why, sizeof(why)) != 0) {
+        snprintf(out, cap, "module rejected: %s", why);
+        module_store_release(&img);
+        return 422;
     }
     /* The check needs a scratch runtime beside the running one; without the heap for it, the
      * swap below makes the same checks after unloading the running module. */

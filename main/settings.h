@@ -16,6 +16,7 @@
 /* TLS identity (console `tls`, `pigeonhub provision`): PEM blobs; both present = wss:// and https:// */
 #define SETTINGS_KEY_TLS_CERT "tls_cert"
 #define SETTINGS_KEY_TLS_KEY "tls_key"
+#define SETTINGS_KEY_MODULE_KEY "mod_key"    /* public key modules must be signed by (console `modkey`) */
 /* The module store's bookkeeping (main/module_store.c says what each holds); N = the slot number. */
 #define SETTINGS_KEY_MODULE_ACTIVE "mod_active"
 #define SETTINGS_KEY_MODULE_PREVIOUS "mod_prev"

@@ -152,10 +152,13 @@ def import_package_module(project_dir: Path, dotted: str):
 
 
 def build_hub_wasm(project_dir: Path, out_path: Path, slot_size: int, test_hooks: bool = False,
-                   build_module=None) -> tuple[int, str]:
-    """Build hub.wasm into out_path (atomically), check it, return (size, sha256).
+                   build_module=None, sign_key: str | None = None) -> tuple[int, str]:
+    """Build hub.wasm into out_path (atomically), check it, return (size, sha256). sign_key: a
+    private key (`pigeonhub keygen`; relative paths from project_dir) that signs it.
 
-    An unchanged module keeps its old file and timestamp, so the firmware does not relink.
+    An unchanged module keeps its old file and timestamp, so the firmware does not relink (a
+    signed one too: ECDSA signatures differ each time, so the old one is kept while it covers the
+    same bytes with the same key).
     """
     if build_module is None:
         build_module = import_package_module(project_dir, "pigeonhub.module.build").build_module
@@ -173,6 +176,9 @@ def build_hub_wasm(project_dir: Path, out_path: Path, slot_size: int, test_hooks
         raise BuildError(f"pigeonhub.module.build produced no file at {tmp}",
                          "check src/pigeonhub/module/build.py's build_module(out_path, ...)")
     data = tmp.read_bytes()
+    if sign_key:
+        data = _signed(project_dir, data, sign_key, out_path)
+        tmp.write_bytes(data)
     try:
         sha = check_module_bytes(data, slot_size)
     except BuildError:
@@ -183,6 +189,26 @@ def build_hub_wasm(project_dir: Path, out_path: Path, slot_size: int, test_hooks
     else:
         os.replace(tmp, out_path)
     return len(data), sha
+
+
+def _signed(project_dir: Path, data: bytes, sign_key: str, previous: Path) -> bytes:
+    """data signed with sign_key, or the previous build's file when it signs the same bytes with it."""
+    signing = import_package_module(project_dir, "pigeonhub.module.signing")
+    key_path = Path(sign_key).expanduser()
+    if not key_path.is_absolute():
+        key_path = project_dir / key_path
+    try:
+        key = signing.load_private_key(key_path)
+    except signing.KeyFileError as exc:
+        raise BuildError(f"the module signing key cannot be used: {exc}",
+                         "set CONFIG_PIGEONHUB_MODULE_SIGNING_KEY (or $PIGEONHUB_MODULE_SIGNING_KEY) "
+                         "to a key made by `pigeonhub keygen KEY`, or empty it") from exc
+    kid = signing.key_id(key.public_key())
+    old = previous.read_bytes() if previous.is_file() else b""
+    n = signing.SECTION_BYTES
+    if signing.has_signature(old) and old[:-n] == data and old[-n + 17:-n + 17 + len(kid)] == kid:
+        return old
+    return signing.sign(data, key)
 
 
 def ensure_wasm3(project_dir: Path, ensure=None) -> Path:
@@ -373,16 +399,18 @@ def main(argv=None) -> int:
     parser.add_argument("step", choices=["hub-wasm"])
     parser.add_argument("--project-dir", type=Path, default=Path(__file__).resolve().parent.parent)
     parser.add_argument("--out", type=Path, required=True, help="where hub.wasm goes")
+    parser.add_argument("--sign", metavar="KEY", default=None,
+                        help="sign it with this private key (CONFIG_PIGEONHUB_MODULE_SIGNING_KEY)")
     args = parser.parse_args(argv)
     try:
         slot = module_slot_size(parse_partitions((args.project_dir / "partitions.csv").read_text()))
-        size, sha = build_hub_wasm(args.project_dir, args.out.resolve(), slot)
+        size, sha = build_hub_wasm(args.project_dir, args.out.resolve(), slot, sign_key=args.sign)
     except (BuildError, OSError) as exc:
         fix = getattr(exc, "fix", "check the path and permissions")
         print(f"E (hub.wasm) {getattr(exc, 'problem', exc)}\n  fix: {fix}", file=sys.stderr)
         return 1
     print(f"I (hub.wasm) {size} bytes ({100 * size // slot}% of a {slot // 1024} KiB module slot), "
-          f"sha256 {sha}")
+          f"sha256 {sha}{', signed with ' + args.sign if args.sign else ''}")
     return 0
 
 

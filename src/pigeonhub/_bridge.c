@@ -31,6 +31,7 @@
 #include "_bridge_ws.h"
 #include "ph_bridge.h"
 #include "ph_json_string.h"
+#include "ph_module_sig.h"
 #include "pigeonhub_abi.h"
 
 static PyObject *BridgeError;   /* pigeonhub._bridge.BridgeError, .code = ph_result */
@@ -634,6 +635,63 @@ static PyObject *check_module(PyObject *Py_UNUSED(module), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* check_signature(wasm, key_id, verify): the decision a hub with a module key makes
+ * (ph_module_sig_check), with the host's ECDSA verify in Python: verify(data, sig) -> bool over the
+ * signed bytes (a memoryview) and r||s. Raises BridgeError(.code: SIG_*) with the reason. */
+typedef struct {
+    PyObject *verify;
+    PyObject *wasm;
+    int raised;   /* the verify callable raised: its exception propagates */
+} sig_verify_ctx;
+
+static int py_verify(void *ctx, const uint8_t *data, size_t len, const uint8_t sig[PH_SIG_BYTES],
+                     char *err, size_t err_cap)
+{
+    sig_verify_ctx *c = ctx;
+    PyObject *view = PyMemoryView_FromMemory((char *)data, (Py_ssize_t)len, PyBUF_READ);
+    PyObject *r = view ? PyObject_CallFunction(c->verify, "Oy#", view, sig, (Py_ssize_t)PH_SIG_BYTES)
+                       : NULL;
+    Py_XDECREF(view);
+    if (r == NULL) {
+        c->raised = 1;
+        snprintf(err, err_cap, "the verify function raised");
+        return -1;
+    }
+    int ok = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (ok < 0) {
+        c->raised = 1;
+        return -1;
+    }
+    return ok;
+}
+
+static PyObject *check_signature(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer wasm, kid;
+    PyObject *verify;
+    if (!PyArg_ParseTuple(args, "y*y*O:check_signature", &wasm, &kid, &verify)) return NULL;
+    PyObject *result = NULL;
+    if (kid.len != PH_SIG_KEY_ID_BYTES) {
+        PyErr_Format(PyExc_ValueError, "key_id must be %d bytes", PH_SIG_KEY_ID_BYTES);
+        goto cleanup;
+    }
+    sig_verify_ctx ctx = { .verify = verify };
+    char reason[320];
+    ph_sig_check_result rc = ph_module_sig_check(wasm.buf, (size_t)wasm.len, kid.buf, py_verify,
+                                                 &ctx, reason, sizeof reason);
+    if (ctx.raised) goto cleanup;
+    if (rc != PH_SIG_OK) {
+        set_bridge_error((ph_result)rc, reason);
+        goto cleanup;
+    }
+    result = Py_NewRef(Py_None);
+cleanup:
+    PyBuffer_Release(&wasm);
+    PyBuffer_Release(&kid);
+    return result;
+}
+
 /* For hosts written in Python (the module tests' engines, tools/wasm_profile.py): the bridge's own
  * implementations of the json_string_end and json_value_end imports, so every host validates
  * frames alike. */
@@ -660,6 +718,10 @@ static PyObject *json_value_end(PyObject *Py_UNUSED(module), PyObject *arg)
 static PyMethodDef module_methods[] = {
     { "check_module", check_module, METH_O,
       "check_module(wasm) -> None; raises BridgeError with the reason the module is refused" },
+    { "check_signature", check_signature, METH_VARARGS,
+      "check_signature(wasm, key_id, verify) -> None; raises BridgeError (.code SIG_*) with the reason a\n"
+      "hub whose module key has this 8-byte id refuses wasm. verify(data, sig) -> bool is the ECDSA\n"
+      "P-256 check of sig (r||s, 64 bytes) over data" },
     { "json_string_end", json_string_end, METH_O,
       "json_string_end(text) -> the json_string_end import on bytes: the length of the JSON string\n"
       "token at text[0] (its opening quote) through the closing quote, or -1 (syntax), -2 (UTF-8)" },
@@ -713,6 +775,17 @@ PyMODINIT_FUNC PyInit__bridge(void)
     };
     for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
         if (PyModule_AddIntConstant(m, codes[i].name, codes[i].value) < 0) goto fail;
+    /* Signed modules (ph_module_sig.h): the section's format and check_signature's codes */
+    static const struct { const char *name; int value; } sig_consts[] = {
+        { "SIG_SECTION_BYTES", (int)PH_SIG_SECTION_BYTES }, { "SIG_FORMAT", PH_SIG_FORMAT },
+        { "SIG_KEY_ID_BYTES", PH_SIG_KEY_ID_BYTES }, { "SIG_BYTES", PH_SIG_BYTES },
+        { "SIG_UNSIGNED", PH_SIG_UNSIGNED }, { "SIG_BAD_FORMAT", PH_SIG_BAD_FORMAT },
+        { "SIG_OTHER_KEY", PH_SIG_OTHER_KEY }, { "SIG_MISMATCH", PH_SIG_MISMATCH },
+        { "SIG_ERROR", PH_SIG_ERROR },
+    };
+    for (size_t i = 0; i < sizeof sig_consts / sizeof sig_consts[0]; i++)
+        if (PyModule_AddIntConstant(m, sig_consts[i].name, sig_consts[i].value) < 0) goto fail;
+    if (PyModule_AddStringConstant(m, "SIG_SECTION_NAME", PH_SIG_SECTION_NAME) < 0) goto fail;
     if (bridge_store_register(m) < 0) goto fail;
     if (bridge_ws_register(m) < 0) goto fail;   /* ws.py's optional framing speedups */
     return m;

@@ -9,6 +9,7 @@ import sys
 COMMANDS = {
     "build": ("pigeonhub.module.build", "compile wasm/ into hub.wasm, validate it and check its budgets"),
     "serve": ("pigeonhub.hub.server", "run hub.wasm as a PeerPigeon hub on this PC"),
+    "keygen": ("pigeonhub.module.signing", "write an ECDSA P-256 key pair that signs modules (build --sign)"),
     "info": ("pigeonhub.module.info", "print a module's size, hash, ABI version, exports and imports"),
     "upload": ("pigeonhub.upload", "upload a hub module to a board (or PC hub) over the air"),
     "provision": ("pigeonhub.provision", "give a board its TLS certificate and key over its serial "

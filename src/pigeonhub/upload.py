@@ -13,7 +13,8 @@ Exit status:
     2  the file cannot be uploaded (missing, not a hub module, too big) — nothing was sent
     3  the hub refused the upload token (HTTP 403), or uploads are disabled on it
     4  the hub rejected the module (HTTP 400/411/413/422: the hub's reason is printed)
-    5  the hub could not switch modules (HTTP 5xx); its previous module keeps running
+    5  the hub could not switch modules (HTTP 5xx) or another upload was in progress (HTTP 409);
+       its previous module keeps running
     6  something answered at HOST:PORT, but not a PigeonHub
     7  the hub cannot be reached (connection refused, timeout, unknown host)
 """
@@ -210,6 +211,16 @@ def _interpret(host, port, status, body) -> dict:
             fix = ("set an upload token on the hub first (board console: `token <secret>`; "
                    "PC hub: pigeonhub serve --upload-token <secret>), then pass it with --token")
         raise UploadError(f"the hub refused the upload: {reason}", fix, EXIT_TOKEN, status)
+    if status == 422 and ("signed" in reason or "signature" in reason):
+        raise UploadError(f"the hub rejected the module: {reason}",
+                          "sign it with `pigeonhub build --sign KEY`, KEY being the private key whose "
+                          "public half the hub holds (pigeonhub serve --module-key KEY.pub; board: "
+                          "console `modkey` or CONFIG_PIGEONHUB_MODULE_PUBKEY); the hub keeps running "
+                          "its previous module", EXIT_REJECTED, status)
+    if status == 409:
+        raise UploadError(f"the hub is busy: {reason}",
+                          "wait for the other upload to finish, then retry; the hub keeps running its "
+                          "previous module", EXIT_HUB_FAILED, status)
     if status in (400, 411, 413, 422):
         raise UploadError(f"the hub rejected the module: {reason}",
                           "rebuild it with `pigeonhub build` and check it with `pigeonhub info`; "
@@ -236,7 +247,8 @@ def add_arguments(parser):
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "exit status: 0 ok, 2 bad file (nothing sent), 3 token refused, 4 module rejected by the hub,\n"
-        "5 hub failed to switch (previous module keeps running), 6 not a PigeonHub, 7 hub unreachable")
+        "5 hub failed to switch or busy with another upload (previous module keeps running),\n"
+        "6 not a PigeonHub, 7 hub unreachable")
     parser.add_argument("--host", required=True,
                         help="the hub's IP address (a board prints it: 'IPv4 address: ...')")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the hub's port (default 3000)")

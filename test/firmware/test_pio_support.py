@@ -102,6 +102,26 @@ def test_unchanged_module_keeps_its_timestamp_so_nothing_relinks(project):
     assert out.stat().st_mtime == 1_000_000
 
 
+def test_signing_key_signs_the_embedded_module_and_an_unchanged_one_keeps_its_file(project):
+    """CONFIG_PIGEONHUB_MODULE_SIGNING_KEY (main/CMakeLists.txt passes it as --sign)."""
+    signing = pytest.importorskip("pigeonhub.module.signing")
+    from pigeonhub import _bridge
+    signing.generate(project / "modkey")
+    out = project / "build" / "hub.wasm"
+    slot = 65536
+    pio_support.build_hub_wasm(project, out, slot, build_module=writer(EMPTY_MODULE), sign_key="modkey")
+    first = out.read_bytes()
+    public = signing.load_public_key(project / "modkey.pub")
+    _bridge.check_signature(first, signing.key_id(public), signing.verifier(public))   # raises if not
+    assert first[:-signing.SECTION_BYTES] == EMPTY_MODULE
+    os.utime(out, (1_000_000, 1_000_000))
+    pio_support.build_hub_wasm(project, out, slot, build_module=writer(EMPTY_MODULE), sign_key="modkey")
+    assert out.read_bytes() == first and out.stat().st_mtime == 1_000_000
+    with pytest.raises(BuildError, match="the module signing key cannot be used: .*missing"):
+        pio_support.build_hub_wasm(project, out, slot, build_module=writer(EMPTY_MODULE),
+                                   sign_key="missing")
+
+
 def test_failed_build_stops_with_a_fix_and_keeps_the_previous_module(project, capsys):
     env = make_env(project, ESP_OPTIONS)
     out = pio_support.pre_build(env, writer(EMPTY_MODULE), fake_wasm3, log=lambda s: None)

@@ -7,8 +7,9 @@ request is read here and goes through one router.
     GET + Upgrade: websocket    the WebSocket handshake (ws.py), on any path: the module judges it
     POST /module, OPTIONS       over-the-air module upload (ota.py)
 
-A response ends the connection (Connection: close), as on the board. A request has 10 s to arrive
-whole, body included.
+A response ends the connection (Connection: close), as on the board. A request has 10 s (serve
+--request-timeout) to arrive whole, body included: a stalled upload is cut off with 400. One module
+upload at a time: another POST /module while a body arrives is answered 409 before its body.
 """
 
 import asyncio
@@ -21,6 +22,7 @@ from .ws import ServerWebSocket
 MAX_HEAD_BYTES = 8192              # request line + headers
 MAX_DRAIN = 2 * SLOT_BYTES         # a refused body larger than this is not read: the client sees a reset
 REQUEST_TIMEOUT = 10.0             # s for the whole request (websockets' opening-handshake default)
+UPLOAD_BUSY = "another module upload is in progress; retry when it has finished"
 SERVER_HEADER = f"PigeonHub-WASM/{__version__}"
 HTTP_BANNER = "PeerPigeon WebSocket Signaling Server"   # the reference server's answer
 STATUS_PAGE = DATA_DIR / "status.html"
@@ -33,6 +35,7 @@ CORS_PREFLIGHT = ("Access-Control-Allow-Methods: GET, POST, OPTIONS",
 
 REASONS = {101: "Switching Protocols", 200: "OK", 204: "No Content", 400: "Bad Request",
            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+           409: "Conflict",
            411: "Length Required", 413: "Payload Too Large", 422: "Unprocessable Entity",
            431: "Request Header Fields Too Large", 500: "Internal Server Error",
            503: "Service Unavailable", 507: "Insufficient Storage"}
@@ -106,9 +109,10 @@ class Router:
     """Decides what each request gets. `hub` is the PcHub (health(), stats(), upgrade()); `uploads`
     the UploadService (ota.py)."""
 
-    def __init__(self, hub, uploads):
+    def __init__(self, hub, uploads, request_timeout=REQUEST_TIMEOUT):
         self.hub = hub
         self.uploads = uploads
+        self.request_timeout = request_timeout
         self.sockets = set()   # every open connection, for the hub's shutdown
         self._status_page = None   # data/status.html, read on first use
 
@@ -131,6 +135,8 @@ class Router:
             conn.respond(response(204, extra=CORS_PREFLIGHT))
         elif method == "POST":
             refused = self.uploads.precheck(method, request.target, request.headers)
+            if refused is None and not self.uploads.begin(conn):
+                refused = self.uploads.refuse(request.target, 409, UPLOAD_BUSY)
             if refused is not None:   # before the body, as the board does
                 conn.respond(json_response(*refused), drain=refused[0] != 413)
             else:
@@ -172,11 +178,13 @@ class HubConnection(ServerWebSocket):
     def connection_made(self, transport):
         super().connection_made(transport)
         self.router.sockets.add(self)
-        self._deadline = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._timed_out)
+        self._deadline = asyncio.get_running_loop().call_later(self.router.request_timeout,
+                                                               self._timed_out)
 
     def connection_lost(self, exc):
         if self._deadline is not None:
             self._deadline.cancel()
+        self.router.uploads.end(self)
         self.router.sockets.discard(self)
         super().connection_lost(exc)
 
@@ -237,6 +245,7 @@ class HubConnection(ServerWebSocket):
         """Send a whole response and close. drain: first read (and drop) the rest of a body of
         acceptable size, so that the client gets the answer instead of a reset for unread data."""
         self._answered = True
+        self.router.uploads.end(self)
         if self._deadline is not None:
             self._deadline.cancel()
         self.transport.write(answer)
@@ -267,4 +276,4 @@ class HubConnection(ServerWebSocket):
             self.transport.abort()   # the hub never got ready for it
         else:
             self.respond(self.router.incomplete(
-                self._request, f"the request did not arrive within {REQUEST_TIMEOUT:g} s"))
+                self._request, f"the request did not arrive within {self.router.request_timeout:g} s"))

@@ -17,8 +17,13 @@ answers {"error": "<specific reason>"} and leaves the running module untouched. 
 
 (the board, main/hub_task.c, answers the same members.)
 
+With `serve --module-key PUB.pem`, the module must also be signed by that key (signing.py;
+422 "module rejected: module is not signed; ..." and the other reasons of ph_module_sig.c), checked
+before the module is stored or parsed.
+
 The request reaches UploadService through the hub's one HTTP router (endpoints.py), which gives
-a request 10 s to arrive whole: a 64 KiB module takes well under a second on a LAN.
+a request 10 s (serve --request-timeout) to arrive whole: a 64 KiB module takes well under a second
+on a LAN. One upload at a time: a second POST /module while a body arrives is answered 409.
 """
 
 import hashlib
@@ -59,7 +64,8 @@ def handle_upload(headers, body, hub, store):
     """POST /module once its headers passed precheck() (the router runs it before reading the
     body) and the body was read. `hub` provides swap(wasm) -> replayed connections (raising
     hub.SwapError / BridgeError with the reason), check(wasm) (raises with the reason), hub_id and
-    log. Returns (status, json object)."""
+    log, and check_signature(wasm) (raises with the reason when a module key is set and the module
+    is not signed by it). Returns (status, json object)."""
     length = content_length(headers)
     if len(body) != length:
         return 400, {"error": f"body ended after {len(body)} of {length} bytes"}
@@ -68,6 +74,10 @@ def handle_upload(headers, body, hub, store):
     if got != expected:
         # Checked before anything is written: a bad transfer never touches a slot.
         return 400, {"error": f"SHA-256 mismatch: received {got}, X-Module-SHA256 says {expected}"}
+    try:
+        hub.check_signature(body)   # before anything is written or parsed: an unsigned module is not
+    except Exception as exc:        # even stored (BridgeError: ph_module_sig.c's reason)
+        return 422, {"error": f"module rejected: {exc}"}
     try:
         slot = store.store(body, expected)
     except (StoreError, OSError) as exc:
@@ -99,6 +109,7 @@ class UploadService:
         self.store = store
         self.token = token or ""
         self.confirm_timer = None
+        self.receiving = None          # the connection whose upload body is arriving
         self.trap_base = 0             # the bridge's trap count when the running module started
 
     # what handle_upload needs
@@ -112,6 +123,22 @@ class UploadService:
 
     def check(self, wasm):
         self.hub.bridge_mod.check_module(wasm)
+
+    def check_signature(self, wasm):
+        self.hub.check_signature(wasm)
+
+    # one upload at a time, as on the board (whose one httpd task reads one request at a time): a
+    # second one is refused before its body, so two never race for the free slot
+    def begin(self, conn):
+        """A POST /module whose headers passed: may its body come? False while another does."""
+        if self.receiving is not None and self.receiving is not conn:
+            return False
+        self.receiving = conn
+        return True
+
+    def end(self, conn):
+        if self.receiving is conn:
+            self.receiving = None
 
     def swap(self, wasm):
         if self.hub.bridge is None:

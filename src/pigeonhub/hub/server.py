@@ -25,7 +25,7 @@ from pathlib import Path
 from .. import DATA_DIR, __version__, _bridge, event_loop
 from ..log import Logger
 from . import ws
-from .endpoints import SERVER_HEADER, HubConnection, Router
+from .endpoints import REQUEST_TIMEOUT, SERVER_HEADER, HubConnection, Router
 
 DEFAULT_MODULE = DATA_DIR / "hub.wasm"
 FORCE_CLOSE_AFTER = 1.0       # s a requested close may wait behind a blocked send before it jumps the queue
@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="secret for over-the-air module uploads (POST /module, `pigeonhub "
                              "upload --token T`); while unset every upload is refused with 403, "
                              "as on a board without a token")
+    parser.add_argument("--module-key", type=Path, default=None, metavar="PUB.pem",
+                        help="public key (`pigeonhub keygen KEY` writes KEY.pub): every uploaded "
+                             "module must then be signed by its private key (`pigeonhub build --sign "
+                             "KEY`); unsigned, wrongly signed or altered ones are refused with 422")
+    parser.add_argument("--request-timeout", type=float, default=None, metavar="S",
+                        help="seconds an HTTP request, upload body included, has to arrive whole "
+                             "(default 10); a stalled upload is then cut off")
     parser.add_argument("--module-dir", type=Path, default=None, metavar="DIR",
                         help="where uploaded modules are kept (two slots + state.json; default "
                              "~/.local/share/pigeonhub/modules). Used when this or --upload-token is "
@@ -133,6 +140,18 @@ def run(args, hub_class=None) -> int:
     if max_links is not None and not 0 <= max_links <= _bridge.MAX_LINKS:
         log.error(f"--max-links must be 0..{_bridge.MAX_LINKS}, not {max_links}")
         return 2
+    timeout = getattr(args, "request_timeout", None)
+    if timeout is not None and not 0 < timeout <= 3600:
+        log.error(f"--request-timeout must be more than 0 and at most 3600 s, not {timeout:g}")
+        return 2
+    args.module_public_key = None
+    if getattr(args, "module_key", None) is not None:
+        from ..module.signing import KeyFileError, load_public_key
+        try:
+            args.module_public_key = load_public_key(args.module_key)
+        except KeyFileError as exc:
+            log.error(f"--module-key: {exc}")
+            return 2
     module_path = args.module if args.module is not None else DEFAULT_MODULE
     if args.module is None and not module_path.exists():
         try:
@@ -357,6 +376,23 @@ class PcHub:
     def device_id(self):
         return self.args.device_id or f"pc-{socket.gethostname()}-{self.port}"
 
+    # ---- signed modules (serve --module-key) -------------------------------------------------------
+
+    def check_signature(self, wasm):
+        """Raises BridgeError with ph_module_sig.c's reason when a module key is set and wasm is not
+        signed by it; without a key every module passes (a signature section is ignored)."""
+        key = getattr(self.args, "module_public_key", None)
+        if key is None:
+            return
+        from ..module.signing import key_id, verifier
+        self.bridge_mod.check_signature(wasm, key_id(key), verifier(key))
+
+    def _warn_unsigned_packaged(self, exc):
+        """--module / the packaged module is the operator's own file, as the board's embedded module
+        is part of its firmware: it runs even when the key did not sign it, with a warning."""
+        self.log.warning(f"the packaged module {self.module_path.name} runs although {exc} "
+                         "(sign it with `pigeonhub build --sign KEY`)")
+
     # ---- boot / shutdown -------------------------------------------------------------------------
 
     def _load_module(self):
@@ -383,6 +419,14 @@ class PcHub:
                 continue
             path = self.module_path if slot == PACKAGED else store.slot_path(slot)
             try:
+                self.check_signature(wasm)
+            except self.bridge_mod.BridgeError as exc:
+                if slot != PACKAGED:   # uploaded: only what the key signed runs
+                    log.warning(f"module {name} refused: {exc}")
+                    store.mark_bad(slot)
+                    continue
+                self._warn_unsigned_packaged(exc)
+            try:
                 bridge = self.bridge_mod.Bridge(wasm, _Transport(self), max_connections=slots,
                                                 **self._link_options())
             except self.bridge_mod.BridgeError as exc:
@@ -402,8 +446,16 @@ class PcHub:
         log = self.log
         log.info(f"PigeonHub-WASM {__version__} PC hub (Python {platform.python_version()}, "
                  f"websockets {_websockets_version()})")
+        key = getattr(self.args, "module_public_key", None)
+        if key is not None:
+            from ..module.signing import key_id
+            log.info(f"module key {key_id(key).hex()}: only modules signed by it are accepted")
         if self.store is None:
             wasm = self._load_module()
+            try:
+                self.check_signature(wasm)
+            except self.bridge_mod.BridgeError as exc:
+                self._warn_unsigned_packaged(exc)
         self.ready = asyncio.Event()
         if self.server is None:
             await self._listen()
@@ -469,7 +521,9 @@ class PcHub:
         from .ota import UploadService
         # POST /module on the same port as the WebSocket hub, as on a board (pigeonhub/hub/ota.py).
         self.uploads = UploadService(self, self.store, getattr(self.args, "upload_token", None))
-        self.router = router = Router(self, self.uploads)
+        timeout = getattr(self.args, "request_timeout", None)
+        self.router = router = Router(self, self.uploads,
+                                      timeout if timeout is not None else REQUEST_TIMEOUT)
         loop = asyncio.get_running_loop()
         try:
             self.server = await loop.create_server(lambda: HubConnection(router), self.args.host,

@@ -666,6 +666,9 @@ def add_arguments(parser):
                         help="MAX_PEERS: client connections the hub accepts (default 20)")
     parser.add_argument("--test-hooks", action="store_true",
                         help="build the test-hook variant (frame type __test_trap traps); never ship it")
+    parser.add_argument("--sign", metavar="KEY", default=None,
+                        help="sign the module with this private key (`pigeonhub keygen KEY`): a hub "
+                             "with the matching module key runs only modules signed by it")
     parser.add_argument("--mvp", action="store_true",
                         help="WebAssembly MVP only: no bulk memory (memory.copy/fill), for an engine "
                              "without it; slower relaying")
@@ -685,4 +688,14 @@ def run(args) -> int:
         print(f"E (build) {exc}", file=sys.stderr)
         return 1
     print(format_report(result))
+    if args.sign:
+        from .signing import KeyFileError, key_id, load_private_key, sign_file
+        try:
+            key = load_private_key(args.sign)
+            size = sign_file(result.path, args.sign)
+        except KeyFileError as exc:
+            print(f"E (build) {exc}", file=sys.stderr)
+            return 1
+        print(f"signed     key id {key_id(key.public_key()).hex()} ({args.sign}): {size} bytes with "
+              f"its signature section")
     return 0

@@ -21,7 +21,8 @@ def add_arguments(parser):
 
 def describe(path) -> tuple:
     """(report text, ok) for the module at path."""
-    info = inspect_module(Path(path).read_bytes())
+    wasm = Path(path).read_bytes()
+    info = inspect_module(wasm)
     abi = parse_abi_header()
     lines = [f"module     {path}",
              f"size       {info.size} bytes (budget {MODULE_BUDGET_BYTES})",
@@ -33,6 +34,12 @@ def describe(path) -> tuple:
     else:
         lines.append("memory     none defined")
     lines.append(f"ABI        tables of pigeonhub_abi.h, PH_ABI_VERSION {abi.version}")
+    from .signing import KEY_ID_BYTES, SECTION_BYTES, SIG_BYTES, has_signature
+    if has_signature(wasm):
+        kid = wasm[-SIG_BYTES - KEY_ID_BYTES:-SIG_BYTES].hex()
+        lines.append(f"signature  key id {kid} (pigeonhub.sig section, its last {SECTION_BYTES} bytes)")
+    else:
+        lines.append("signature  none (`pigeonhub build --sign KEY` adds one)")
     for title, have, table in (("imports", {n: s for _m, n, k, s in info.imports if k == "func"},
                                 abi.imports),
                                ("exports", {n: s for n, k, s in info.exports if k == "func"},
