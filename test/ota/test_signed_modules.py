@@ -4,7 +4,7 @@ serving its peers; plus the upload limits of issue 12 (one upload at a time, a s
 
 Real parts only: the CLI as a user runs it, `pigeonhub serve` subprocesses on loopback, WebSocket
 peers, `cryptography` signing and verifying. The reasons are ph_module_sig.c's, word for word the
-board's (test/board/test_signed_modules.py).
+board's (test/board/test_signed_uploads.py).
 """
 import hashlib
 import http.client
