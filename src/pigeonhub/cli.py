@@ -11,6 +11,7 @@ COMMANDS = {
     "serve": ("pigeonhub.hub.server", "run hub.wasm as a PeerPigeon hub on this PC"),
     "info": ("pigeonhub.module.info", "print a module's size, hash, ABI version, exports and imports"),
     "upload": ("pigeonhub.upload", "upload a hub module to a board (or PC hub) over the air"),
+    "discover": ("pigeonhub.discover", "list the hubs on the LAN (mDNS): name, URL, hub id, peers"),
     "bench": ("pigeonhub.bench.bench", "benchmark this hub against the reference PeerPigeon server"),
     "soak": ("pigeonhub.bench.soak", "bounded load-and-churn run against a hub: leaks, count mismatches, "
                                "latency; ends with PASS or FAIL"),
