@@ -5,7 +5,7 @@ address (`pigeonhub upload --host pigeonhub-ab12`, `pigeonhub bench --url pigeon
 A hub is one `_pigeonhub._tcp` service whose instance name is also its host name:
 `pigeonhub-<first 4 hex of the hub id>` (board: CONFIG_PIGEONHUB_MDNS_HOSTNAME may replace it), so
 `pigeonhub-ab12`, `pigeonhub-ab12.local` and the service instance all name the same hub. Its TXT
-record (docs/PROTOCOL.md §11) carries TXT_KEYS; main/mdns_advert.c advertises the same keys
+record (docs/PROTOCOL.md §10.1) carries TXT_KEYS; main/mdns_advert.c advertises the same keys
 (test/firmware/test_config_consistency.py keeps the two in step).
 
 zeroconf is imported inside the functions: commands that never touch mDNS do not need it.
@@ -210,6 +210,11 @@ class Advertiser:
         from zeroconf.asyncio import AsyncZeroconf
         if ":" in self.bind_host:
             raise MdnsError(f"--mdns advertises IPv4 only; serve on an IPv4 address, not {self.bind_host}")
+        if self.bind_host not in ("0.0.0.0", "") and not is_ip_address(self.bind_host):
+            try:   # --host localhost, --host myname: the address it was bound to
+                self.bind_host = socket.gethostbyname(self.bind_host)
+            except OSError as exc:
+                raise MdnsError(f"cannot tell the IPv4 address of --host {self.bind_host}: {exc}") from None
         addresses = _advertised_addresses(self.bind_host)
         if not addresses:
             raise MdnsError("no IPv4 address to advertise: this machine has no network interface up")

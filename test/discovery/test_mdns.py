@@ -127,6 +127,13 @@ def test_upload_by_discovered_name(netns, hub, hub_wasm):
     assert health(netns, hub)["uptime"] >= before   # the same process kept serving
 
 
+def test_bench_by_discovered_name(netns, hub):
+    proc = cli(netns, "bench", "--url", hub.name, "--peers", "2", "--rounds", "1", "--relays", "20")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"bench: {hub.name} is ws://127.0.0.1:{hub.port}/ (mDNS)" in proc.stderr, proc.stderr
+    assert re.search(r"^  hub with 2 peers relays [\d,]+ offers/s", proc.stdout, re.M), proc.stdout
+
+
 def test_unknown_name_is_a_clear_error(netns, hub, hub_wasm):
     """A name no hub answers to (with a hub that does answer on the same network)."""
     proc = cli(netns, "upload", "--host", "pigeonhub-zzzz", "--token", TOKEN, hub_wasm)
