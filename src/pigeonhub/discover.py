@@ -64,10 +64,10 @@ def run(args) -> int:
         return 2
     if not hubs:
         print(f"no PigeonHub answered on the LAN within {args.timeout:g} s (mDNS _pigeonhub._tcp).\n"
-              "Is the hub powered and on this network? A board advertises itself once it has an "
-              "address (CONFIG_PIGEONHUB_MDNS, on by default); a PC hub only with `pigeonhub serve "
-              "--mdns --host 0.0.0.0`. Some Wi-Fi networks (guest, client isolation) block mDNS: "
-              "then use the IP address the board prints ('IPv4 address: ...').")
+              "  A board advertises itself once it has an address (CONFIG_PIGEONHUB_MDNS, on by\n"
+              "  default); a PC hub only with `pigeonhub serve --mdns --host 0.0.0.0`.\n"
+              "  Guest Wi-Fi and routers with client isolation block mDNS: then use the IP address\n"
+              "  the board prints ('IPv4 address: ...'), or try a longer --timeout.")
         return 1
     rows = [("NAME", "URL", "HUB ID", "PEERS")]
     problems = []

@@ -32,7 +32,7 @@ def _remove_stale():
     except OSError:
         return
     for name in names:
-        pid = name[len(PREFIX):]
+        pid = name[len(PREFIX):].split("-")[0]
         if name.startswith(PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
             _ip("netns", "delete", name)
 
@@ -40,8 +40,8 @@ def _remove_stale():
 class Netns:
     """`ip netns add` + loopback up; exec() prefixes a command to run inside; delete() removes it."""
 
-    def __init__(self):
-        self.name = f"{PREFIX}{os.getpid()}"
+    def __init__(self, tag=""):
+        self.name = f"{PREFIX}{os.getpid()}{tag}"
         _remove_stale()
         try:
             made = _ip("netns", "add", self.name)

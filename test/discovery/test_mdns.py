@@ -114,6 +114,18 @@ def test_discover_lists_the_hub_with_its_url_id_and_peers(netns, hub):
     assert len(lines) == 3, proc.stdout
 
 
+def test_discover_says_when_no_hub_answers():
+    empty = Netns("-empty")
+    try:
+        proc = cli(empty, "discover", "--timeout", "1")
+    finally:
+        empty.delete()
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("no PigeonHub answered on the LAN within 1 s (mDNS _pigeonhub._tcp).\n"
+                                  "  A board advertises itself"), proc.stdout
+    assert "`pigeonhub serve --mdns --host 0.0.0.0`" in proc.stdout
+
+
 def test_upload_by_discovered_name(netns, hub, hub_wasm):
     """`--host pigeonhub-ab12.local` without --port: address and port come from the advertisement."""
     before = health(netns, hub)["uptime"]
