@@ -7,6 +7,9 @@ it and no answer leaves it. The answering side is ESP-IDF's mdns component itsel
 TXT keys it is given are the ones test/discovery proves with the PC hub, and
 test/firmware/test_config_consistency.py holds the two sides to the same names.
 
+Expected under emulation: three E lines from the Ethernet driver when mDNS joins its multicast
+group ("Failed to add multicast filter for IPv4": QEMU's OpenCores MAC has no multicast filter).
+
 It needs no board of its own: it reads the session board's boot log (the `hub` fixture), as
 test_status_page.py does.
 """
