@@ -1,6 +1,6 @@
 /*
  * app_main.c — PigeonHub-WASM firmware entry: NVS, network stack, Wi-Fi, the hub task (which
- * starts the HTTP/WebSocket server and loads hub.wasm), the serial console.
+ * starts the HTTP/WebSocket server and loads hub.wasm), mDNS, the serial console.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +15,7 @@
 #include "freertos/semphr.h"
 #include "http_endpoints.h"
 #include "hub_task.h"
+#include "mdns_advert.h"
 #include "module_store.h"
 #include "nvs_flash.h"
 #include "network.h"
@@ -76,6 +77,10 @@ void app_main(void)
 #endif
     /* Returns once the boot module is loaded: its heap is measured with nothing else allocating. */
     ESP_ERROR_CHECK(hub_task_start());
+#if CONFIG_PIGEONHUB_MDNS
+    /* Before the network: it starts on the first address, which cannot come earlier. */
+    mdns_advert_start(hub_task_hub_id(), CONFIG_PIGEONHUB_PORT);
+#endif
     ESP_ERROR_CHECK(network_start());
     if (strlen(CONFIG_PIGEONHUB_SNTP_SERVER) > 0) {
         esp_sntp_config_t sntp = ESP_NETIF_SNTP_DEFAULT_CONFIG(CONFIG_PIGEONHUB_SNTP_SERVER);

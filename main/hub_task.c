@@ -85,6 +85,7 @@ static uint32_t s_trap_base;    /* the bridge's trap count when the running modu
 static size_t s_module_heap;    /* heap the boot module's runtime took (WASM3 + bridge)  */
 static size_t s_module_iram;    /* ...and of IRAM heap: code pages (CONFIG_PIGEONHUB_WASM3_CODE_IN_IRAM) */
 static hub_socket *s_opening;     /* the entry of the connection ph_bridge_on_open is opening */
+static char s_boot_hub_id[41];    /* copied before hub_task_start returns: read by other tasks */
 
 /* ---- connection table --------------------------------------------------------------------- */
 
@@ -386,6 +387,7 @@ static void load_boot_module(void)
         }
         s_image = img;
         module_running(&img);
+        strlcpy(s_boot_hub_id, ph_bridge_hub_id(s_bridge), sizeof(s_boot_hub_id));
         if (img.slot >= 0 && module_store_needs_confirm()) {
             s_confirm_at_us = esp_timer_get_time() + CONFIG_PIGEONHUB_MODULE_CONFIRM_S * 1000000LL;
         }
@@ -798,6 +800,11 @@ static void hub_task(void *arg)
 }
 
 /* ---- API for other tasks ------------------------------------------------------------------------- */
+
+const char *hub_task_hub_id(void)
+{
+    return s_boot_hub_id;
+}
 
 esp_err_t hub_task_start(void)
 {

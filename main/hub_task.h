@@ -20,6 +20,8 @@
 #define HUB_TICK_MS 1000 /* module loop(): the ABI asks for at least one call per second */
 
 esp_err_t hub_task_start(void);
+/* The running module's hub id (40 hex), as of boot; "" when no module could be loaded. */
+const char *hub_task_hub_id(void);
 /* Where the network layers deliver what arrives (http_server_start, ws_links). */
 const hub_event_sink *hub_task_sink(void);
 

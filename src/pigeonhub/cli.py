@@ -12,6 +12,7 @@ COMMANDS = {
     "keygen": ("pigeonhub.module.signing", "write an ECDSA P-256 key pair that signs modules (build --sign)"),
     "info": ("pigeonhub.module.info", "print a module's size, hash, ABI version, exports and imports"),
     "upload": ("pigeonhub.upload", "upload a hub module to a board (or PC hub) over the air"),
+    "discover": ("pigeonhub.discover", "list the hubs on the LAN (mDNS): name, URL, hub id, peers"),
     "provision": ("pigeonhub.provision", "give a board its TLS certificate and key over its serial "
                                          "console: it then serves wss:// and https://"),
     "bench": ("pigeonhub.bench.bench", "benchmark this hub against the reference PeerPigeon server"),

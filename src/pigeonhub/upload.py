@@ -2,6 +2,7 @@
 
     pigeonhub upload --host 192.168.1.50 --token SECRET build/hub.wasm
     pigeonhub upload --host 192.168.1.50 --ca ca.pem --token SECRET build/hub.wasm   # https://
+    pigeonhub upload --host pigeonhub-ab12 --token SECRET build/hub.wasm   # a name from `pigeonhub discover`
 
 The file is checked here first (WebAssembly header, size against a 64 KiB module slot, the exports
 of wasm/pigeonhub_abi.h, and, when the bridge extension is built, the bridge's own load checks), then
@@ -16,7 +17,7 @@ Exit status:
     5  the hub could not switch modules (HTTP 5xx) or another upload was in progress (HTTP 409);
        its previous module keeps running
     6  something answered at HOST:PORT, but not a PigeonHub
-    7  the hub cannot be reached (connection refused, timeout, unknown host)
+    7  the hub cannot be reached (connection refused, timeout, unknown host, a name no hub answers to)
 """
 
 import argparse
@@ -250,8 +251,10 @@ def add_arguments(parser):
         "5 hub failed to switch or busy with another upload (previous module keeps running),\n"
         "6 not a PigeonHub, 7 hub unreachable")
     parser.add_argument("--host", required=True,
-                        help="the hub's IP address (a board prints it: 'IPv4 address: ...')")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the hub's port (default 3000)")
+                        help="the hub's IP address (a board prints it: 'IPv4 address: ...') or its "
+                             "name on the LAN from `pigeonhub discover` (pigeonhub-ab12[.local])")
+    parser.add_argument("--port", type=int, default=None,
+                        help="the hub's port (default: the one a named hub advertises, else 3000)")
     parser.add_argument("--token", default=None,
                         help="upload token (board: console `token`/CONFIG_PIGEONHUB_UPLOAD_TOKEN; "
                              "PC hub: serve --upload-token). Default: $PIGEONHUB_TOKEN")
@@ -266,14 +269,39 @@ def add_arguments(parser):
     parser.add_argument("module", type=Path, metavar="MODULE.wasm", help="the module to upload")
 
 
+def resolve_host(host, port):
+    """(address, port) to connect to: a name from `pigeonhub discover` is looked up over mDNS (its
+    advertised port unless one was given); anything else is passed on as it is."""
+    from . import mdns
+    if not mdns.is_mdns_name(host):
+        return host, DEFAULT_PORT if port is None else port
+    try:
+        hub = mdns.resolve(host)
+    except mdns.MdnsError as exc:
+        raise UploadError(f"cannot look up {host} on the LAN: {exc}",
+                          "give the hub's IP address instead (a board prints it: 'IPv4 address: ...')",
+                          EXIT_UNREACHABLE)
+    except mdns.NameNotFound as exc:
+        if "." not in host:   # maybe a name of the system resolver's (/etc/hosts, DNS)
+            try:
+                socket.getaddrinfo(host, None)
+                return host, DEFAULT_PORT if port is None else port
+            except OSError:
+                pass
+        raise UploadError(str(exc), mdns.not_found_fix(), EXIT_UNREACHABLE)
+    sys.stderr.write(f"{host} is {hub.address}:{hub.port} (mDNS, hub id {hub.hub_id[:8]}…)\n")
+    return hub.address, hub.port if port is None else port
+
+
 def run(args) -> int:
     token = args.token if args.token is not None else os.environ.get("PIGEONHUB_TOKEN", "")
     try:
-        answer = upload_module(args.host, token, args.module, port=args.port,
+        host, port = resolve_host(args.host, args.port)
+        answer = upload_module(host, token, args.module, port=port,
                                progress=not args.no_progress, timeout=args.timeout,
                                tls=getattr(args, "tls", False), ca=getattr(args, "ca", None))
     except UploadError as exc:
         sys.stderr.write(f"Error: {exc.problem}\n  fix: {exc.fix}\n")
         return exc.exit_code
-    print(summary(args.host, args.port, answer))
+    print(summary(host, port, answer) + ("" if host == args.host else f" ({args.host})"))
     return EXIT_OK

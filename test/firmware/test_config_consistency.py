@@ -218,22 +218,57 @@ def check_sockets(cfg):
     return problems
 
 
+# header -> managed component (left ESP-IDF in v5, from the registry: main/idf_component.yml)
+MANAGED_COMPONENTS = {"esp_websocket_client.h": "esp_websocket_client", "mdns.h": "mdns"}
+
+
 def check_managed_components(cfg):
-    """A source using esp_websocket_client (a managed component since IDF v5) needs it in
-    main/idf_component.yml and in main/CMakeLists.txt's REQUIRES."""
+    """A source using a managed component needs it in main/idf_component.yml, in
+    main/CMakeLists.txt's REQUIRES, and in the top CMakeLists.txt's list of local components
+    (component manager off)."""
     problems = []
-    users = [n for n, t in cfg.sources.items() if '#include "esp_websocket_client.h"' in t]
-    if not users:
-        return problems
     manifest = cfg.root / "main" / "idf_component.yml"
     text = manifest.read_text() if manifest.is_file() else ""
-    if not re.search(r"^\s*espressif/esp_websocket_client\s*:", text, re.M):
-        problems.append(f"main/{users[0]} includes esp_websocket_client.h but main/idf_component.yml "
-                        "does not depend on espressif/esp_websocket_client")
     cmake = (cfg.root / "main" / "CMakeLists.txt").read_text()
     requires = re.search(r"REQUIRES(.*?)(?:\)|EMBED_FILES)", cmake, re.S)
-    if not requires or "esp_websocket_client" not in requires.group(1).split():
-        problems.append("main/CMakeLists.txt REQUIRES lacks esp_websocket_client")
+    top = cfg.root / "CMakeLists.txt"
+    local = re.search(r"foreach\(component ([^)]*)\)", top.read_text()) if top.is_file() else None
+    for header, component in MANAGED_COMPONENTS.items():
+        users = [n for n, t in cfg.sources.items() if f'#include "{header}"' in t]
+        if not users:
+            continue
+        if not re.search(rf"^\s*espressif/{component}\s*:", text, re.M):
+            problems.append(f"main/{users[0]} includes {header} but main/idf_component.yml "
+                            f"does not depend on espressif/{component}")
+        if not requires or component not in requires.group(1).split():
+            problems.append(f"main/CMakeLists.txt REQUIRES lacks {component}")
+        if top.is_file() and (not local or component not in local.group(1).split()):
+            problems.append(f"CMakeLists.txt does not add a local {component} when the component "
+                            "manager is off")
+    return problems
+
+
+def check_mdns_names(cfg):
+    """The board advertises the service type, host name prefix and TXT keys the PC side looks
+    for (src/pigeonhub/mdns.py), in the same order; its TXT carries the ABI version constant."""
+    from pigeonhub import mdns
+    src = cfg.sources.get("mdns_advert.c", "")
+    problems = []
+    defines = dict(re.findall(r'#define\s+(MDNS_\w+)\s+"([^"]*)"', src))
+    service = f"{defines.get('MDNS_SERVICE')}.{defines.get('MDNS_PROTO')}.local."
+    if service != mdns.SERVICE_TYPE:
+        problems.append(f"main/mdns_advert.c advertises {service}, pigeonhub.mdns looks for "
+                        f"{mdns.SERVICE_TYPE}")
+    if defines.get("MDNS_NAME_PREFIX") != mdns.NAME_PREFIX:
+        problems.append(f"main/mdns_advert.c names hubs {defines.get('MDNS_NAME_PREFIX')}<hex>, "
+                        f"pigeonhub.mdns {mdns.NAME_PREFIX}<hex>")
+    if defines.get("MDNS_WS_PATH") != mdns.WS_PATH:
+        problems.append(f"main/mdns_advert.c path {defines.get('MDNS_WS_PATH')!r} != {mdns.WS_PATH!r}")
+    keys = tuple(re.findall(r'\{\s*"(\w+)",\s*\w+\s*\}', src))
+    if keys != mdns.TXT_KEYS:
+        problems.append(f"main/mdns_advert.c TXT keys {keys} != pigeonhub.mdns.TXT_KEYS {mdns.TXT_KEYS}")
+    if "PH_ABI_VERSION" not in src:
+        problems.append("main/mdns_advert.c does not take the abi TXT value from PH_ABI_VERSION")
     return problems
 
 
@@ -305,7 +340,7 @@ def check_platformio_ini(cfg):
 
 
 CHECKS = [check_module_slots, check_partition_layout, check_sockets, check_managed_components,
-          check_kconfig_help,
+          check_mdns_names, check_kconfig_help,
           check_config_references, check_sdkconfig_defaults, check_platformio_ini, check_bridge_defaults]
 
 
@@ -349,6 +384,16 @@ TAMPERS = [
      "espressif/esp_websocket_clients:", "idf_component.yml"),
     (check_managed_components, "main/CMakeLists.txt", "mbedtls console esp_websocket_client",
      "mbedtls console", "REQUIRES"),
+    (check_managed_components, "main/idf_component.yml", "espressif/mdns:", "espressif/mdnsx:",
+     "espressif/mdns"),
+    (check_managed_components, "main/CMakeLists.txt", "esp_websocket_client mdns esp_wifi",
+     "esp_websocket_client esp_wifi", "REQUIRES lacks mdns"),
+    (check_managed_components, "CMakeLists.txt", "foreach(component esp_websocket_client mdns)",
+     "foreach(component esp_websocket_client)", "local mdns"),
+    (check_mdns_names, "main/mdns_advert.c", '{ "port", port },', '{ "ports", port },', "TXT keys"),
+    (check_mdns_names, "main/mdns_advert.c", '#define MDNS_SERVICE "_pigeonhub"',
+     '#define MDNS_SERVICE "_pigeon"', "_pigeon._tcp"),
+    (check_mdns_names, "main/mdns_advert.c", '"%d", PH_ABI_VERSION', '"%d", 3', "PH_ABI_VERSION"),
     (check_kconfig_help, "main/Kconfig.projbuild",
      "        help\n            Hub-to-hub links: incoming ones are counted on top of the peers when "
      "sizing the\n", "", "PIGEONHUB_MAX_HUB_LINKS"),
@@ -373,7 +418,7 @@ TAMPERS = [
 @pytest.mark.parametrize("check,name,old,new,mention", TAMPERS,
                          ids=[f"{t[0].__name__}-{i}" for i, t in enumerate(TAMPERS)])
 def test_check_fails_on_tampered_copy(tmp_path, check, name, old, new, mention):
-    for rel in ("partitions.csv", "sdkconfig.defaults", "platformio.ini"):
+    for rel in ("partitions.csv", "sdkconfig.defaults", "platformio.ini", "CMakeLists.txt"):
         shutil.copy(ROOT / rel, tmp_path / rel)
     shutil.copytree(ROOT / "main", tmp_path / "main")
     (tmp_path / BRIDGE_HEADER).parent.mkdir(parents=True)

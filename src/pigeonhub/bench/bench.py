@@ -4,6 +4,7 @@
   pigeonhub bench --url ws://host:port     one hub (anything speaking the PeerPigeon protocol); a
                                            board's cycles per frame from its /stats too
   pigeonhub bench --url wss://host:port --ca ca.pem   the same over TLS (--ca: a self-signed one)
+  pigeonhub bench --url pigeonhub-ab12     the same, by a name `pigeonhub discover` lists
   pigeonhub bench --peers 5,10,20          a sweep (the report plots it)
   pigeonhub bench --device                 hub.wasm size/layout, WASM3 heap (32-bit build),
                                            instructions per relayed frame, ESP32 projection
@@ -43,8 +44,9 @@ def log(msg):
 
 
 def add_arguments(parser):
-    parser.add_argument("--url", help="benchmark only this hub (ws://host:port); default: start the "
-                                      "PC hub and the reference server on 127.0.0.1 and compare")
+    parser.add_argument("--url", help="benchmark only this hub (ws://host:port, or a name from "
+                                      "`pigeonhub discover`: pigeonhub-ab12[.local]); default: start "
+                                      "the PC hub and the reference server on 127.0.0.1 and compare")
     parser.add_argument("--ca", metavar="FILE",
                         help="with a wss:// --url: also trust this CA certificate (PEM), e.g. the one "
                              "that signed a board's self-signed certificate")
@@ -261,7 +263,25 @@ def print_load(summary, meta):
     print("Summary:\n  " + "\n  ".join(plain) if plain else "Summary: no successful run.")
 
 
+def resolve_url(url):
+    """--url with a discovered name in it (pigeonhub-ab12, ws://pigeonhub-ab12.local:3000) turned
+    into the address it advertises; SystemExit with the fix when no hub answers to it."""
+    from pigeonhub import mdns
+    try:
+        resolved = mdns.resolve_url(url)
+    except mdns.NameNotFound as exc:
+        raise SystemExit(f"E bench: {exc}\n  fix: {mdns.not_found_fix()}")
+    except mdns.MdnsError as exc:
+        raise SystemExit(f"E bench: cannot look up {url} on the LAN: {exc}\n  fix: give the hub's "
+                         "address: --url ws://<IP>:3000")
+    if resolved != url:
+        log(f"{url} is {resolved} (mDNS)")
+    return resolved
+
+
 def run(args) -> int:
+    if args.url:
+        args.url = resolve_url(args.url)
     want_load = not args.device or args.all
     want_device = args.device or args.all
     results = {"load": None, "device": None}

@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "examples:\n"
         "  pigeonhub serve                      # ws://127.0.0.1:3000, the packaged hub.wasm\n"
         "  pigeonhub serve --host 0.0.0.0       # reachable from the LAN (browsers, phones)\n"
+        "  pigeonhub serve --host 0.0.0.0 --mdns   # ...and found by name: pigeonhub discover\n"
         "  pigeonhub serve --module build/hub.wasm --port 0\n"
         "  pigeonhub serve --port 3001 --bootstrap ws://127.0.0.1:3000/   # link to another hub\n"
         "  pigeonhub serve --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # wss://, https://\n"
@@ -96,6 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-links", type=int, default=None, metavar="N",
                         help="hub link slots reserved next to the client slots (default: the "
                              "number of --bootstrap hubs, at least the board's default)")
+    parser.add_argument("--mdns", action="store_true",
+                        help="advertise the hub on the LAN as pigeonhub-<4 hex of the hub id> "
+                             "(mDNS service _pigeonhub._tcp; `pigeonhub discover` lists it). Use with "
+                             "--host 0.0.0.0: a hub on 127.0.0.1 is advertised on loopback only")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also print debug lines (connections opened/closed)")
 
@@ -320,6 +325,7 @@ class PcHub:
         self.bootstrap = list(getattr(args, "bootstrap_urls", None) or [])  # after self-skip: boot()
         self.bootstrap_skipped = []
         self.link_errors = {}          # URL without query -> last failure text (for /stats)
+        self.advertiser = None         # mdns.Advertiser with --mdns
 
     # ---- transport callbacks (called by the bridge, on the loop thread, must not block) ---------
 
@@ -573,6 +579,9 @@ class PcHub:
             self.log.error(str(exc))
             await self.shutdown()
             return exc.code
+        if getattr(self.args, "mdns", False) and not await self._advertise():
+            await self.shutdown()
+            return 2
         ticker = self._spawn(self._tick_loop())
         while True:
             stop = asyncio.ensure_future(self.stop_event.wait())
@@ -585,9 +594,13 @@ class PcHub:
             self.reset_requested.clear()
             if not await self._reset():
                 ticker.cancel()
+                if self.advertiser is not None:
+                    await self.advertiser.stop()
                 await self.shutdown()
                 return 1
         ticker.cancel()
+        if self.advertiser is not None:   # first, so nobody is sent to a hub that is closing
+            await self.advertiser.stop()
         await self.shutdown()
         if self.store is not None:
             self.store.clean_shutdown()   # a stop on purpose is not the module's fault
@@ -596,6 +609,21 @@ class PcHub:
                       f"{t['connections']} connections ({t['refused']} refused), "
                       f"{t['frames_in']} frames in, {t['frames_out']} frames out")
         return 0
+
+    async def _advertise(self) -> bool:
+        """--mdns: the service is advertised once for the process (a console reset keeps port
+        and hub id, hence the name); registration probes in the background."""
+        from ..mdns import Advertiser, MdnsError
+        self.advertiser = Advertiser(self.log, self.bridge.hub_id, self.args.host, self.port,
+                                     self.bridge_mod.ABI_VERSION)
+        try:
+            addresses = self.advertiser.prepare()
+        except MdnsError as exc:
+            self.log.error(f"--mdns: {exc}")
+            self.advertiser = None
+            return False
+        self._spawn(self.advertiser.register(addresses))
+        return True
 
     async def _reset(self) -> bool:
         """What a board does on reset: drop every connection, boot again from the module file
