@@ -20,7 +20,7 @@ OFFERS_PER_SENDER = 10
 # Budgets set a little under what the chips measure (docs/PERFORMANCE.md), to catch a regression;
 # the goal of 96 KiB free under load is not reached yet. Boot figures are steady; the low-water
 # mark under load moves with QEMU's timing, so its floor keeps more room.
-BOOT_FREE_HEAP_BUDGET = {"esp32": 115_000, "esp32c3": 105_000}
+BOOT_FREE_HEAP_BUDGET = {"esp32": 120_000, "esp32c3": 113_000}
 LOAD_MIN_FREE_HEAP_FLOOR = {"esp32": 56 * 1024, "esp32c3": 56 * 1024}
 MODULE_RUNTIME_BUDGET = 120 * 1024    # WASM3 + bridge for hub.wasm, heap and IRAM heap together
 STACK_MARGIN_BUDGET = 2048      # least stack a task may have had left
