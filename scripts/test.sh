@@ -14,6 +14,16 @@ stage "hub.wasm: build from source, check budgets and ABI"
 pigeonhub build --out build/hub.wasm
 pigeonhub build --test-hooks --out build/hub-test-hooks.wasm >/dev/null
 
+# The firmware builds (minutes each) run from here in the background, at low priority, beside the
+# fuzzers (bounded in time, not in work) and the PC suites; the board stages wait for them.
+firmware_pid=
+if python3 scripts/emulator.py present; then
+    (for target in esp32 esp32c3; do
+        nice -n 19 python3 scripts/emulator.py build --target "$target" || exit 1
+    done) > build/emulator-firmware.log 2>&1 &
+    firmware_pid=$!
+fi
+
 stage "C unit tests under ASan/UBSan: hub module (native build)"
 make -s -C test/native/module
 
@@ -38,6 +48,11 @@ SOAK_SECONDS=60 HUB_WASM="$PWD/build/hub.wasm" HUB_TEST_WASM="$PWD/build/hub-tes
     pytest --ignore=test/embedded "$@"
 
 stage "emulated board: the firmware built with ESP-IDF (esp32, esp32c3) and booted in QEMU"
+if [ -n "$firmware_pid" ] && ! wait "$firmware_pid"; then
+    tail -40 build/emulator-firmware.log
+    echo "E (test) the firmware build failed: build/emulator-firmware.log has its whole output"
+    exit 1
+fi
 if python3 scripts/emulator.py present; then
     for target in esp32 esp32c3; do
         stage "emulated $target: conformance, real peerpigeon clients, OTA and power cut, hub link, memory"
