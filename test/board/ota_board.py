@@ -26,6 +26,7 @@ for extra in (ROOT / "test", ROOT / "test" / "conformance", ROOT / "test" / "emb
 
 from embedded_support import cli, code_section, corrupt, sha256_of, wrong_abi_module  # noqa: E402
 from hubclient import Peer, assert_relays, joined_pair                    # noqa: E402,F401
+from hubprocess import emulator                                          # noqa: E402
 
 # The token these suites provision (new_board(settings=SETTINGS)): passed explicitly rather than
 # imported from conftest.py (which of test/conftest.py and test/board/conftest.py a test module gets
@@ -102,6 +103,21 @@ def confirm_seconds(build: Path) -> int:
     m = re.search(r"^CONFIG_PIGEONHUB_MODULE_CONFIRM_S=(\d+)$", (Path(build) / "sdkconfig").read_text(), re.M)
     assert m, f"CONFIG_PIGEONHUB_MODULE_CONFIRM_S not in {build}/sdkconfig"
     return int(m.group(1))
+
+
+# ---- a board of a test file's own ---------------------------------------------------------------------
+
+def started_board(board_build, log_dir, settings):
+    """A board booted on a fresh flash with these NVS settings, for a module-scoped fixture (booting
+    costs seconds); the fixture stops it."""
+    emu = emulator()
+    board = emu.Board(board_build, log_dir / "board.log", settings=settings)
+    try:
+        board.start()
+    except emu.EmulatorError as exc:
+        board.stop()
+        pytest.fail(str(exc), pytrace=False)
+    return board
 
 
 # ---- what a user reads back --------------------------------------------------------------------------

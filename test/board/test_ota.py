@@ -12,8 +12,9 @@ import pytest
 
 from ota_board import (FALLBACK, LOADED, LOG_TIMEOUT, REFUSED, SETTINGS, SOURCE, TRIAL_TRAPPED, UPLOAD_TOKEN,
                        WRITTEN, Peer, assert_relays, broken_modules, cli_upload, close_all, health,
-                       joined_pair, mark, modules, outcome, raw_post, running, sha256_of, stats)
-from hubprocess import emulator, wait_until
+                       joined_pair, mark, modules, outcome, raw_post, running, sha256_of, started_board,
+                       stats)
+from hubprocess import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,14 +28,8 @@ def mods(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ota_board(board_build, tmp_path_factory):
-    """One board for this file (booting costs seconds): a fresh flash with the upload token set."""
-    emu = emulator()
-    board = emu.Board(board_build, tmp_path_factory.mktemp("ota-board") / "board.log", settings=SETTINGS)
-    try:
-        board.start()
-    except emu.EmulatorError as exc:
-        board.stop()
-        pytest.fail(str(exc), pytrace=False)
+    """One board for this file: a fresh flash with the upload token set."""
+    board = started_board(board_build, tmp_path_factory.mktemp("ota-board"), SETTINGS)
     yield board
     board.stop()
 

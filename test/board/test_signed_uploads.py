@@ -17,8 +17,7 @@ import re
 import pytest
 
 from ota_board import (LOG_TIMEOUT, P, REFUSED, UPLOAD_TOKEN, assert_relays, cli, cli_upload, health,
-                       joined_pair, mark, modules, outcome, raw_post, running, sha256_of)
-from hubprocess import emulator
+                       joined_pair, mark, modules, outcome, raw_post, running, sha256_of, started_board)
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +37,9 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def signed_board(board_build, tmp_path_factory, keys):
     from pigeonhub.module import signing
-    emu = emulator()
     settings = {"upload_token": UPLOAD_TOKEN,
                 "mod_key": signing.public_base64(keys["owner"].public_key())}
-    board = emu.Board(board_build, tmp_path_factory.mktemp("signed-board") / "board.log",
-                      settings=settings)
-    try:
-        board.start()
-    except emu.EmulatorError as exc:
-        board.stop()
-        pytest.fail(str(exc), pytrace=False)
+    board = started_board(board_build, tmp_path_factory.mktemp("signed-board"), settings)
     yield board
     board.stop()
 
