@@ -11,9 +11,6 @@ The verify's cost (time in QEMU, heap at its peak, the hub task's stack left) is
 docs/SIGNED_MODULES.md: run with -s to read it.
 """
 
-import base64
-import re
-
 import pytest
 
 from ota_board import (LOG_TIMEOUT, P, REFUSED, UPLOAD_TOKEN, assert_relays, cli, cli_upload, health,
