@@ -14,7 +14,7 @@
  *   bridge core on the hub task (first its signature when a module key is set: module_sig.c) and
  *   only then swapped in. Every refusal answers a JSON body {"error": "<specific reason>"} and
  *   leaves the running module untouched. One request at a time (the one httpd task), a body has
- *   UPLOAD_DEADLINE_S to arrive whole.
+ *   CONFIG_PIGEONHUB_UPLOAD_DEADLINE_S to arrive whole.
  */
 #include "http_endpoints.h"
 
@@ -43,10 +43,6 @@ static const char *TAG = "pigeonhub";
 #define UPLOAD_RECV_RETRIES 3  /* httpd_req_recv timeouts tolerated per chunk          */
 /* An ECDSA handshake runs mbedtls on the httpd task: esp_https_server's own default stack. */
 #define TLS_HTTPD_STACK 10240
-/* The whole body's deadline: the one httpd task serves every socket, so an upload that trickles
- * in (a byte before each receive timeout) would otherwise hold the hub's HTTP side indefinitely.
- * 64 KiB take well under a second on a LAN. */
-#define UPLOAD_DEADLINE_S 30
 
 static esp_err_t send_json(httpd_req_t *req, const char *status, const char *body)
 {
@@ -113,12 +109,14 @@ static esp_err_t receive_body(httpd_req_t *req, ph_upload *up, char *err, size_t
     static uint8_t chunk[HTTP_UPLOAD_CHUNK]; /* the httpd task handles one request at a time */
     size_t remaining = req->content_len;
     int timeouts = 0;
-    int64_t deadline = esp_timer_get_time() + UPLOAD_DEADLINE_S * 1000000LL;
+    /* The one httpd task serves every socket: an upload that trickles in (a byte before each
+     * receive timeout) would otherwise hold the hub's HTTP side indefinitely. */
+    int64_t deadline = esp_timer_get_time() + CONFIG_PIGEONHUB_UPLOAD_DEADLINE_S * 1000000LL;
     while (remaining > 0) {
         if (esp_timer_get_time() > deadline) {
             snprintf(err, cap, "upload cut off: %u of %u bytes arrived in %d s",
                      (unsigned)(req->content_len - remaining), (unsigned)req->content_len,
-                     UPLOAD_DEADLINE_S);
+                     CONFIG_PIGEONHUB_UPLOAD_DEADLINE_S);
             return ESP_FAIL;
         }
         int n = httpd_req_recv(req, (char *)chunk, remaining < sizeof(chunk) ? remaining

@@ -98,11 +98,15 @@ def broken_modules(good: bytes, mods: dict) -> dict:
     return out
 
 
-def confirm_seconds(build: Path) -> int:
-    """CONFIG_PIGEONHUB_MODULE_CONFIRM_S of the firmware under test."""
-    m = re.search(r"^CONFIG_PIGEONHUB_MODULE_CONFIRM_S=(\d+)$", (Path(build) / "sdkconfig").read_text(), re.M)
-    assert m, f"CONFIG_PIGEONHUB_MODULE_CONFIRM_S not in {build}/sdkconfig"
+def config_int(build: Path, name: str) -> int:
+    """An integer option of the firmware under test, e.g. CONFIG_PIGEONHUB_MODULE_CONFIRM_S."""
+    m = re.search(rf"^{name}=(\d+)$", (Path(build) / "sdkconfig").read_text(), re.M)
+    assert m, f"{name} not in {build}/sdkconfig"
     return int(m.group(1))
+
+
+def confirm_seconds(build: Path) -> int:
+    return config_int(build, "CONFIG_PIGEONHUB_MODULE_CONFIRM_S")
 
 
 # ---- a board of a test file's own ---------------------------------------------------------------------

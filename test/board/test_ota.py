@@ -6,14 +6,17 @@ status and JSON reason of POST /module (main/http_endpoints.c), the serial log, 
 (source slot, bytes, SHA-256) and the peers' own frames (hubclient.Peer).
 """
 
+import json
 import re
+import select
+import time
 
 import pytest
 
 from ota_board import (FALLBACK, LOADED, LOG_TIMEOUT, REFUSED, SETTINGS, SOURCE, TRIAL_TRAPPED, UPLOAD_TOKEN,
-                       WRITTEN, Peer, assert_relays, broken_modules, cli_upload, close_all, health,
-                       joined_pair, mark, modules, outcome, raw_post, running, sha256_of, started_board,
-                       stats)
+                       WRITTEN, Peer, assert_relays, broken_modules, cli_upload, close_all, config_int,
+                       health, joined_pair, mark, modules, outcome, raw_post, running, sha256_of,
+                       start_stalled_upload, started_board, stats)
 from hubprocess import wait_until
 
 pytestmark = pytest.mark.slow
@@ -157,6 +160,38 @@ def test_refused_upload_leaves_the_running_module_serving(board, mods, name, mak
         assert [m["type"] for m in a.drain(0.05) + b.drain(0.05)] == []
     finally:
         close_all((a, b))
+
+
+def test_upload_that_trickles_in_is_cut_off(board, board_build, mods):
+    """The one httpd task serves every socket: a body arriving a byte a second (never long enough
+    apart for a receive timeout) is refused once CONFIG_PIGEONHUB_UPLOAD_DEADLINE_S has passed."""
+    before = running(board)
+    deadline = config_int(board_build, "CONFIG_PIGEONHUB_UPLOAD_DEADLINE_S")
+    data = mods["mvp"].read_bytes()
+    since = mark(board)
+    sent, reply = 100, b""
+    sock = start_stalled_upload(board, data, sent)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < deadline + 20:
+            if select.select([sock], [], [], 1.0)[0]:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            elif sent < len(data):
+                sock.sendall(data[sent:sent + 1])
+                sent += 1
+    finally:
+        sock.close()
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), reply[:300]
+    cut = re.fullmatch(rf"upload cut off: (\d+) of {len(data)} bytes arrived in {deadline} s",
+                       json.loads(body)["error"])
+    assert cut and 100 <= int(cut.group(1)) <= sent, body
+    refused = board.wait_for(REFUSED, LOG_TIMEOUT, since=since)
+    assert refused.group(1) == "400" and refused.group(2).startswith("upload cut off: ")
+    assert running(board) == before
 
 
 CLI_REFUSALS = [
