@@ -27,7 +27,9 @@ BOOT_TIMEOUT = 60.0           # s for a booting console to answer, and from `res
 EXIT_OK, EXIT_LOCAL, EXIT_REFUSED, EXIT_SILENT = 0, 2, 3, 7
 
 STAGED = re.compile(rb"staged (\d+)")
-SAVED = re.compile(rb"TLS certificate saved \(([^)]*)\)")
+# The summary is found past whatever another task's log output put in the middle of the line (the
+# console and the log share the UART; seen on the emulated esp32 while mDNS started).
+SAVED = re.compile(rb"TLS certificate saved \(.*?(CN=[^\r\n]*?, expires \d{4}-\d{2}-\d{2})", re.S)
 REMOVED = re.compile(rb"TLS certificate removed")
 # the console's refusals (main/console.c cmd_tls), each on a line of its own
 REFUSED = re.compile(rb"[^\r\n]*(nothing (saved|staged)|no (cert|key) staged|out of memory|"

@@ -168,3 +168,13 @@ def test_provision_refuses_before_typing_anything(tls_files, tmp_path, capsys, c
             "no such port": ["--cert", cert, "--key", key, "--port", "/dev/nonexistent-tty"]}[case]
     assert cli.main(["provision", *args]) == 2
     assert expected in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reply", [
+    b"TLS certificate saved (CN=pigeonhub-test, expires 2027-01-07); `restart` to serve wss://",
+    # another task's log line began in the middle of the console's reply (emulated esp32, CI)
+    b"TLS certificate saved (\x1b[0;31mE (CN=pigeonhub-test, expires 2027-01-07); `restart` to",
+])
+def test_provision_reads_the_boards_summary_through_interleaved_log_output(reply):
+    from pigeonhub.provision import SAVED
+    assert SAVED.search(reply).group(1) == b"CN=pigeonhub-test, expires 2027-01-07"
